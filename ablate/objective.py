@@ -1,0 +1,418 @@
+"""Shortcut forcing (DreamerV4, Hafner et al. 2025, Eq. 1-8) with the four toggles the code review questions.
+
+One convention everywhere, the paper's: tau = 0 is pure noise, tau = 1 is clean data,
+
+    z = (1 - tau) * noise + tau * x1                                   (Eq. 1 / 6)
+
+and the network predicts clean data, x_hat = f(z, tau, d). Every formula below is one small function with
+its equation number, so the file can be checked line by line against shared/docs/objective-spec.md.
+`tau` and `d` always have the shape of the leading dims of the data: (B,) per sample, (B, T) per frame.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, ClassVar
+
+import torch
+from torch import Tensor
+
+Model = Callable[..., Tensor]
+
+TOGGLES: dict[str, tuple] = {  # the paper's level first
+    "tau_sampling": ("grid", "continuous"),
+    "bootstrap_space": ("velocity", "x"),
+    "half_step": ("velocity", "renoise"),
+    "tau2_weight": (True, False),
+}
+RAMPS = ("both", "flow", "none")
+STEP_SIZE_DISTRIBUTIONS = ("uniform", "inverse")
+
+
+def _check_choice(name: str, value, allowed: tuple) -> None:
+    if type(value) not in {type(a) for a in allowed} or value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One corner of the 2^4 ablation matrix. Defaults are the paper's formulation."""
+
+    tau_sampling: str = "grid"
+    bootstrap_space: str = "velocity"
+    half_step: str = "velocity"
+    tau2_weight: bool = True
+
+    _SHORT: ClassVar[dict] = {
+        "tau_sampling": {"grid": "grid", "continuous": "cont"},
+        "bootstrap_space": {"velocity": "vboot", "x": "xboot"},
+        "half_step": {"velocity": "vstep", "renoise": "renoise"},
+        "tau2_weight": {True: "w2", False: "now2"},
+    }
+
+    def __post_init__(self) -> None:
+        for name, allowed in TOGGLES.items():
+            _check_choice(name, getattr(self, name), allowed)
+
+    @classmethod
+    def paper(cls) -> Variant:
+        return cls("grid", "velocity", "velocity", True)
+
+    @classmethod
+    def simplified(cls) -> Variant:
+        """The reviewed re-implementation before its fixes (findings 1-4 of the code review)."""
+        return cls("continuous", "x", "renoise", False)
+
+    @classmethod
+    def all(cls) -> list[Variant]:
+        """All 16 combinations, the paper's first and the simplified code last."""
+        return [cls(*levels) for levels in itertools.product(*TOGGLES.values())]
+
+    @property
+    def label(self) -> str:
+        """Short readable name, e.g. `grid_vboot_vstep_w2` (paper), `cont_xboot_renoise_now2` (simplified)."""
+        return "_".join(self._SHORT[name][getattr(self, name)] for name in TOGGLES)
+
+    @classmethod
+    def from_label(cls, label: str) -> Variant:
+        by_label = {v.label: v for v in cls.all()}
+        if label not in by_label:
+            raise ValueError(f"variant label {label!r} is unknown; choose one of {', '.join(by_label)}")
+        return by_label[label]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The equations, one function each. Shapes: x (lead..., features...), tau/d (lead...).
+
+
+def expand_like(t: Tensor, x: Tensor) -> Tensor:
+    """Append singleton feature dims so a per-sample/per-frame scalar broadcasts against x."""
+    return t.reshape(t.shape + (1,) * (x.ndim - t.ndim))
+
+
+def noisy_input(x1: Tensor, noise: Tensor, tau: Tensor) -> Tensor:
+    """Eq. 1/6: z = (1 - tau) noise + tau x1."""
+    t = expand_like(tau, x1).to(x1.dtype)
+    return (1 - t) * noise + t * x1
+
+
+def at_least_float32(x: Tensor) -> Tensor:
+    """Loss arithmetic stays in float32 (or float64) even when the model ran under bf16/fp16 autocast."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def velocity(x_hat: Tensor, z: Tensor, tau: Tensor) -> Tensor:
+    """Velocity implied by an x-prediction: v = (x_hat - z) / (1 - tau), in at least float32."""
+    return (at_least_float32(x_hat) - at_least_float32(z)) / (1 - at_least_float32(expand_like(tau, z)))
+
+
+def ramp_weight(tau: Tensor) -> Tensor:
+    """Eq. 8: w(tau) = 0.9 tau + 0.1, more weight on cleaner inputs."""
+    return 0.9 * tau + 0.1
+
+
+def velocity_half_step(z: Tensor, b1: Tensor, half: Tensor) -> Tensor:
+    """Eq. 7 (paper): z' = z + (d/2) b'."""
+    return z + expand_like(half, z) * b1
+
+
+def renoise_half_step(x_a: Tensor, noise: Tensor, tau_mid: Tensor) -> Tensor:
+    """The simplified code: z' = (tau + d/2) x_a + (1 - tau - d/2) noise, with the originally sampled noise."""
+    return noisy_input(x_a, noise, tau_mid)
+
+
+def shortcut_step(z: Tensor, x_hat: Tensor, tau: Tensor, d: Tensor) -> Tensor:
+    """Eq. 2 sampler step: z <- z + d (x_hat - z) / (1 - tau)."""
+    return z + expand_like(d, z) * velocity(x_hat, z, tau)
+
+
+def mean_square(a: Tensor, b: Tensor, lead_dims: int) -> Tensor:
+    """||a - b||^2 as the mean over the elements of one sample (one frame for sequences)."""
+    diff = (a - b).square()
+    return diff.mean(dim=tuple(range(lead_dims, diff.ndim))) if diff.ndim > lead_dims else diff
+
+
+def flow_error(x_hat: Tensor, x1: Tensor, lead_dims: int) -> Tensor:
+    """Eq. 7, d = d_min: || x_hat - x1 ||^2."""
+    return mean_square(at_least_float32(x_hat), at_least_float32(x1), lead_dims)
+
+
+def velocity_bootstrap_error(x_hat: Tensor, z: Tensor, tau: Tensor, b1: Tensor, b2: Tensor) -> Tensor:
+    """Eq. 7, d > d_min (paper): || (x_hat - z)/(1 - tau) - sg(b' + b'')/2 ||^2."""
+    return mean_square(velocity(x_hat, z, tau), ((b1 + b2) / 2).detach(), tau.ndim)
+
+
+def x_bootstrap_error(x_hat: Tensor, x_b: Tensor, lead_dims: int) -> Tensor:
+    """The simplified code's bootstrap: || x_hat - sg(x_b) ||^2, the second teacher call's prediction."""
+    return mean_square(at_least_float32(x_hat), at_least_float32(x_b.detach()), lead_dims)
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LossOutput:
+    """The batch loss and its parts. Parts are detached and meant for logging."""
+
+    loss: Tensor  # scalar: mean over all rows of the per-row weighted loss
+    per_sample: Tensor  # per-row (per-frame) weighted loss, shape of tau
+    flow_loss: Tensor  # mean weighted loss over the flow rows (0 when there are none)
+    bootstrap_loss: Tensor  # mean weighted loss over the bootstrap rows (0 when there are none)
+    n_flow: Tensor  # number of flow rows (frames)
+    n_bootstrap: Tensor  # number of bootstrap rows (frames)
+
+
+@dataclass
+class TeacherTargets:
+    """Outputs of the two half-step teacher calls, for the rows that were sent to the teacher."""
+
+    b1: Tensor
+    b2: Tensor
+    x_b: Tensor
+
+
+class ShortcutForcing:
+    """The configurable shortcut-forcing objective and its K-step sampler.
+
+    Args:
+        variant: which side of each of the four toggles to use.
+        k_max: largest number of sampling steps (a power of two); d_min = 1 / k_max.
+        ramp: where the Eq. 8 weight w(tau) goes: "both" terms, the "flow" term only, or "none".
+        step_sizes: "uniform" over the power-of-two levels (Eq. 4) or "inverse", P(d) ~ 1/d (the review).
+        bootstrap_fraction: None keeps Eq. 4; a number f gives that share of rows a d above d_min (uniform
+            over those levels) and the rest d_min, as the shortcut-models code (1/8) does.
+        bootstrap_weight: multiplies the bootstrap term.
+    """
+
+    def __init__(
+        self,
+        variant: Variant | None = None,
+        k_max: int = 64,
+        ramp: str = "both",
+        step_sizes: str = "uniform",
+        bootstrap_fraction: float | None = None,
+        bootstrap_weight: float = 1.0,
+    ) -> None:
+        variant = Variant.paper() if variant is None else variant
+        if not isinstance(variant, Variant):
+            raise ValueError(f"variant={variant!r} must be a Variant (e.g. Variant.paper())")
+        if isinstance(k_max, bool) or not isinstance(k_max, int) or k_max < 1 or k_max & (k_max - 1):
+            raise ValueError(f"k_max={k_max!r} must be a power of two: 1, 2, 4, ..., 64, ...")
+        _check_choice("ramp", ramp, RAMPS)
+        _check_choice("step_sizes", step_sizes, STEP_SIZE_DISTRIBUTIONS)
+        if bootstrap_fraction is not None and not (0.0 <= float(bootstrap_fraction) <= 1.0):
+            raise ValueError(f"bootstrap_fraction={bootstrap_fraction!r} must be None or a number in [0, 1]")
+        if bootstrap_fraction and k_max == 1:
+            raise ValueError("bootstrap_fraction > 0 needs k_max >= 2: with k_max=1 every row is a flow row")
+        if not math.isfinite(bootstrap_weight) or bootstrap_weight < 0:
+            raise ValueError(f"bootstrap_weight={bootstrap_weight!r} must be a finite number >= 0")
+        self.variant = variant
+        self.k_max = k_max
+        self.ramp = ramp
+        self.step_sizes = step_sizes
+        self.bootstrap_fraction = None if bootstrap_fraction is None else float(bootstrap_fraction)
+        self.bootstrap_weight = float(bootstrap_weight)
+
+    @property
+    def d_min(self) -> float:
+        return 1.0 / self.k_max
+
+    @property
+    def step_counts(self) -> tuple[int, ...]:
+        """The sampling step counts K = 1/d: 1, 2, 4, ..., k_max."""
+        return tuple(2**i for i in range(int(math.log2(self.k_max)) + 1))
+
+    # --- Eq. 4 -------------------------------------------------------------------------------------------
+
+    def sample_tau_d(
+        self, shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None = None, device=None
+    ) -> tuple[Tensor, Tensor]:
+        """Eq. 4: d = 1/n with n from {1, 2, ..., k_max}; tau on the grid {0, d, ..., 1 - d} or U[0, 1 - d]."""
+        shape = torch.Size(shape)
+        counts = torch.tensor(self.step_counts, dtype=torch.float32, device=device)
+        n = counts[self._sample_level_index(shape, counts, generator, device)]
+        u = torch.rand(shape, generator=generator, device=device)
+        if self.variant.tau_sampling == "grid":
+            tau = torch.clamp(torch.floor(u * n), max=n - 1) / n
+        else:
+            tau = u * (1 - 1 / n)
+        return tau, 1 / n
+
+    def _sample_level_index(self, shape, counts: Tensor, generator, device) -> Tensor:
+        levels = len(counts)
+        numel = shape.numel()
+        if self.bootstrap_fraction is not None:
+            n_boot = round(self.bootstrap_fraction * numel)
+            is_boot = torch.zeros(numel, dtype=torch.bool, device=device)
+            is_boot[torch.randperm(numel, generator=generator, device=device)[:n_boot]] = True
+            above_min = torch.randint(0, max(levels - 1, 1), (numel,), generator=generator, device=device)
+            return torch.where(is_boot, above_min, levels - 1).reshape(shape)
+        if self.step_sizes == "uniform":
+            return torch.randint(0, levels, shape, generator=generator, device=device)
+        probs = counts / counts.sum()  # P(d) ~ 1/d = n
+        return torch.multinomial(probs, numel, replacement=True, generator=generator).reshape(shape)
+
+    # --- Eq. 7-8 -----------------------------------------------------------------------------------------
+
+    def loss(
+        self,
+        model: Model,
+        x1: Tensor,
+        noise: Tensor | None = None,
+        tau: Tensor | None = None,
+        d: Tensor | None = None,
+        teacher: Model | None = None,
+        *,
+        lead_dims: int = 1,
+        **model_kwargs,
+    ) -> LossOutput:
+        """Eq. 7 with the Eq. 8 ramp: one student forward over the whole batch, two batched teacher calls.
+
+        `teacher=None` uses the student itself under stop-gradient (the paper); pass an EMA copy for the
+        shortcut-models recipe. Tensor keyword arguments whose first dim is the batch (actions) are sliced
+        along with the rows sent to the teacher. When tau and d are omitted they are drawn with shape
+        x1.shape[:lead_dims].
+        """
+        noise, tau, d = self._inputs(x1, noise, tau, d, lead_dims)
+        precision = torch.promote_types(x1.dtype, torch.float32)  # weights and steps in (at least) float32
+        tau, d = tau.to(precision), d.to(precision)
+        lead_dims = tau.ndim
+        z = noisy_input(x1, noise, tau)
+        x_hat = model(z, tau, d, **model_kwargs)
+        if x_hat.shape != x1.shape:
+            raise ValueError(f"model output shape {tuple(x_hat.shape)} must equal x1's {tuple(x1.shape)}")
+
+        is_boot = d > self.d_min * (1 + 1e-6)
+        w = ramp_weight(tau)
+        flow_term = flow_error(x_hat, x1, lead_dims)
+        if self.ramp != "none":
+            flow_term = w * flow_term
+        per_sample = flow_term
+        if bool(is_boot.any()):
+            rows = is_boot if lead_dims == 1 else is_boot.flatten(1).any(1)
+            boot_term = torch.zeros_like(flow_term)
+            boot_term[rows] = self._bootstrap_term(
+                teacher or model, x_hat[rows], z[rows], noise[rows], tau[rows], d[rows], is_boot[rows],
+                **_rows_of(model_kwargs, rows, len(x1)),
+            )
+            per_sample = torch.where(is_boot, boot_term, flow_term)
+
+        n_boot = is_boot.sum()
+        n_flow = is_boot.numel() - n_boot
+        detached = per_sample.detach()
+        return LossOutput(
+            loss=per_sample.mean(),
+            per_sample=per_sample,
+            flow_loss=detached.masked_fill(is_boot, 0).sum() / n_flow.clamp(min=1),
+            bootstrap_loss=detached.masked_fill(~is_boot, 0).sum() / n_boot.clamp(min=1),
+            n_flow=n_flow,
+            n_bootstrap=n_boot,
+        )
+
+    def _bootstrap_term(
+        self, teacher: Model, x_hat: Tensor, z: Tensor, noise: Tensor, tau: Tensor, d: Tensor, is_boot: Tensor,
+        **model_kwargs,
+    ) -> Tensor:
+        """Weighted Eq. 7 bootstrap loss for the rows sent to the teacher."""
+        targets = self.teacher_targets(teacher, z, noise, tau, d, is_boot, **model_kwargs)
+        if self.variant.bootstrap_space == "velocity":
+            err = velocity_bootstrap_error(x_hat, z, tau, targets.b1, targets.b2)
+        else:
+            err = x_bootstrap_error(x_hat, targets.x_b, tau.ndim)
+        if self.variant.tau2_weight:
+            err = (1 - tau) ** 2 * err
+        if self.ramp == "both":
+            err = ramp_weight(tau) * err
+        return self.bootstrap_weight * err
+
+    @torch.no_grad()
+    def teacher_targets(
+        self, teacher: Model, z: Tensor, noise: Tensor, tau: Tensor, d: Tensor, is_boot: Tensor, **model_kwargs
+    ) -> TeacherTargets:
+        """Eq. 7: two half steps of size d/2 by the teacher, each one batched call without autograd.
+
+        Frames that are not bootstrap frames but ride along in a sequence (per-frame d) are fed their own
+        level and take a zero step, so every value stays finite; their targets are never used.
+        """
+        half = torch.where(is_boot, d / 2, torch.zeros_like(d))
+        level = torch.where(is_boot, d / 2, d)
+        x_a = teacher(z, tau, level, **model_kwargs)
+        b1 = velocity(x_a, z, tau)
+        tau_mid = tau + half
+        if self.variant.half_step == "velocity":
+            z_mid = velocity_half_step(z, b1, half).to(z.dtype)
+        else:
+            z_mid = renoise_half_step(x_a, noise, tau_mid).to(z.dtype)
+        x_b = teacher(z_mid, tau_mid, level, **model_kwargs)
+        return TeacherTargets(b1=b1, b2=velocity(x_b, z_mid, tau_mid), x_b=x_b)
+
+    def _inputs(self, x1: Tensor, noise, tau, d, lead_dims: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Fill in omitted noise/tau/d and check that given ones fit x1 and Eq. 4."""
+        if not isinstance(x1, Tensor) or not x1.is_floating_point():
+            raise ValueError("x1 must be a floating-point tensor")
+        if noise is None:
+            noise = torch.randn_like(x1)
+        elif noise.shape != x1.shape:
+            raise ValueError(f"noise shape {tuple(noise.shape)} must equal x1's {tuple(x1.shape)}")
+        if (tau is None) != (d is None):
+            raise ValueError("tau and d must be given together (or both omitted to draw them)")
+        if tau is None:
+            if not 1 <= lead_dims < x1.ndim:
+                raise ValueError(f"lead_dims={lead_dims} must be in [1, x1.ndim - 1 = {x1.ndim - 1}]")
+            tau, d = self.sample_tau_d(x1.shape[:lead_dims], device=x1.device)
+            return noise, tau, d
+        if tau.shape != d.shape:
+            raise ValueError(f"tau shape {tuple(tau.shape)} and d shape {tuple(d.shape)} must be equal")
+        if not 1 <= tau.ndim < x1.ndim or x1.shape[: tau.ndim] != tau.shape:
+            raise ValueError(
+                f"tau/d shape {tuple(tau.shape)} must be the leading dims of x1 {tuple(x1.shape)}, "
+                "e.g. (B,) or (B, T)"
+            )
+        self.check_tau_d(tau, d)
+        return noise, tau, d
+
+    def check_tau_d(self, tau: Tensor, d: Tensor) -> None:
+        """Raise ValueError unless every d is a level 1/n (n in 1..k_max) and 0 <= tau <= 1 - d."""
+        n = 1 / d.double()
+        if not torch.isin(torch.round(n), torch.tensor(self.step_counts, dtype=n.dtype, device=n.device)).all() \
+                or not torch.allclose(n, torch.round(n)):
+            raise ValueError(f"d must be one of 1/n for n in {self.step_counts}")
+        if (tau < 0).any() or (tau + d > 1 + 1e-6).any():
+            raise ValueError("tau must satisfy 0 <= tau and tau + d <= 1")
+
+    # --- Eq. 2: the sampler ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(
+        self, model: Model, noise: Tensor, steps: int, *, lead_dims: int = 1, model_d: float | None = None,
+        **model_kwargs,
+    ) -> Tensor:
+        """K-step shortcut sampler: d = 1/K; tau = k/K; z <- z + d (x_hat - z)/(1 - tau); ends on x_hat.
+
+        `model_d` overrides the step size the model is told (default 1/K); a flow-only baseline is told
+        d_min, the only level it was trained on, while still stepping by 1/K (plain Euler).
+        """
+        if steps not in self.step_counts:
+            raise ValueError(f"steps={steps!r} must be one of {self.step_counts} (k_max={self.k_max})")
+        lead = noise.shape[:lead_dims]
+        d = torch.full(lead, 1.0 / steps, device=noise.device)
+        told_d = d if model_d is None else torch.full(lead, float(model_d), device=noise.device)
+        z = noise
+        for k in range(steps):
+            tau = torch.full(lead, k / steps, device=noise.device)
+            x_hat = model(z, tau, told_d, **model_kwargs)
+            z = x_hat if k == steps - 1 else shortcut_step(z, x_hat, tau, d).to(noise.dtype)
+        return z
+
+
+def _rows_of(model_kwargs: dict, rows: Tensor, batch: int) -> dict:
+    """Slice tensor keyword arguments along the batch dim, so teacher calls see the same rows' actions."""
+    return {
+        k: v[rows] if isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == batch else v
+        for k, v in model_kwargs.items()
+    }

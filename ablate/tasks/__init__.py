@@ -1,0 +1,106 @@
+"""Tasks: data, an x-predicting model, and an evaluation that turns a sampler into named metrics.
+
+A task is any object with the attributes and methods of `Task` below. Built-in tasks are found by name
+(`toy2d`, `digits`, `sequence`); a user's own task by `"package.module:function"` or `"path/to/file.py"`
+(function `make_task`) or `"path/to/file.py:function"`; the function takes the task params as keyword
+arguments and returns a task. See experiments/my_task.py for a complete example.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from ablate.objective import ShortcutForcing
+
+
+@dataclass
+class Sampler:
+    """What a task's evaluation may call: the trained (EMA) model and the objective's K-step sampler.
+
+    `model_d` is None for shortcut models (the sampler tells the model d = 1/K) and d_min for the
+    flow-only baseline, which only ever saw d_min in training and is sampled with K plain Euler steps.
+    """
+
+    model: torch.nn.Module
+    objective: ShortcutForcing
+    model_d: float | None = None
+
+    def __call__(self, noise: torch.Tensor, steps: int, *, lead_dims: int = 1, **model_kwargs) -> torch.Tensor:
+        return self.objective.sample(self.model, noise, steps, lead_dims=lead_dims, model_d=self.model_d,
+                                     **model_kwargs)
+
+
+@dataclass
+class Evaluation:
+    """Metrics per sampling-step count, and some samples per step count for the report's figures."""
+
+    metrics: dict[int, dict[str, float]]
+    samples: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+class Task(Protocol):
+    name: str
+    sample_format: str  # "points" (N, 2), "image" (N, H, W) or "video" (N, T, H, W): how the report draws samples
+    lead_dims: int  # 1: tau and d per sample; 2: per frame (B, T)
+    primary_metric: str  # the metric the report leads with
+    metric_directions: dict[str, str]  # {"w2": "min", ...}: "min" if lower is better
+
+    def batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """A training batch x1 and the model's keyword arguments for it (e.g. actions), seeded."""
+
+    def make_model(self) -> torch.nn.Module:
+        """A fresh x-predictor `model(z, tau, d, **kwargs)`; initialised from torch's global RNG."""
+
+    def evaluate(self, sampler: Sampler, steps: list[int], generator: torch.Generator) -> Evaluation:
+        """Sample with each K in `steps` from the same seeded noise and score the samples."""
+
+
+BUILTIN_TASKS = {  # name -> "module:function", imported only when used
+    "toy2d": "ablate.tasks.toy2d:make_toy2d_task",
+    "digits": "ablate.tasks.digits:make_digits_task",
+    "sequence": "ablate.tasks.sequence:make_sequence_task",
+}
+
+
+def resolve_task_factory(spec: str) -> Callable[..., Task]:
+    """Find a task factory by built-in name, `module:function`, `file.py` or `file.py:function`."""
+    spec = BUILTIN_TASKS.get(spec, spec)
+    path_part, _, function = spec.partition(":") if not spec.endswith(".py") else (spec, "", "")
+    if path_part.endswith(".py"):
+        path = Path(path_part).expanduser().resolve()
+        if not path.is_file():
+            raise ValueError(f"task: file {path} does not exist")
+        module_spec = importlib.util.spec_from_file_location(f"ablate_user_task_{path.stem}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        function = function or "make_task"
+    elif function:
+        try:
+            module = importlib.import_module(path_part)
+        except ImportError as error:
+            raise ValueError(f"task: cannot import module {path_part!r} ({error})") from error
+    else:
+        raise ValueError(
+            f"task: {spec!r} is not a built-in task ({', '.join(BUILTIN_TASKS)}), "
+            "a 'module:function' or a path to a .py file"
+        )
+    factory = getattr(module, function, None)
+    if not callable(factory):
+        raise ValueError(f"task: {spec!r} has no callable {function!r}")
+    return factory
+
+
+def make_task(spec: str, params: dict | None = None) -> Task:
+    """Build a task; unknown or ill-typed params raise ValueError naming the task and the param."""
+    factory = resolve_task_factory(spec)
+    try:
+        return factory(**(params or {}))
+    except TypeError as error:
+        raise ValueError(f"task {spec!r}: {error}") from error

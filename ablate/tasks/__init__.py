@@ -33,8 +33,12 @@ class Sampler:
     model_d: float | None = None
 
     def __call__(self, noise: torch.Tensor, steps: int, *, lead_dims: int = 1, **model_kwargs) -> torch.Tensor:
-        return self.objective.sample(self.model, noise, steps, lead_dims=lead_dims, model_d=self.model_d,
-                                     **model_kwargs)
+        """Sample on the model's device; the result comes back on the device of `noise`."""
+        device = next(self.model.parameters()).device
+        model_kwargs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in model_kwargs.items()}
+        x = self.objective.sample(self.model, noise.to(device), steps, lead_dims=lead_dims, model_d=self.model_d,
+                                  **model_kwargs)
+        return x.to(noise.device)
 
 
 @dataclass

@@ -1,0 +1,54 @@
+"""A deliberately tiny task for fast tests of the trial, runner and CLI: a 1-D two-point mixture."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ablate.tasks import Evaluation, Sampler
+from ablate.tasks.embedding import LevelEmbedding
+
+
+class TinyNet(nn.Module):
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.embed = LevelEmbedding(width, sinusoid_dim=16)
+        self.inp = nn.Linear(1, width)
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(width, 1))
+
+    def forward(self, z, tau, d):
+        return self.out(self.inp(z) + self.embed(tau, d))
+
+
+class TinyTask:
+    name = "tiny"
+    sample_format = "points"
+    lead_dims = 1
+    primary_metric = "mean_error"
+    metric_directions = {"mean_error": "min", "spread": "max"}
+
+    def __init__(self, separation: float = 2.0, n_eval: int = 256) -> None:
+        self.separation = separation
+        self.n_eval = n_eval
+
+    def batch(self, batch_size: int, generator: torch.Generator):
+        signs = torch.randint(0, 2, (batch_size, 1), generator=generator) * 2 - 1
+        return signs * self.separation / 2 + 0.05 * torch.randn(batch_size, 1, generator=generator), {}
+
+    def make_model(self) -> nn.Module:
+        return TinyNet()
+
+    def evaluate(self, sampler: Sampler, steps: list[int], generator: torch.Generator) -> Evaluation:
+        noise = torch.randn(self.n_eval, 1, generator=generator)
+        metrics, samples = {}, {}
+        for k in steps:
+            x = sampler(noise, k)
+            distance = (x.abs() - self.separation / 2).abs().mean().item()
+            metrics[k] = {"mean_error": distance, "spread": x.std().item()}
+            samples[k] = np.concatenate([x.numpy(), np.zeros_like(x.numpy())], axis=1)
+        return Evaluation(metrics, samples)
+
+
+def make_task(separation: float = 2.0, n_eval: int = 256) -> TinyTask:
+    return TinyTask(separation, n_eval)

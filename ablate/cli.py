@@ -1,0 +1,86 @@
+"""`ablate run EXP.yaml` and `ablate report FOLDER`: a thin shell over experiment, runner and report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from ablate.experiment import Experiment, ExperimentError, load_experiment
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ablate", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run an experiment's variant x seed grid on Ray Tune")
+    run.add_argument("experiment", help="path to an experiment YAML, e.g. experiments/quickstart.yaml")
+    run.add_argument("--dry-run", action="store_true", help="print the trial matrix and resources, run nothing")
+    run.add_argument("--resume", action="store_true", help="finish what an interrupted run left undone")
+    run.add_argument("--force", action="store_true", help="delete an existing output folder and start over")
+    run.add_argument("--output", help="results folder (default: results/<name>)")
+    run.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    run.add_argument("--no-report", action="store_true", help="write the tables but not the report")
+
+    report = commands.add_parser("report", help="write report.md, figures, cells.csv, effects.csv")
+    report.add_argument("folder", help="a results folder, e.g. results/quickstart")
+    report.add_argument("--metric", help="primary metric (default: the task's)")
+    report.add_argument("--steps", type=int, help="primary number of sampling steps (default: 4)")
+
+    args = parser.parse_args(argv)
+    try:
+        return _run(args) if args.command == "run" else _report(args.folder, args.metric, args.steps)
+    except ExperimentError as error:
+        print(f"ablate: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    experiment = load_experiment(args.experiment)
+    if args.dry_run:
+        _print_matrix(experiment)
+        return 0
+    from ablate.runner import resolve_output, run_experiment  # imports Ray: only when running
+
+    output = resolve_output(experiment, args.output)
+    print(f"[ablate] {experiment.name}: {len(experiment.trials)} trials -> {output}", flush=True)
+    outcome = run_experiment(experiment, output, resume=args.resume, force=args.force, address=args.address)
+    print(f"[ablate] {outcome.finished}/{outcome.expected} trials finished, {outcome.failed} failed; "
+          f"tables in {outcome.output}", flush=True)
+    if outcome.interrupted:
+        print(f"[ablate] interrupted: finish with `ablate run {args.experiment} --resume"
+              f"{' --output ' + args.output if args.output else ''}`", flush=True)
+        return 130
+    if not args.no_report:
+        return _report(str(outcome.output), None, None)
+    return 0 if outcome.failed == 0 else 1
+
+
+def _report(folder: str, metric: str | None, steps: int | None) -> int:
+    from ablate.report import write_report
+
+    if not (Path(folder) / "run.json").is_file():
+        raise ExperimentError(f"{folder} is not a results folder (no run.json)")
+    path = write_report(folder, primary_metric=metric, primary_steps=steps)
+    print(f"[ablate] report: {path}")
+    return 0
+
+
+def _print_matrix(experiment: Experiment) -> None:
+    spec = experiment.spec
+    cells = Counter(t.variant for t in experiment.trials)
+    print(f"experiment {experiment.name}: task {spec['task']}, k_max {experiment.k_max}, "
+          f"{len(cells)} cells x {len(spec['seeds'])} seeds = {len(experiment.trials)} trials")
+    for name, levels in experiment.factors.items():
+        print(f"  factor {name}: {levels} (reference {experiment.reference[name]!r})")
+    print(f"  seeds: {spec['seeds']}; train steps {spec['train']['steps']}, batch {spec['train']['batch_size']}, "
+          f"teacher {spec['train']['teacher']}")
+    print(f"  resources per trial: cpu {experiment.resources['cpu']}, gpu {experiment.resources['gpu']}; "
+          f"max concurrent: {experiment.max_concurrent or 'as many as fit'}")
+    for trial in experiment.trials:
+        print(f"  {trial.trial_id}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,389 @@
+"""Run an experiment's trial matrix on Ray Tune, resumably, and write the tidy results tables.
+
+The driver starts a local Ray (or joins `--address` / RAY_ADDRESS), schedules one Tune trial per
+(cell, seed), and each trial writes its own result file into `<output>/trials/` the moment it is done.
+Those files, not Ray's folder layout, are what `collect_tables` turns into metrics/curves/trials tables.
+A trial that finds its result file already there returns at once, so no trial is ever run twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's compact legacy output; we print our own view
+# every checkpoint forces an experiment snapshot (that is what makes --resume exact); do not warn about it
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our tables replace Tune's CSV/TensorBoard logs
+
+import numpy as np
+import pandas as pd
+import ray
+import torch
+from ray import tune
+
+from ablate import results
+from ablate.experiment import Experiment, ExperimentError
+from ablate.objective import TOGGLES, Variant
+from ablate.tasks import make_task
+from ablate.trial import Trial
+
+PACKAGES = ("ablate", "torch", "ray", "numpy", "pandas", "scipy", "statsmodels", "POT", "scikit-learn",
+            "matplotlib", "pyyaml")
+GPU_AUTO_SHARE = 0.25  # `gpu: auto` on a cluster with GPUs: four trials share one GPU
+
+
+@dataclass
+class RunOutcome:
+    output: Path
+    expected: int
+    finished: int  # trials with a result (ok or diverged)
+    failed: int
+    interrupted: bool
+
+    @property
+    def complete(self) -> bool:
+        return self.finished == self.expected
+
+
+def resolve_output(experiment: Experiment, output: str | Path | None) -> Path:
+    return Path(output or experiment.spec["output"] or Path("results") / experiment.name).resolve()
+
+
+def check_output(experiment: Experiment, output: Path, resume: bool, force: bool) -> None:
+    """Refuse to clobber or to resume the wrong thing, before anything is written."""
+    if resume and force:
+        raise ExperimentError("--resume and --force contradict each other: pick one")
+    exists = output.exists() and any(output.iterdir())
+    if exists and not (resume or force):
+        raise ExperimentError(f"{output} already exists: add --resume to finish what is missing, "
+                              "or --force to delete it and start over")
+    if resume:
+        saved = output / "experiment.json"
+        if not saved.is_file():
+            raise ExperimentError(f"{output} holds no run of this experiment to resume (no experiment.json)")
+        if json.loads(saved.read_text()) != _jsonable(experiment.spec):
+            raise ExperimentError(f"the experiment changed since {output} was started: resume with the same "
+                                  "file, or use --force / another output folder")
+
+
+def run_experiment(
+    experiment: Experiment,
+    output: str | Path | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    address: str | None = None,
+    verbose: bool = True,
+) -> RunOutcome:
+    output = resolve_output(experiment, output)
+    check_output(experiment, output, resume, force)
+    with ray_session(address) as cluster:
+        gpu = _gpu_share(experiment.resources["gpu"], cluster)
+        if force and output.exists():
+            shutil.rmtree(output)
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "experiment.json").write_text(json.dumps(_jsonable(experiment.spec), indent=2))
+        started = time.time()
+        tuner = _tuner(experiment, output, gpu, resume, verbose)
+        with sigterm_as_sigint():
+            grid = tuner.fit()
+        failed = sum(1 for r in grid if r.error is not None)
+        outcome = write_results(experiment, output, started, resume, failed_count=failed)
+    return outcome
+
+
+@contextmanager
+def ray_session(address: str | None):
+    """Join the given cluster, or start an embedded local Ray; only what we started is shut down."""
+    started_here = False
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)  # never someone else's
+        started_here = True
+    try:
+        yield ray.cluster_resources()
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _gpu_share(requested, cluster: dict) -> float:
+    gpus = cluster.get("GPU", 0)
+    if requested == "auto":
+        return GPU_AUTO_SHARE if gpus > 0 else 0.0
+    if requested > 0 and gpus == 0:
+        raise ExperimentError(f"resources.gpu: {requested} requested, but the Ray cluster has no GPU "
+                              "(use gpu: 0 or gpu: auto)")
+    return float(requested)
+
+
+@contextmanager
+def sigterm_as_sigint():
+    """Tune saves its state on SIGINT; make SIGTERM (a scheduler's stop) do the same."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _tuner(experiment: Experiment, output: Path, gpu: float, resume: bool, verbose: bool) -> tune.Tuner:
+    cpu = experiment.resources["cpu"]
+    trainable = tune.with_resources(train_one, {"cpu": cpu, "gpu": gpu})
+    tune_path = output / "ray" / "tune"
+    if resume and tune.Tuner.can_restore(str(tune_path)):
+        return tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, restart_errored=True)
+    device = "cuda" if gpu > 0 else "cpu"
+    trials = [
+        {"trial_id": t.trial_id, "output": str(output), "checkpoint_seconds": experiment.spec["checkpoint_seconds"],
+         "config": {**t.config, "threads": max(1, int(cpu)), "device": device}}
+        for t in experiment.trials
+    ]
+    callbacks = [ProgressView(len(trials))] if verbose else []
+    return tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(trials)},
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=experiment.max_concurrent),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=str(output / "ray"), verbose=0, callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=experiment.spec["max_failures"]),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+
+
+# --- inside a Ray worker ----------------------------------------------------------------------------------
+
+
+def train_one(params: dict) -> None:
+    """Tune trainable: one trial, checkpointed every few seconds, its result written to the output folder."""
+    spec = params["trial"]
+    output, trial_id = Path(spec["output"]), spec["trial_id"]
+    if (output / "trials" / f"{trial_id}.json").exists():
+        tune.report({"phase": "done", "step": 0, "status": "done before"})
+        return
+    trial = Trial(spec["config"])
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            trial.load_state_dict(torch.load(Path(folder) / "state.pt", weights_only=True))
+    last_saved = time.monotonic()
+    while not trial.done_training:
+        trial.train(until=trial.step + trial.config["log_every"])
+        if trial.done_training or time.monotonic() - last_saved > spec["checkpoint_seconds"]:
+            _report_with_checkpoint(trial)
+            last_saved = time.monotonic()
+    result = trial.finish()
+    save_trial_result(output, trial_id, result)
+    tune.report({"phase": "done", "step": trial.step, "status": result.status})
+
+
+def _report_with_checkpoint(trial: Trial) -> None:
+    loss = trial.curves[-1]["loss"] if trial.curves else float("nan")
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save(trial.state_dict(), Path(folder) / "state.pt")
+        tune.report({"phase": "train", "step": trial.step, "loss": loss, "status": trial.status},
+                    checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def save_trial_result(output: Path, trial_id: str, result) -> None:
+    """Samples first, then the result JSON (atomically): a result file always means a finished trial."""
+    if result.samples:
+        samples_dir = output / "samples"
+        samples_dir.mkdir(parents=True, exist_ok=True)
+        tmp = samples_dir / f".{trial_id}.tmp.npz"
+        np.savez_compressed(tmp, **{f"steps_{k}": np.asarray(v) for k, v in result.samples.items()})
+        os.replace(tmp, samples_dir / f"{trial_id}.npz")
+    record = {
+        "trial_id": trial_id, "node": ray.get_runtime_context().get_node_id(), "status": result.status, "diverged_step": result.diverged_step,
+        "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
+        "metrics": {str(k): v for k, v in result.metrics.items()}, "curves": result.curves,
+        "config": result.config,
+    }
+    trials_dir = output / "trials"
+    trials_dir.mkdir(parents=True, exist_ok=True)
+    tmp = trials_dir / f".{trial_id}.tmp"
+    tmp.write_text(json.dumps(record, default=_json_default))
+    os.replace(tmp, trials_dir / f"{trial_id}.json")
+
+
+# --- back in the driver -----------------------------------------------------------------------------------
+
+
+def finished_trial_ids(output: Path) -> set[str]:
+    return {p.stem for p in (output / "trials").glob("*.json")} if (output / "trials").is_dir() else set()
+
+
+def write_results(experiment: Experiment, output: Path, started: float, resumed: bool,
+                  failed_count: int = 0) -> RunOutcome:
+    """Turn the per-trial result files into the tidy tables and run.json (the report's contract)."""
+    metrics, curves, trials = collect_tables(experiment, output)
+    finished = int(trials["status"].isin([results.OK, results.DIVERGED]).sum())
+    run_info = _run_info(experiment, output, started, resumed)
+    results.write_tables(output, metrics, curves, trials, run_info)
+    interrupted = finished + failed_count < len(experiment.trials)
+    return RunOutcome(output, len(experiment.trials), finished, failed_count, interrupted)
+
+
+def collect_tables(experiment: Experiment, output: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    records = {}
+    for path in sorted((output / "trials").glob("*.json")) if (output / "trials").is_dir() else []:
+        records[path.stem] = json.loads(path.read_text())
+    metric_keys = sorted({(int(k), m) for r in records.values() for k, per_k in r["metrics"].items() for m in per_k})
+    metric_rows, curve_rows, trial_rows = [], [], []
+    for spec in experiment.trials:
+        ident = {"trial_id": spec.trial_id, "variant": spec.variant, **spec.levels, "seed": spec.seed}
+        record = records.get(spec.trial_id)
+        status = record["status"] if record else "missing"
+        trial_rows.append({**ident, "status": status,
+                           "diverged_step": record["diverged_step"] if record else None,
+                           "train_seconds": record["train_seconds"] if record else None,
+                           "eval_seconds": record["eval_seconds"] if record else None,
+                           "node": record["node"] if record else None})
+        if record is None:
+            continue
+        for k, name in metric_keys:
+            value = record["metrics"].get(str(k), {}).get(name, float("nan"))
+            metric_rows.append({**ident, "status": status, "steps": k, "metric": name, "value": value})
+        for point in record["curves"]:
+            for name in ("loss", "flow_loss", "bootstrap_loss", "grad_norm"):
+                curve_rows.append({**ident, "status": status, "step": point["step"], "metric": name,
+                                   "value": point[name]})
+    factor_cols = list(experiment.factors)
+    metrics = pd.DataFrame(metric_rows, columns=["trial_id", "variant", *factor_cols, "seed", "status", "steps",
+                                                 "metric", "value"])
+    curves = pd.DataFrame(curve_rows, columns=["trial_id", "variant", *factor_cols, "seed", "status", "step",
+                                               "metric", "value"])
+    trials = pd.DataFrame(trial_rows, columns=["trial_id", "variant", *factor_cols, "seed", "status",
+                                               "diverged_step", "train_seconds", "eval_seconds", "node"])
+    return metrics, curves, trials
+
+
+def _run_info(experiment: Experiment, output: Path, started: float, resumed: bool) -> dict:
+    task = make_task(experiment.spec["task"], experiment.spec["task_params"])
+    eval_steps = experiment.spec["eval"]["steps"] or [2**i for i in range(experiment.k_max.bit_length())]
+    primary = experiment.spec["primary"]
+    previous = json.loads((output / "run.json").read_text()) if (output / "run.json").is_file() else {}
+    now = time.time()
+    sessions = previous.get("sessions", []) + [{
+        "started": _iso(started), "finished": _iso(now), "wall_seconds": now - started, "resumed": resumed}]
+    toggles_varied = [name for name in TOGGLES if name in experiment.factors]
+    simplified_levels = {n: getattr(Variant.simplified(), n) for n in toggles_varied}
+    extras_reference = "".join(f",{n}={experiment.reference[n]}" for n in experiment.factors if n not in TOGGLES)
+    fixed = {n: experiment.trials[0].config[n] for n in TOGGLES}
+    return {
+        "name": experiment.name,
+        "task": {"name": experiment.spec["task"], "params": experiment.spec["task_params"],
+                 "sample_format": task.sample_format},
+        "factors": [{"name": n, "levels": levels, "reference": experiment.reference[n]}
+                    for n, levels in experiment.factors.items()],
+        "seeds": experiment.spec["seeds"],
+        "eval_steps": eval_steps,
+        "k_max": experiment.k_max,
+        "expected_trials": [{"trial_id": t.trial_id, "variant": t.variant, **t.levels, "seed": t.seed}
+                            for t in experiment.trials],
+        "paper_variant": Variant(**{**fixed, **{n: TOGGLES[n][0] for n in toggles_varied}}).label + extras_reference,
+        "simplified_variant": Variant(**{**fixed, **simplified_levels}).label + extras_reference,
+        "baseline_variant": "flow" + extras_reference if experiment.spec["baseline"] else None,
+        "primary_metric": primary.get("metric", task.primary_metric),
+        "primary_steps": primary.get("steps", 4 if 4 in eval_steps else eval_steps[len(eval_steps) // 2]),
+        "metric_directions": task.metric_directions,
+        "config": _jsonable(experiment.spec),
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "started": sessions[0]["started"],
+        "finished": sessions[-1]["finished"],
+        "wall_seconds": sum(s["wall_seconds"] for s in sessions),
+        "sessions": sessions,
+    }
+
+
+def package_versions() -> dict:
+    versions = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit() -> str | None:
+    """The commit of the ablate checkout in use, with `-dirty` when it has uncommitted changes."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+
+
+def _json_default(value):
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in JSON")
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+class ProgressView(tune.Callback):
+    """One compact status line (done / running / failed, ETA) instead of Tune's tables."""
+
+    def __init__(self, total: int, every_seconds: float = 15.0) -> None:
+        self.total, self.every_seconds = total, every_seconds
+        self.setup()
+
+    def setup(self, **info) -> None:
+        """Called by Tune at the start of every run, including a restored one."""
+        self.start, self.done_before = time.monotonic(), None
+        self.last_counts, self.last_time = None, 0.0
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        done = sum(t.status == "TERMINATED" for t in trials)
+        if self.done_before is None:  # trials finished by an earlier session do not count for the ETA
+            self.done_before = done
+        running = sum(t.status == "RUNNING" for t in trials)
+        failed = sum(t.status == "ERROR" for t in trials)
+        diverged = sum(t.status == "TERMINATED" and (t.last_result or {}).get("status") == "diverged"
+                       for t in trials)
+        elapsed = time.monotonic() - self.start
+        new = max(done - self.done_before, 0)
+        remaining = self.total - done - failed
+        eta = f"ETA {_duration(elapsed / new * remaining)}" if new and remaining else "ETA ?" if remaining else "done"
+        counts = (done, diverged, failed)
+        if counts != self.last_counts or time.monotonic() - self.last_time > self.every_seconds:
+            print(f"[ablate] {done}/{self.total} trials done ({diverged} diverged), {running} running, "
+                  f"{failed} failed | {_duration(elapsed)} elapsed, {eta}", flush=True)
+            self.last_counts, self.last_time = counts, time.monotonic()
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -1,0 +1,210 @@
+"""`ablate run` end to end: the real CLI, a real Ray Tune run, small grids of the tiny task."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from ablate.cli import main
+from ablate.trial import run_trial
+from conftest import TINY_TASK
+
+pytestmark = pytest.mark.slow
+
+
+def write_experiment(folder: Path, name="grid", **overrides) -> Path:
+    spec = {
+        "name": name,
+        "task": TINY_TASK,
+        "objective": {"k_max": 8},
+        "factors": {"tau2_weight": [True, False]},
+        "seeds": [0, 1],
+        "train": {"steps": 40, "batch_size": 16, "log_every": 10},
+        "eval": {"steps": [1, 2, 8]},
+        "output": str(folder / "results" / name),
+    }
+    spec.update(overrides)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def snapshot(folder: Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file() and "ray" not in p.parts}
+
+
+def test_four_trial_grid_end_to_end(tmp_path, ray_session, capsys):
+    path = write_experiment(tmp_path)
+    assert main(["run", str(path), "--no-report"]) == 0
+    out = tmp_path / "results" / "grid"
+    trials = pd.read_csv(out / "trials.csv")
+    assert sorted(trials["trial_id"]) == sorted(
+        f"{v}__seed{s}" for v in ("grid_vboot_vstep_w2", "grid_vboot_vstep_now2") for s in (0, 1))
+    assert (trials["status"] == "ok").all()
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    assert list(metrics.columns) == ["trial_id", "variant", "tau2_weight", "seed", "status", "steps", "metric",
+                                     "value"]
+    assert len(metrics) == 4 * 3 * 2 and metrics["value"].notna().all()
+    assert set(pd.read_csv(out / "curves.csv")["metric"]) == {"loss", "flow_loss", "bootstrap_loss", "grad_norm"}
+    run = json.loads((out / "run.json").read_text())
+    assert run["versions"]["torch"] and run["versions"]["ray"] and "git_commit" in run
+    assert run["config"]["train"]["steps"] == 40 and len(run["expected_trials"]) == 4
+    assert run["paper_variant"] == "grid_vboot_vstep_w2"
+    assert sorted(p.name for p in (out / "samples").iterdir()) == sorted(f"{t}.npz" for t in trials["trial_id"])
+    # the Ray run is the same computation as the trial run alone
+    alone = run_trial({**json.loads((out / "trials" / "grid_vboot_vstep_w2__seed1.json").read_text())["config"]})
+    row = metrics[(metrics.trial_id == "grid_vboot_vstep_w2__seed1") & (metrics.steps == 8)
+                  & (metrics.metric == "mean_error")]
+    assert row["value"].item() == pytest.approx(alone.metrics[8]["mean_error"], rel=1e-6)
+    printed = capsys.readouterr().out
+    assert "[ablate] 4/4 trials done" in printed and "+----" not in printed  # our line, not Tune's tables
+
+
+def test_existing_results_are_never_overwritten(tmp_path, ray_session, capsys):
+    path = write_experiment(tmp_path, seeds=[0])
+    assert main(["run", str(path), "--no-report"]) == 0
+    out = tmp_path / "results" / "grid"
+    before = snapshot(out)
+    capsys.readouterr()
+    assert main(["run", str(path), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--resume" in err and "--force" in err
+    assert snapshot(out) == before
+
+    # --resume of a finished run re-runs nothing; --force starts over
+    assert main(["run", str(path), "--no-report", "--resume"]) == 0
+    after_resume = snapshot(out)
+    assert all(after_resume[p] == before[p] for p in before if "trials" in p.parts or "samples" in p.parts)
+    (out / "marker.txt").write_text("old run")
+    assert main(["run", str(path), "--no-report", "--force"]) == 0
+    assert not (out / "marker.txt").exists() and len(pd.read_csv(out / "trials.csv")) == 2
+
+
+def test_resume_refuses_a_changed_experiment(tmp_path, ray_session, capsys):
+    path = write_experiment(tmp_path, seeds=[0])
+    assert main(["run", str(path), "--no-report"]) == 0
+    write_experiment(tmp_path, seeds=[0, 1])
+    assert main(["run", str(path), "--resume"]) == 2
+    assert "changed" in capsys.readouterr().err
+
+
+def test_diverged_trials_are_recorded_and_the_grid_goes_on(tmp_path, ray_session):
+    path = write_experiment(tmp_path, factors={"lr": [1e-3, 1e9]}, seeds=[0],
+                            train={"steps": 60, "batch_size": 16, "log_every": 10, "grad_clip": None,
+                                   "teacher": "self", "eval_ema": None, "lr_final": 1e-4})
+    assert main(["run", str(path), "--no-report"]) == 0
+    out = tmp_path / "results" / "grid"
+    trials = pd.read_csv(out / "trials.csv").set_index("lr")
+    assert trials.loc[1e9, "status"] == "diverged" and trials.loc[1e9, "diverged_step"] >= 1
+    assert trials.loc[1e-3, "status"] == "ok"
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert metrics[metrics.status == "diverged"]["value"].isna().all()
+    assert metrics[metrics.status == "ok"]["value"].notna().all()
+
+
+def test_dry_run_prints_the_matrix_and_writes_nothing(tmp_path, capsys):
+    path = write_experiment(tmp_path, baseline=True)
+    assert main(["run", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "3 cells x 2 seeds = 6 trials" in out and "flow__seed1" in out and "cpu 1" in out
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        ({"trian": {"steps": 10}}, "trian"),  # top-level typo, did-you-mean
+        ({"train": {"step": 10}}, "train.step"),
+        ({"train": {"steps": "many"}}, "train.steps"),
+        ({"objective": {"k_max": 48}}, "k_max"),
+        ({"eval": {"steps": [1, 16]}}, "eval.steps"),
+        ({"factors": {"tau2_weight": []}}, "factors.tau2_weight"),
+        ({"factors": {"tau_sampling": ["grid", "uniform"]}}, "factors.tau_sampling"),
+        ({"factors": {"bootstrap_spaces": ["x"]}}, "bootstrap_spaces"),
+        ({"seeds": []}, "seeds"),
+        ({"task_params": {"separaton": 1.0}}, "separaton"),
+        ({"resources": {"cpu": 0}}, "resources.cpu"),
+        ({"train": {"teacher": "momentum"}}, "train.teacher"),
+    ],
+)
+def test_bad_experiment_files_name_the_key_and_write_nothing(tmp_path, capsys, overrides, named):
+    path = write_experiment(tmp_path, **overrides)
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert named in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_typo_gets_a_suggestion(tmp_path, capsys):
+    main(["run", str(write_experiment(tmp_path, trian={"steps": 10}))])
+    assert "did you mean 'train'" in capsys.readouterr().err
+
+
+def test_a_gpu_request_on_a_cluster_without_gpus_is_refused(tmp_path, ray_session, capsys):
+    path = write_experiment(tmp_path, resources={"cpu": 1, "gpu": 0.25})
+    assert main(["run", str(path)]) == 2
+    assert "resources.gpu" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def run_cli(args, env_extra=None, **kwargs):
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AIR_NEW_OUTPUT": "0", "OMP_NUM_THREADS": "1",
+           **(env_extra or {})}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen([sys.executable, "-m", "ablate.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def test_sigint_mid_run_then_resume_runs_every_trial_exactly_once(tmp_path):
+    path = write_experiment(tmp_path, seeds=[0, 1, 2], checkpoint_seconds=0.5,
+                            train={"steps": 1500, "batch_size": 16, "log_every": 50})
+    out = tmp_path / "results" / "grid"
+    driver = run_cli(["run", str(path), "--no-report"])
+    deadline = time.time() + 240
+    while not list((out / "trials").glob("*.json")) and time.time() < deadline:
+        time.sleep(0.5)
+    assert driver.poll() is None, driver.communicate()[0]
+    time.sleep(2.0)  # let the running trials write a checkpoint or two
+    driver.send_signal(signal.SIGINT)
+    first_output = driver.communicate(timeout=120)[0]
+    done_first = {p.stem for p in (out / "trials").glob("*.json")}
+    assert driver.returncode == 130, first_output
+    assert 1 <= len(done_first) < 6 and "--resume" in first_output
+    mtimes = {t: (out / "trials" / f"{t}.json").stat().st_mtime_ns for t in done_first}
+
+    resumed = run_cli(["run", str(path), "--no-report", "--resume"])
+    second_output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, second_output
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 6 and trials["trial_id"].is_unique and (trials["status"] == "ok").all()
+    assert all((out / "trials" / f"{t}.json").stat().st_mtime_ns == m for t, m in mtimes.items())
+    # an interrupted-and-resumed trial gives the same numbers as an uninterrupted one
+    resumed_ids = set(trials["trial_id"]) - done_first
+    record = json.loads((out / "trials" / f"{sorted(resumed_ids)[0]}.json").read_text())
+    alone = run_trial(record["config"])
+    assert record["metrics"]["8"] == pytest.approx(alone.metrics[8], rel=1e-6)
+    assert len(pd.read_csv(out / "metrics.csv").drop_duplicates(["trial_id", "steps", "metric"])) == 6 * 3 * 2
+
+
+def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        path = write_experiment(tmp_path, seeds=[0, 1, 2],
+                                train={"steps": 300, "batch_size": 16, "log_every": 50})
+        driver = run_cli(["run", str(path), "--no-report", "--address", cluster.address])
+        output = driver.communicate(timeout=300)[0]
+        assert driver.returncode == 0, output
+        trials = pd.read_csv(tmp_path / "results" / "grid" / "trials.csv")
+        assert (trials["status"] == "ok").all() and trials["node"].nunique() == 2
+    finally:
+        cluster.shutdown()

@@ -1,0 +1,257 @@
+"""Write and read the results tables of one ablation run.
+
+This module is the only place that knows the file layout described in ``results/README.md``.
+The runner writes through :func:`write_tables`; the report and the notebook read through
+:func:`load`, so a change of layout touches one file.
+
+Factor columns may hold strings, bools or numbers, and CSV round trips turn ``True`` into
+``"True"`` and ``1`` into ``1.0``. :func:`load` therefore maps every factor value back onto the
+level objects listed in ``run.json``, so that downstream code can compare values with ``==``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+METRICS_COLUMNS = ["trial_id", "variant", "seed", "status", "steps", "metric", "value"]
+CURVES_COLUMNS = ["trial_id", "variant", "seed", "status", "step", "metric", "value"]
+TRIALS_COLUMNS = [
+    "trial_id",
+    "variant",
+    "seed",
+    "status",
+    "diverged_step",
+    "train_seconds",
+    "eval_seconds",
+]
+# Read as text from CSV so that trial ids such as "0001" keep their zeros.
+_TEXT_COLUMNS = {"trial_id": str, "variant": str, "status": str}
+OK = "ok"
+DIVERGED = "diverged"
+FAILED = "failed"
+# The runner lists every expected trial in trials.csv; one that never ran has this status.
+MISSING = "missing"
+
+
+def _factor_names(run_info: dict) -> list[str]:
+    return [f["name"] for f in run_info.get("factors", [])]
+
+
+def _check_columns(name: str, frame: pd.DataFrame, required: list[str]) -> None:
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{name} is missing required columns: {missing}")
+
+
+def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Turn object columns that mix Python types into strings so that Arrow can store them.
+
+    :func:`load` maps the strings back onto the run.json levels, so nothing is lost.
+    """
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype != object:
+            continue
+        types = {type(v) for v in out[col].dropna()}
+        if len(types) > 1 and not types <= {bool, np.bool_}:
+            out[col] = out[col].map(lambda v: v if _is_missing(v) else str(v))
+    return out
+
+
+def write_tables(
+    folder: str | Path,
+    metrics: pd.DataFrame,
+    curves: pd.DataFrame,
+    trials: pd.DataFrame,
+    run_info: dict,
+) -> None:
+    """Write metrics/curves (parquet + csv), trials.csv and run.json into ``folder``.
+
+    Raises ValueError naming the missing columns before anything is written, so a runner bug
+    never leaves a half-written folder that the report would misread.
+    """
+    factors = _factor_names(run_info)
+    _check_columns("metrics", metrics, METRICS_COLUMNS[:2] + factors + METRICS_COLUMNS[2:])
+    _check_columns("curves", curves, CURVES_COLUMNS[:2] + factors + CURVES_COLUMNS[2:])
+    _check_columns("trials", trials, TRIALS_COLUMNS[:2] + factors + TRIALS_COLUMNS[2:])
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in (("metrics", metrics), ("curves", curves)):
+        frame.to_csv(folder / f"{name}.csv", index=False)
+        try:
+            frame.to_parquet(folder / f"{name}.parquet", index=False)
+        except (pa.ArrowException, TypeError, ValueError):
+            _parquet_safe(frame).to_parquet(folder / f"{name}.parquet", index=False)
+    trials.to_csv(folder / "trials.csv", index=False)
+    (folder / "run.json").write_text(json.dumps(run_info, default=str, indent=2))
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None or value is pd.NA:
+        return True
+    return isinstance(value, (float, np.floating)) and math.isnan(value)
+
+
+def _level_key(value: Any) -> str | None:
+    """A type-blind key: True, "True" and np.True_ agree; 1, 1.0 and "1" agree."""
+    if _is_missing(value):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, str):
+        if value.strip().lower() in ("true", "false"):
+            return value.strip().capitalize()
+        try:
+            return repr(float(value))
+        except ValueError:
+            return value
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return repr(float(value))
+    return str(value)
+
+
+def _canonical_factors(frame: pd.DataFrame, factors: list[dict]) -> pd.DataFrame:
+    """Replace factor values by the level objects of run.json (missing stays None)."""
+    out = frame.copy()
+    for factor in factors:
+        name = factor["name"]
+        if name not in out.columns:
+            continue
+        lookup = {_level_key(level): level for level in factor.get("levels", [])}
+        out[name] = pd.Series(
+            [
+                None if _level_key(v) is None else lookup.get(_level_key(v), v)
+                for v in out[name].tolist()
+            ],
+            index=out.index,
+            dtype=object,
+        )
+    return out
+
+
+def _read_table(folder: Path, name: str) -> pd.DataFrame:
+    parquet = folder / f"{name}.parquet"
+    if parquet.exists():
+        return pd.read_parquet(parquet)
+    csv = folder / f"{name}.csv"
+    if csv.exists():
+        return pd.read_csv(csv, dtype=_TEXT_COLUMNS)
+    return pd.DataFrame()
+
+
+@dataclass
+class Results:
+    """The tables of one run, with the run.json facts the analysis needs at hand."""
+
+    folder: Path
+    metrics: pd.DataFrame
+    curves: pd.DataFrame
+    trials: pd.DataFrame
+    run: dict = field(default_factory=dict)
+
+    @property
+    def factors(self) -> list[dict]:
+        return list(self.run.get("factors", []))
+
+    @property
+    def factor_names(self) -> list[str]:
+        return [f["name"] for f in self.factors]
+
+    @property
+    def factor_levels(self) -> dict[str, list]:
+        return {f["name"]: list(f["levels"]) for f in self.factors}
+
+    @property
+    def reference_levels(self) -> dict[str, Any]:
+        """Reference level per factor: coded +1 in effects.csv (the paper's level for toggles)."""
+        return {f["name"]: f.get("reference", f["levels"][0]) for f in self.factors}
+
+    @property
+    def two_level_factors(self) -> list[str]:
+        return [name for name, levels in self.factor_levels.items() if len(levels) == 2]
+
+    @property
+    def multi_level_factors(self) -> list[str]:
+        return [name for name, levels in self.factor_levels.items() if len(levels) > 2]
+
+    @property
+    def metric_names(self) -> list[str]:
+        return list(pd.unique(self.metrics["metric"])) if len(self.metrics) else []
+
+    @property
+    def metric_directions(self) -> dict[str, str]:
+        """'min' or 'max' per metric; metrics without an entry are taken as lower-is-better."""
+        given = self.run.get("metric_directions") or {}
+        return {m: given.get(m, "min") for m in self.metric_names}
+
+    @property
+    def eval_steps(self) -> list[int]:
+        if len(self.metrics):
+            return sorted(int(s) for s in pd.unique(self.metrics["steps"]))
+        return sorted(int(s) for s in self.run.get("eval_steps", []))
+
+    @property
+    def k_max(self) -> int | None:
+        k_max = self.run.get("k_max")
+        if k_max is not None:
+            return int(k_max)
+        return max(self.eval_steps) if self.eval_steps else None
+
+    @property
+    def seeds(self) -> list:
+        if len(self.trials):
+            return sorted(pd.unique(self.trials["seed"]).tolist())
+        return list(self.run.get("seeds", []))
+
+    @property
+    def paper_variant(self) -> str | None:
+        return self.run.get("paper_variant")
+
+    @property
+    def simplified_variant(self) -> str | None:
+        return self.run.get("simplified_variant")
+
+    @property
+    def baseline_variant(self) -> str | None:
+        return self.run.get("baseline_variant")
+
+    @property
+    def sample_format(self) -> str | None:
+        return (self.run.get("task") or {}).get("sample_format")
+
+    @property
+    def name(self) -> str:
+        return str(self.run.get("name") or self.folder.name)
+
+    def variant_levels(self) -> pd.DataFrame:
+        """One row per variant with its factor levels (None for the baseline)."""
+        source = self.trials if len(self.trials) else self.metrics
+        cols = ["variant"] + [c for c in self.factor_names if c in source.columns]
+        return source[cols].drop_duplicates("variant").reset_index(drop=True)
+
+    def sample_path(self, trial_id: str) -> Path:
+        return self.folder / "samples" / f"{trial_id}.npz"
+
+
+def load(folder: str | Path) -> Results:
+    """Read a results folder: parquet when present (keeps dtypes), else csv."""
+    folder = Path(folder)
+    run_path = folder / "run.json"
+    if not run_path.exists():
+        raise FileNotFoundError(f"{run_path} not found: is {folder} a results folder?")
+    run = json.loads(run_path.read_text())
+    factors = run.get("factors", [])
+    metrics = _canonical_factors(_read_table(folder, "metrics"), factors)
+    curves = _canonical_factors(_read_table(folder, "curves"), factors)
+    trials_path = folder / "trials.csv"
+    trials = pd.read_csv(trials_path, dtype=_TEXT_COLUMNS) if trials_path.exists() else pd.DataFrame()
+    trials = _canonical_factors(trials, factors)
+    return Results(folder=folder, metrics=metrics, curves=curves, trials=trials, run=run)

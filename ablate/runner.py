@@ -9,6 +9,7 @@ A trial that finds its result file already there returns at once, so no trial is
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -22,6 +23,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+# Read by Ray at import time, hence set before `import ray`:
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # token auth for the local Ray we start (Ray's advice)
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's compact legacy output; we print our own view
 # every checkpoint forces an experiment snapshot (that is what makes --resume exact); do not warn about it
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -39,6 +42,9 @@ from ablate.objective import TOGGLES, Variant
 from ablate.tasks import make_task
 from ablate.trial import Trial
 
+# Without Tune's own result.json loggers (disabled above), its ResultGrid warns that it cannot read them.
+logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+
 PACKAGES = ("ablate", "torch", "ray", "numpy", "pandas", "scipy", "statsmodels", "POT", "scikit-learn",
             "matplotlib", "pyyaml")
 GPU_AUTO_SHARE = 0.25  # `gpu: auto` on a cluster with GPUs: four trials share one GPU
@@ -51,6 +57,7 @@ class RunOutcome:
     finished: int  # trials with a result (ok or diverged)
     failed: int
     interrupted: bool
+    fit_seconds: float = 0.0  # wall time of the Tune run itself (no Ray start-up, no tables)
 
     @property
     def complete(self) -> bool:
@@ -99,8 +106,10 @@ def run_experiment(
         tuner = _tuner(experiment, output, gpu, resume, verbose)
         with sigterm_as_sigint():
             grid = tuner.fit()
+        fit_seconds = time.time() - started
         failed = sum(1 for r in grid if r.error is not None)
         outcome = write_results(experiment, output, started, resume, failed_count=failed)
+    outcome.fit_seconds = fit_seconds
     return outcome
 
 
@@ -113,7 +122,6 @@ def ray_session(address: str | None):
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
             ray.init(address="local", include_dashboard=False, log_to_driver=False)  # never someone else's
         started_here = True
     try:

@@ -1,0 +1,246 @@
+"""Synthetic results folders with known effects.
+
+Lets users try the report without training anything, and lets the tests check that the
+statistics recover what was injected. Values are built in coded units: every two-level factor is
++1 at its reference level and -1 otherwise, and an injected effect ``e`` for a term adds ``e / 2``
+times the coded product, so that ``mean(y | +1) - mean(y | -1) = e`` exactly as in effects.csv.
+"""
+
+from __future__ import annotations
+
+import itertools
+import platform
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ablate.results import DIVERGED, OK, TRIALS_COLUMNS, write_tables
+
+TOGGLES: list[dict] = [
+    {"name": "tau_sampling", "levels": ["grid", "continuous"], "reference": "grid"},
+    {"name": "bootstrap_space", "levels": ["velocity", "x"], "reference": "velocity"},
+    {"name": "half_step", "levels": ["velocity", "renoise"], "reference": "velocity"},
+    {"name": "tau2_weight", "levels": [True, False], "reference": True},
+]
+_SHORT = {
+    "tau_sampling": {"grid": "grid", "continuous": "cont"},
+    "bootstrap_space": {"velocity": "vboot", "x": "xboot"},
+    "half_step": {"velocity": "vstep", "renoise": "renoise"},
+    "tau2_weight": {True: "w2", False: "now2"},
+}
+_TASKS = {"points": "toy2d", "image": "digits", "video": "moving_dots"}
+_TRAIN_STEPS = np.arange(0, 201, 20)
+_CURVE_METRICS = ("loss", "flow_loss", "bootstrap_loss", "grad_norm")
+
+
+def variant_label(levels: Mapping[str, Any]) -> str:
+    """The results-folder cell label: toggles as ``grid_vboot_vstep_w2`` then ``,key=value``."""
+    label = "_".join(_SHORT[t["name"]][levels[t["name"]]] for t in TOGGLES)
+    extras = [f"{k}={v}" for k, v in levels.items() if k not in _SHORT]
+    return ",".join([label, *extras])
+
+
+def _true_mean(direction: str, k: int, shift: float, baseline: bool, horizon_step: int) -> float:
+    """Quality improves with sampling steps; the flow baseline collapses at few steps; per-horizon
+    errors grow with the horizon step."""
+    mean = (1.0 + 1.0 / k if direction == "min" else 1.0 - 0.5 / k) + shift
+    mean += 2.0 / k if baseline else 0.0
+    return mean * (1.0 + 0.15 * (horizon_step - 1)) if horizon_step else mean
+
+
+def _coded(levels: Mapping[str, Any], factors: list[dict]) -> dict[str, int]:
+    return {
+        f["name"]: 1 if levels[f["name"]] == f["reference"] else -1
+        for f in factors
+        if len(f["levels"]) == 2
+    }
+
+
+def _shift(effects: Mapping[str, float], coded: Mapping[str, int]) -> float:
+    shift = 0.0
+    for term, value in effects.items():
+        shift += value / 2 * np.prod([coded[name] for name in term.split(":")])
+    return float(shift)
+
+
+def _check_effects(effects: Mapping[str, float], factors: list[dict]) -> None:
+    two_level = {f["name"] for f in factors if len(f["levels"]) == 2}
+    for term in effects:
+        unknown = [name for name in term.split(":") if name not in two_level]
+        if unknown:
+            raise ValueError(f"effect {term!r} names unknown or non-two-level factors {unknown}")
+
+
+def _selected(item: Any, variant: str, seed: int, trial_id: str, levels: Mapping) -> bool:
+    """Match a diverge/drop spec: variant label, trial id, (variant, seed) or {factor: level}."""
+    if isinstance(item, str):
+        return item in (variant, trial_id)
+    if isinstance(item, tuple):
+        return item == (variant, seed)
+    if isinstance(item, Mapping):
+        return bool(levels) and all(levels.get(k) == v for k, v in item.items())
+    raise TypeError(f"cannot match trials by {item!r}")
+
+
+def _samples(fmt: str, steps: int, quality: float, rng: np.random.Generator) -> np.ndarray:
+    """Small fake samples that get sharper with more steps and better quality."""
+    blur = 0.05 + 0.4 * abs(quality - 1.0) + 0.3 / steps
+    if fmt == "points":
+        angles = rng.integers(0, 8, 128) * np.pi / 4
+        centres = 2.0 * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+        return (centres + blur * rng.standard_normal((128, 2))).astype(np.float32)
+    grid = np.zeros((8, 8), np.float32)
+    grid[1:7, 3:5] = 1.0
+    if fmt == "image":
+        return np.clip(grid + blur * rng.standard_normal((16, 8, 8)), 0, 1).astype(np.float32)
+    if fmt == "video":
+        frames = np.stack([np.roll(grid, t, axis=1) for t in range(6)])
+        return np.clip(frames + blur * rng.standard_normal((4, 6, 8, 8)), 0, 1).astype(np.float32)
+    raise ValueError(f"unknown sample_format {fmt!r}")
+
+
+def make_synthetic_results(
+    folder: str | Path,
+    effects: Mapping[str, float],
+    noise_sd: float,
+    seeds: Sequence[int],
+    steps: Sequence[int],
+    metrics: Sequence[str],
+    diverge_cells: Iterable[Any] = (),
+    drop_trials: Iterable[Any] = (),
+    sample_format: str = "points",
+    seed: int = 0,
+    *,
+    extra_factors: Mapping[str, Sequence] | None = None,
+    baseline: bool = True,
+    horizon: int = 0,
+    metric_directions: Mapping[str, str] | None = None,
+    name: str = "synthetic",
+) -> pd.DataFrame:
+    """Write a complete results folder and return the true mean of every cell.
+
+    ``effects`` maps terms such as ``"tau_sampling"`` or ``"tau_sampling:tau2_weight"`` to their
+    size in effects.csv units (mean at +1 minus mean at -1), the same at every step count and
+    metric. ``diverge_cells`` and ``drop_trials`` take variant labels (every seed), trial ids,
+    ``(variant, seed)`` pairs or ``{factor: level}`` selections; diverged trials keep NaN metric
+    rows, dropped trials are expected in run.json but absent from every table. ``extra_factors``
+    adds factors beyond the four toggles (reference = first level). ``horizon > 0`` adds
+    per-horizon metrics ``<metric>_h<t>`` whose error grows with t, as from a video task. The
+    ``flow`` baseline (``baseline=True``) is poor at few steps and has no factor levels.
+    """
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    factors = [dict(f) for f in TOGGLES] + [
+        {"name": k, "levels": list(v), "reference": list(v)[0]}
+        for k, v in (extra_factors or {}).items()
+    ]
+    _check_effects(effects, factors)
+    if not metrics:
+        raise ValueError("give at least one metric name")
+    directions = {m: (metric_directions or {}).get(m, "min") for m in metrics}
+    # (metric name, metric it derives from, horizon step or 0)
+    specs = [(m, m, 0) for m in metrics]
+    specs += [(f"{m}_h{t}", m, t) for m in metrics for t in range(1, horizon + 1)]
+    diverge_cells, drop_trials = list(diverge_cells), list(drop_trials)
+
+    factor_names = [f["name"] for f in factors]
+    cells = [
+        dict(zip(factor_names, combo))
+        for combo in itertools.product(*[f["levels"] for f in factors])
+    ]
+    if baseline:
+        cells.append({})
+
+    metric_rows, curve_rows, trial_rows, expected, truth = [], [], [], [], []
+    (folder / "samples").mkdir(parents=True, exist_ok=True)
+    trial_index = 0
+    for levels in cells:
+        variant = variant_label(levels) if levels else "flow"
+        shift = _shift(effects, _coded(levels, factors)) if levels else 0.0
+        factor_values = {n: levels.get(n) for n in factor_names}
+
+        means = {
+            (metric, k): _true_mean(directions[base], k, shift, not levels, t)
+            for metric, base, t in specs
+            for k in steps
+        }
+        truth += [
+            {"variant": variant, "steps": k, "metric": metric, "true_mean": mean}
+            for (metric, k), mean in means.items()
+        ]
+        for s in seeds:
+            trial_id = f"trial_{trial_index:04d}"
+            trial_index += 1
+            expected.append({"trial_id": trial_id, "variant": variant, **factor_values, "seed": s})
+            if any(_selected(i, variant, s, trial_id, levels) for i in drop_trials):
+                continue
+            diverged = any(_selected(i, variant, s, trial_id, levels) for i in diverge_cells)
+            status = DIVERGED if diverged else OK
+            ident = {
+                "trial_id": trial_id,
+                "variant": variant,
+                **factor_values,
+                "seed": s,
+                "status": status,
+            }
+            diverged_step = int(_TRAIN_STEPS[len(_TRAIN_STEPS) // 2]) if diverged else None
+            timing = {"train_seconds": 10.0 + rng.random(), "eval_seconds": 1.0 + rng.random()}
+            trial_rows.append({**ident, "diverged_step": diverged_step, **timing})
+            for (metric, k), mean in means.items():
+                value = np.nan if diverged else mean + noise_sd * rng.standard_normal()
+                metric_rows.append({**ident, "steps": k, "metric": metric, "value": value})
+            for step in _TRAIN_STEPS:
+                loss = 0.5 * np.exp(-step / 80) + 0.1 + 0.02 * shift + 0.005 * rng.standard_normal()
+                if diverged and step > diverged_step:
+                    loss = np.inf
+                values = (loss, 0.6 * loss, 0.4 * loss, 1.0 + 0.1 * rng.random())
+                for metric, value in zip(_CURVE_METRICS, values):
+                    if metric != "bootstrap_loss" or levels:
+                        curve_rows.append({**ident, "step": int(step), "metric": metric, "value": value})
+            if not diverged:
+                quality = means[(metrics[0], max(steps))]
+                arrays = {f"steps_{k}": _samples(sample_format, k, quality, rng) for k in steps}
+                np.savez_compressed(folder / "samples" / f"{trial_id}.npz", **arrays)
+
+    now = datetime.now(timezone.utc).isoformat()
+    primary_steps = 4 if 4 in steps else sorted(steps)[len(steps) // 2]
+    run_info = {
+        "name": name,
+        "task": {"name": _TASKS.get(sample_format, sample_format), "sample_format": sample_format},
+        "factors": factors,
+        "seeds": list(seeds),
+        "eval_steps": list(steps),
+        "k_max": max(steps),
+        "expected_trials": expected,
+        "paper_variant": variant_label({f["name"]: f["reference"] for f in factors}),
+        "simplified_variant": variant_label(
+            {f["name"]: (f["levels"][1] if f["name"] in _SHORT else f["reference"]) for f in factors}
+        ),
+        "baseline_variant": "flow" if baseline else None,
+        "primary_metric": metrics[0],
+        "primary_steps": primary_steps,
+        "metric_directions": {metric: directions[base] for metric, base, _ in specs},
+        "versions": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "pandas": pd.__version__,
+        },
+        "git_commit": None,
+        "started": now,
+        "finished": now,
+        "wall_seconds": 0.0,
+        "synthetic": {"effects": dict(effects), "noise_sd": noise_sd, "seed": seed},
+    }
+    ident_cols = ["trial_id", "variant", *factor_names, "seed", "status"]
+    write_tables(
+        folder,
+        pd.DataFrame(metric_rows, columns=[*ident_cols, "steps", "metric", "value"]),
+        pd.DataFrame(curve_rows, columns=[*ident_cols, "step", "metric", "value"]),
+        pd.DataFrame(trial_rows, columns=[*ident_cols, *TRIALS_COLUMNS[4:]]),
+        run_info,
+    )
+    return pd.DataFrame(truth)

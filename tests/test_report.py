@@ -1,0 +1,104 @@
+"""The report renders every figure for each task shape and states what is missing or impossible."""
+
+import re
+import shutil
+
+import pandas as pd
+import pytest
+
+from ablate.report import write_report
+from ablate.synthetic import make_synthetic_results
+
+INJECTED = {"tau_sampling": 0.4, "half_step:tau2_weight": 0.25}
+
+
+def _embedded_figures(report: str) -> list[str]:
+    return re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", report)
+
+
+def _check_figures(folder, report: str, expected: set[str]) -> None:
+    embedded = _embedded_figures(report)
+    assert expected <= {p.split("/")[-1] for p in embedded}
+    for path in embedded:
+        assert (folder / path).stat().st_size < 400_000  # small enough for a repository
+
+
+@pytest.mark.slow
+def test_points_report_with_partial_and_diverged_trials(tmp_path):
+    make_synthetic_results(tmp_path, INJECTED, noise_sd=0.05, seeds=range(3), steps=[1, 4, 16],
+                           metrics=["w2", "mmd"], diverge_cells=[("grid_xboot_vstep_w2", 0)],
+                           drop_trials=[("cont_vboot_vstep_now2", 2)], sample_format="points")
+    path = write_report(tmp_path)
+    report = path.read_text()
+    assert path == tmp_path / "report.md"
+    assert (tmp_path / "cells.csv").exists() and (tmp_path / "effects.csv").exists()
+    _check_figures(tmp_path, report, {
+        "steps_w2.png", "steps_mmd.png", "effects_forest.png", "interactions.png",
+        "training_curves.png", "samples_K1.png", "samples_K4.png", "samples_K16.png"})
+    opening = report.split("\n\n")[1]
+    assert "**w2**" in opening and "**K = 4**" in opening
+    assert "`tau_sampling`: grid (reference) vs continuous changes w2 by +0.4" in opening
+    assert "interaction `half_step:tau2_weight`" in opening.lower()
+    assert "Indistinguishable from zero" in opening and "`bootstrap_space`" in opening
+    assert "The simplified variant `cont_xboot_renoise_now2` differs" in opening
+    assert "1 of 50 trials diverged (`grid_xboot_vstep_w2` 1/3)" in opening
+    assert "1 expected trial(s) are missing" in opening
+    missing = report.split("## Missing trials")[1].split("##")[0]
+    assert "cont_vboot_vstep_now2" in missing
+    assert "## Paper vs the other variants" in report and "dunnett" in report
+    effects = pd.read_csv(tmp_path / "effects.csv")
+    assert set(effects["metric"]) == {"w2", "mmd"} and set(effects["steps"]) == {1, 4, 16}
+
+
+@pytest.mark.slow
+def test_image_report_with_a_single_seed_says_no_ci_and_draws_half_normal(tmp_path):
+    make_synthetic_results(tmp_path, INJECTED, noise_sd=0.05, seeds=[0], steps=[1, 4],
+                           metrics=["fid", "accuracy"], metric_directions={"accuracy": "max"},
+                           sample_format="image")
+    report = write_report(tmp_path).read_text()
+    _check_figures(tmp_path, report, {"half_normal.png", "samples_K1.png", "samples_K4.png",
+                                      "steps_fid.png", "steps_accuracy.png"})
+    assert "Single seed: no CI over seeds is possible" in report
+    assert "no CI possible with fewer than two seeds" in report
+    cells = pd.read_csv(tmp_path / "cells.csv")
+    assert (cells["n_seeds"] == 1).all() and cells["ci_low"].isna().all()
+
+
+@pytest.mark.slow
+def test_video_report_with_horizon_metrics_and_whole_cells_diverged(tmp_path):
+    make_synthetic_results(tmp_path, INJECTED, noise_sd=0.05, seeds=range(2), steps=[1, 4],
+                           metrics=["mse"], horizon=3, sample_format="video",
+                           diverge_cells=[{"tau2_weight": False}])
+    report = write_report(tmp_path).read_text()
+    _check_figures(tmp_path, report, {"horizon_mse.png", "samples_K1.png", "samples_K4.png",
+                                      "steps_mse.png", "effects_forest.png"})
+    assert "steps_mse_h1.png" not in report  # per-horizon metrics get the horizon figure only
+    opening = report.split("\n\n")[1]
+    assert "The full factorial is unbalanced" in opening
+    assert "matched_pairs (4 of 8 pairs)" in opening
+    assert "Not estimable" in opening and "`tau2_weight`" in opening
+    assert "The simplified variant cannot be compared" in opening
+    assert "`tau2_weight`: True 0/16, False 16/16" in opening
+
+
+@pytest.mark.slow
+def test_primary_override_and_missing_samples(tmp_path):
+    make_synthetic_results(tmp_path, INJECTED, noise_sd=0.05, seeds=range(2), steps=[1, 4],
+                           metrics=["w2", "mmd"], baseline=False)
+    shutil.rmtree(tmp_path / "samples")
+    with pytest.raises(ValueError, match="nope"):
+        write_report(tmp_path, primary_metric="nope")
+    with pytest.raises(ValueError, match="steps=3"):
+        write_report(tmp_path, primary_steps=3)
+    report = write_report(tmp_path, primary_metric="mmd", primary_steps=1).read_text()
+    assert "At **mmd** (lower is better) with **K = 1**" in report
+    assert "No sample files" in report and "samples_K" not in report
+
+
+def test_report_before_any_trial_finished_lists_what_is_missing(tmp_path):
+    make_synthetic_results(tmp_path, {}, noise_sd=0.05, seeds=[0], steps=[1], metrics=["w2"],
+                           drop_trials=[{"tau_sampling": "grid"}, {"tau_sampling": "continuous"}],
+                           baseline=False)
+    report = write_report(tmp_path).read_text()
+    assert "No trial has metric rows yet" in report
+    assert report.count("| trial_0") == 16

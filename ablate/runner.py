@@ -188,9 +188,11 @@ def train_one(params: dict) -> None:
         return
     trial = Trial(spec["config"])
     checkpoint = tune.get_checkpoint()
+    restored_at = None
     if checkpoint:
         with checkpoint.as_directory() as folder:
             trial.load_state_dict(torch.load(Path(folder) / "state.pt", weights_only=True))
+        restored_at = trial.step
     last_saved = time.monotonic()
     while not trial.done_training:
         trial.train(until=trial.step + trial.config["log_every"])
@@ -198,7 +200,7 @@ def train_one(params: dict) -> None:
             _report_with_checkpoint(trial)
             last_saved = time.monotonic()
     result = trial.finish()
-    save_trial_result(output, trial_id, result)
+    save_trial_result(output, trial_id, result, restored_at)
     tune.report({"phase": "done", "step": trial.step, "status": result.status})
 
 
@@ -210,7 +212,7 @@ def _report_with_checkpoint(trial: Trial) -> None:
                     checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def save_trial_result(output: Path, trial_id: str, result) -> None:
+def save_trial_result(output: Path, trial_id: str, result, restored_at: int | None = None) -> None:
     """Samples first, then the result JSON (atomically): a result file always means a finished trial."""
     if result.samples:
         samples_dir = output / "samples"
@@ -219,7 +221,8 @@ def save_trial_result(output: Path, trial_id: str, result) -> None:
         np.savez_compressed(tmp, **{f"steps_{k}": np.asarray(v) for k, v in result.samples.items()})
         os.replace(tmp, samples_dir / f"{trial_id}.npz")
     record = {
-        "trial_id": trial_id, "node": ray.get_runtime_context().get_node_id(), "status": result.status, "diverged_step": result.diverged_step,
+        "trial_id": trial_id, "node": ray.get_runtime_context().get_node_id(), "restored_at_step": restored_at,
+        "status": result.status, "diverged_step": result.diverged_step,
         "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
         "metrics": {str(k): v for k, v in result.metrics.items()}, "curves": result.curves,
         "config": result.config,

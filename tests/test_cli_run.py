@@ -109,6 +109,21 @@ def test_diverged_trials_are_recorded_and_the_grid_goes_on(tmp_path, ray_session
     assert metrics[metrics.status == "ok"]["value"].notna().all()
 
 
+def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path, ray_session):
+    marker = tmp_path / "crashed"
+    path = write_experiment(tmp_path, factors={"tau2_weight": [True]}, seeds=[0], checkpoint_seconds=1e-6,
+                            task_params={"crash_once_after": 25, "crash_marker": str(marker)})
+    assert main(["run", str(path), "--no-report"]) == 0
+    assert marker.exists()  # it did crash once
+    out = tmp_path / "results" / "grid"
+    record = json.loads((out / "trials" / "grid_vboot_vstep_w2__seed0.json").read_text())
+    assert record["status"] == "ok"
+    assert record["restored_at_step"] == 20  # the last checkpoint before the crash at step 25, not step 0
+    alone = run_trial({**record["config"], "task_params": {}})
+    assert record["metrics"]["8"] == pytest.approx(alone.metrics[8], rel=1e-6)
+    assert record["curves"] == alone.curves
+
+
 def test_dry_run_prints_the_matrix_and_writes_nothing(tmp_path, capsys):
     path = write_experiment(tmp_path, baseline=True)
     assert main(["run", str(path), "--dry-run"]) == 0

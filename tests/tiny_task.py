@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -28,11 +30,19 @@ class TinyTask:
     primary_metric = "mean_error"
     metric_directions = {"mean_error": "min", "spread": "max"}
 
-    def __init__(self, separation: float = 2.0, n_eval: int = 256) -> None:
+    def __init__(self, separation: float = 2.0, n_eval: int = 256, crash_once_after: int | None = None,
+                 crash_marker: str | None = None) -> None:
         self.separation = separation
         self.n_eval = n_eval
+        self.crash_once_after, self.crash_marker = crash_once_after, crash_marker
+        self.batches = 0
 
     def batch(self, batch_size: int, generator: torch.Generator):
+        """With `crash_marker` set, the first process to draw batch `crash_once_after` crashes (a lost node)."""
+        self.batches += 1
+        if self.crash_marker and self.batches == self.crash_once_after and not Path(self.crash_marker).exists():
+            Path(self.crash_marker).write_text("crashed once")
+            raise RuntimeError("simulated worker crash")
         signs = torch.randint(0, 2, (batch_size, 1), generator=generator) * 2 - 1
         return signs * self.separation / 2 + 0.05 * torch.randn(batch_size, 1, generator=generator), {}
 
@@ -50,5 +60,6 @@ class TinyTask:
         return Evaluation(metrics, samples)
 
 
-def make_task(separation: float = 2.0, n_eval: int = 256) -> TinyTask:
-    return TinyTask(separation, n_eval)
+def make_task(separation: float = 2.0, n_eval: int = 256, crash_once_after: int | None = None,
+              crash_marker: str | None = None) -> TinyTask:
+    return TinyTask(separation, n_eval, crash_once_after, crash_marker)

@@ -1,0 +1,202 @@
+"""The built-in tasks and the user-task example against the Task interface, plus their metrics' sanity:
+seeded batches, models that take every tau and level, evaluations that score every K from one noise draw,
+fixed references, noise floors, a reproducible classifier cache and non-finite samples that do not crash."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ablate.objective import ShortcutForcing, Variant
+from ablate.tasks import Sampler, make_task
+from ablate.tasks.digits import digit_splits, load_or_build_classifier
+from ablate.tasks.toy2d import DATASETS, sample_dataset
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "experiments" / "my_task.py"
+STEPS = [1, 2, 4, 8, 16, 32, 64]
+SMALL = {"toy2d": {"n_eval": 300}, "digits": {"n_eval": 64}, str(EXAMPLE): {"n_eval": 200}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache_dir(tmp_path_factory):
+    """Keep the digit classifier out of the user's ~/.cache; built once for this module."""
+    with pytest.MonkeyPatch.context() as patch:
+        path = tmp_path_factory.mktemp("ablate_cache")
+        patch.setenv("ABLATE_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return make_task("digits")
+
+
+class RecordingSampler:
+    """Stands in for the trained sampler: returns `fn(noise, steps)` and remembers the noise it was given."""
+
+    def __init__(self, fn):
+        self.fn, self.noises = fn, []
+
+    def __call__(self, noise, steps, *, lead_dims=1):
+        self.noises.append(noise.clone())
+        return self.fn(noise, steps)
+
+
+def untrained_sampler(task, model_d=None):
+    torch.manual_seed(0)
+    return Sampler(task.make_model().eval(), ShortcutForcing(k_max=64), model_d)
+
+
+@pytest.mark.parametrize("dataset", list(DATASETS))
+def test_toy2d_batches_are_seeded_centred_and_unit_scale(dataset):
+    task = make_task("toy2d", {"dataset": dataset})
+    x, kwargs = task.batch(4096, torch.Generator().manual_seed(0))
+    assert x.shape == (4096, 2) and x.dtype == torch.float32 and kwargs == {}
+    assert torch.equal(x, task.batch(4096, torch.Generator().manual_seed(0))[0])
+    assert not torch.equal(x, task.batch(4096, torch.Generator().manual_seed(1))[0])
+    assert x.mean(0).abs().max() < 0.1
+    assert 0.9 < x.square().mean().sqrt() < 1.1  # unit variance per coordinate on average
+
+
+def test_toy2d_rejects_an_unknown_dataset():
+    with pytest.raises(ValueError, match="dataset"):
+        make_task("toy2d", {"dataset": "circles"})
+
+
+def test_digits_split_is_fixed_and_batches_are_seeded_images_in_range(digits):
+    train, train_labels, held_out, held_out_labels = digit_splits()
+    assert len(train) + len(held_out) == 1797 and abs(len(train) - len(held_out)) <= 1
+    assert torch.equal(train, digit_splits()[0]) and set(held_out_labels.tolist()) == set(range(10))
+    x, kwargs = digits.batch(128, torch.Generator().manual_seed(0))
+    assert x.shape == (128, 8, 8) and kwargs == {} and x.min() >= -1 and x.max() <= 1
+    assert x.min() == -1 and x.max() == 1
+    assert torch.equal(x, digits.batch(128, torch.Generator().manual_seed(0))[0])
+    assert not torch.equal(x, digits.batch(128, torch.Generator().manual_seed(1))[0])
+
+
+@pytest.mark.parametrize("spec", list(SMALL))
+@pytest.mark.parametrize("tau_sampling", ["grid", "continuous"])
+def test_model_takes_every_level_and_both_tau_samplings_and_trains(spec, tau_sampling):
+    task = make_task(spec, SMALL[spec])
+    torch.manual_seed(0)
+    model = task.make_model()
+    objective = ShortcutForcing(Variant(tau_sampling=tau_sampling), k_max=64)
+    x1, kwargs = task.batch(64, torch.Generator().manual_seed(0))
+    z = torch.randn_like(x1)
+    outputs = []
+    for n in objective.step_counts:
+        d = torch.full((64,), 1.0 / n)
+        tau = torch.rand(64) * (1 - d) if tau_sampling == "continuous" else torch.randint(0, n, (64,)) / n
+        outputs.append(model(z, tau, d, **kwargs))
+        assert outputs[-1].shape == x1.shape and torch.isfinite(outputs[-1]).all()
+    assert not torch.allclose(outputs[0], outputs[-1])  # the step size reaches the output
+    loss = objective.loss(model, x1, teacher=None, **kwargs).loss
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("spec", list(SMALL))
+def test_evaluate_scores_every_k_from_one_noise_draw(spec):
+    task = make_task(spec, SMALL[spec])
+    sampler = untrained_sampler(task)
+    recorder = RecordingSampler(sampler)
+    evaluation = task.evaluate(recorder, STEPS, torch.Generator().manual_seed(0))
+    assert task.primary_metric in task.metric_directions
+    assert set(task.metric_directions.values()) <= {"min", "max"}
+    assert sorted(evaluation.metrics) == STEPS and sorted(evaluation.samples) == STEPS
+    for k in STEPS:
+        assert set(evaluation.metrics[k]) == set(task.metric_directions)
+        assert all(math.isfinite(v) for v in evaluation.metrics[k].values()), evaluation.metrics[k]
+        samples = evaluation.samples[k]
+        assert isinstance(samples, np.ndarray) and samples.dtype == np.float32
+        assert samples.shape[1:] == ((8, 8) if task.sample_format == "image" else (2,))
+    assert all(torch.equal(noise, recorder.noises[0]) for noise in recorder.noises)
+    again = task.evaluate(sampler, STEPS, torch.Generator().manual_seed(0))
+    assert again.metrics == evaluation.metrics
+    baseline = task.evaluate(untrained_sampler(task, model_d=1 / 64), [1, 4], torch.Generator().manual_seed(0))
+    assert baseline.metrics[1] != evaluation.metrics[1]  # told d_min instead of d = 1
+
+
+def test_toy2d_scores_against_a_fixed_reference_with_a_noise_floor():
+    task = make_task("toy2d", {"n_eval": 500})
+    real = sample_dataset("checkerboard", 500, torch.Generator().manual_seed(99))
+    by_seed = [task.evaluate(RecordingSampler(lambda noise, k: real), [1, 8], torch.Generator().manual_seed(s))
+               for s in (0, 1)]
+    assert by_seed[0].metrics == by_seed[1].metrics  # the reference and floor ignore the trial's generator
+    floor = by_seed[0].metrics[1]["w2_floor"]
+    assert floor == by_seed[0].metrics[8]["w2_floor"] > 0
+    assert by_seed[0].metrics[1]["w2"] < 2 * floor  # real points score near the floor
+    collapsed = task.evaluate(RecordingSampler(lambda noise, k: torch.zeros_like(noise)), [1],
+                              torch.Generator().manual_seed(0))
+    assert collapsed.metrics[1]["w2"] > 3 * floor and collapsed.metrics[1]["energy"] > 3 * floor
+
+
+def test_toy2d_samples_are_capped_at_2000_points():
+    task = make_task("toy2d", {"n_eval": 2100})
+    evaluation = task.evaluate(RecordingSampler(lambda noise, k: noise), [1], torch.Generator().manual_seed(0))
+    assert evaluation.samples[1].shape == (2000, 2)
+
+
+def test_digits_held_out_fd_is_far_below_noise_and_grows_monotonically_with_corruption(digits):
+    scorer, _ = digits.scoring()
+    _, _, held_out, _ = digit_splits()
+    direction = torch.randn(held_out.shape, generator=torch.Generator().manual_seed(0))
+    floor = scorer(held_out)
+    noise = scorer(torch.rand(held_out.shape, generator=torch.Generator().manual_seed(1)) * 2 - 1)
+    assert floor["fd"] < noise["fd"] / 50 and floor["kid"] < noise["kid"] / 50
+    assert floor["class_entropy"] > 0.99
+    for corrupt in (lambda s: held_out + s * direction, lambda s: held_out + s):
+        scores = [floor] + [scorer(corrupt(s).clamp(-1, 1)) for s in (0.1, 0.2, 0.4, 0.8)]
+        for metric in ("fd", "kid"):
+            values = [score[metric] for score in scores]
+            assert all(a < b for a, b in zip(values, values[1:])), (metric, values)
+    one_class = scorer(held_out[:1].expand(100, 8, 8))
+    assert one_class["class_entropy"] == 0.0
+
+
+def test_digits_evaluate_reports_held_out_floor_and_real_samples_match_it():
+    task = make_task("digits")
+    _, _, held_out, _ = digit_splits()
+    evaluation = task.evaluate(RecordingSampler(lambda noise, k: held_out), [1, 2], torch.Generator().manual_seed(0))
+    metrics = evaluation.metrics[1]
+    assert metrics["fd"] == pytest.approx(metrics["fd_floor"]) and metrics == evaluation.metrics[2]
+    assert evaluation.samples[1].shape == (256, 8, 8)
+
+
+def test_digit_classifier_cache_is_written_atomically_and_rebuilds_identically(tmp_path, monkeypatch):
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path))
+    train, labels, held_out, _ = digit_splits()
+    rng_before = torch.get_rng_state()
+    built = load_or_build_classifier(train, labels)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # trial seeding stays unaffected
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".pt"  # no temporary file left behind
+    loaded = load_or_build_classifier(train, labels)
+    files[0].unlink()
+    rebuilt = load_or_build_classifier(train, labels)
+    with torch.no_grad():
+        features = [c.features(held_out) for c in (built, loaded, rebuilt)]
+    assert torch.equal(features[0], features[1]) and torch.equal(features[0], features[2])
+
+
+@pytest.mark.parametrize("spec", ["toy2d", "digits", str(EXAMPLE)])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_samples_give_non_finite_metrics_without_raising(spec, bad):
+    task = make_task(spec, SMALL[spec])
+    evaluation = task.evaluate(RecordingSampler(lambda noise, k: torch.full_like(noise, bad)), [1, 2],
+                               torch.Generator().manual_seed(0))
+    assert not math.isfinite(evaluation.metrics[1][task.primary_metric])
+    assert evaluation.metrics[1][task.primary_metric] != -math.inf
+    assert len(evaluation.samples[1]) > 0
+
+
+def test_user_task_example_loads_by_path_and_by_module_function(monkeypatch):
+    by_path = make_task(str(EXAMPLE), {"radius": 2.0})
+    assert by_path.name == "ring" and by_path.radius == 2.0
+    monkeypatch.syspath_prepend(str(EXAMPLE.parent))
+    by_module = make_task("my_task:make_task", {"n_eval": 100})
+    assert by_module.n_eval == 100
+    with pytest.raises(ValueError, match="radius"):
+        make_task(str(EXAMPLE), {"radiuss": 2.0})

@@ -103,12 +103,13 @@ def run_experiment(
         output.mkdir(parents=True, exist_ok=True)
         (output / "experiment.json").write_text(json.dumps(_jsonable(experiment.spec), indent=2))
         started = time.time()
+        provenance = {"versions": package_versions(), "git_commit": git_commit()}  # of the code that runs now
         tuner = _tuner(experiment, output, gpu, resume, verbose)
         with sigterm_as_sigint():
             grid = tuner.fit()
         fit_seconds = time.time() - started
         failed = sum(1 for r in grid if r.error is not None)
-        outcome = write_results(experiment, output, started, resume, failed_count=failed)
+        outcome = write_results(experiment, output, started, resume, provenance, failed_count=failed)
     outcome.fit_seconds = fit_seconds
     return outcome
 
@@ -241,12 +242,12 @@ def finished_trial_ids(output: Path) -> set[str]:
     return {p.stem for p in (output / "trials").glob("*.json")} if (output / "trials").is_dir() else set()
 
 
-def write_results(experiment: Experiment, output: Path, started: float, resumed: bool,
+def write_results(experiment: Experiment, output: Path, started: float, resumed: bool, provenance: dict,
                   failed_count: int = 0) -> RunOutcome:
     """Turn the per-trial result files into the tidy tables and run.json (the report's contract)."""
     metrics, curves, trials = collect_tables(experiment, output)
     finished = int(trials["status"].isin([results.OK, results.DIVERGED]).sum())
-    run_info = _run_info(experiment, output, started, resumed)
+    run_info = _run_info(experiment, output, started, resumed, provenance)
     results.write_tables(output, metrics, curves, trials, run_info)
     interrupted = finished + failed_count < len(experiment.trials)
     return RunOutcome(output, len(experiment.trials), finished, failed_count, interrupted)
@@ -286,14 +287,15 @@ def collect_tables(experiment: Experiment, output: Path) -> tuple[pd.DataFrame, 
     return metrics, curves, trials
 
 
-def _run_info(experiment: Experiment, output: Path, started: float, resumed: bool) -> dict:
+def _run_info(experiment: Experiment, output: Path, started: float, resumed: bool, provenance: dict) -> dict:
     task = make_task(experiment.spec["task"], experiment.spec["task_params"])
     eval_steps = experiment.spec["eval"]["steps"] or [2**i for i in range(experiment.k_max.bit_length())]
     primary = experiment.spec["primary"]
     previous = json.loads((output / "run.json").read_text()) if (output / "run.json").is_file() else {}
     now = time.time()
     sessions = previous.get("sessions", []) + [{
-        "started": _iso(started), "finished": _iso(now), "wall_seconds": now - started, "resumed": resumed}]
+        "started": _iso(started), "finished": _iso(now), "wall_seconds": now - started, "resumed": resumed,
+        **provenance}]
     toggles_varied = [name for name in TOGGLES if name in experiment.factors]
     simplified_levels = {n: getattr(Variant.simplified(), n) for n in toggles_varied}
     extras_reference = "".join(f",{n}={experiment.reference[n]}" for n in experiment.factors if n not in TOGGLES)
@@ -316,8 +318,7 @@ def _run_info(experiment: Experiment, output: Path, started: float, resumed: boo
         "primary_steps": primary.get("steps", 4 if 4 in eval_steps else eval_steps[len(eval_steps) // 2]),
         "metric_directions": task.metric_directions,
         "config": _jsonable(experiment.spec),
-        "versions": package_versions(),
-        "git_commit": git_commit(),
+        **provenance,  # of the latest session; every session's own is in `sessions`
         "started": sessions[0]["started"],
         "finished": sessions[-1]["finished"],
         "wall_seconds": sum(s["wall_seconds"] for s in sessions),

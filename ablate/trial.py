@@ -41,7 +41,7 @@ DEFAULTS: dict = {
     "lr": 1e-3,
     "lr_final": 1e-4,  # cosine decay from lr to lr_final
     "grad_clip": 1.0,  # None: no clipping
-    "eval_ema": 0.999,  # decay of the weight EMA used for evaluation; None: evaluate the raw weights
+    "eval_ema": 0.995,  # decay of the weight EMA used for evaluation; None: evaluate the raw weights
     "log_every": 100,
     "divergence_loss": 1e3,  # a loss above this (or NaN/inf) ends the trial as diverged
     "eval_steps": None,  # None: 1, 2, 4, ..., k_max

@@ -155,8 +155,8 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
         raise ExperimentError(f"seeds: must not repeat a seed, got {seeds}")
 
     factors = _parse_factors(raw.get("factors", DEFAULT_FACTORS))
-    for name in set(factors) & set(TRAIN_KEYS):  # each level checked as if it were the `train:` value
-        factors[name] = [_check_train({**train, name: level})[name] for level in factors[name]]
+    for key in set(factors) & set(TRAIN_KEYS):  # each level checked as if it were the `train:` value
+        factors[key] = [_check_train({**train, key: level})[key] for level in factors[key]]
     baseline = raw.get("baseline", False)
     if not isinstance(baseline, bool):
         raise ExperimentError(f"baseline: must be true or false, got {baseline!r}")

@@ -1,0 +1,65 @@
+"""Experiment files: the shipped ones parse, factors expand into the right trial configs, bad ones are named."""
+
+from pathlib import Path
+
+import pytest
+
+from ablate.experiment import ExperimentError, load_experiment, parse_experiment
+from conftest import TINY_TASK
+
+EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_shipped_experiments_parse(path):
+    experiment = load_experiment(path)
+    assert experiment.name == path.stem
+    cells = {t.variant for t in experiment.trials}
+    assert len(experiment.trials) == len(cells) * len(experiment.spec["seeds"])
+    assert len({t.trial_id for t in experiment.trials}) == len(experiment.trials)
+
+
+def test_default_factors_are_the_four_toggles_with_the_paper_as_reference():
+    experiment = parse_experiment({"name": "x", "task": TINY_TASK, "objective": {"k_max": 8}, "seeds": [0, 1],
+                                   "baseline": True})
+    assert experiment.reference == {"tau_sampling": "grid", "bootstrap_space": "velocity",
+                                    "half_step": "velocity", "tau2_weight": True}
+    assert len(experiment.trials) == 17 * 2
+    flow = [t for t in experiment.trials if t.variant == "flow"]
+    assert len(flow) == 2 and all(t.config["baseline"] for t in flow)
+    assert all(v is None for v in flow[0].levels.values())
+
+
+def test_training_objective_and_task_keys_can_be_factors():
+    experiment = parse_experiment({
+        "name": "x", "task": TINY_TASK, "objective": {"k_max": 8}, "seeds": [3],
+        "factors": {"lr": ["1e-3", 3e-4], "k_max": [4, 8], "task_params.separation": [1.0, 3.0]},
+        "eval": {"steps": [1, 4]},
+    })
+    assert len(experiment.trials) == 8
+    configs = [t.config for t in experiment.trials]
+    assert {c["lr"] for c in configs} == {1e-3, 3e-4}  # "1e-3" (a string to YAML 1.1) is read as a number
+    assert {c["k_max"] for c in configs} == {4, 8}
+    assert {c["task_params"]["separation"] for c in configs} == {1.0, 3.0}
+    assert all(c["seed"] == 3 for c in configs)
+    assert experiment.trials[0].variant == "grid_vboot_vstep_w2,lr=0.001,k_max=4,task_params.separation=1.0"
+
+
+def test_eval_steps_must_fit_every_k_max_level():
+    with pytest.raises(ExperimentError, match="eval.steps"):
+        parse_experiment({"name": "x", "task": TINY_TASK, "factors": {"k_max": [4, 8]}, "eval": {"steps": [8]}})
+
+
+def test_a_relative_user_task_path_is_made_absolute(tmp_path, monkeypatch):
+    (tmp_path / "task.py").write_text(Path(TINY_TASK).read_text())
+    (tmp_path / "exp.yaml").write_text("name: rel\ntask: task.py\nobjective: {k_max: 8}\n")
+    monkeypatch.chdir("/")
+    experiment = load_experiment(tmp_path / "exp.yaml")
+    assert experiment.trials[0].config["task"] == str(tmp_path / "task.py")
+
+
+def test_invalid_yaml_is_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(ExperimentError, match="not valid YAML"):
+        load_experiment(path)

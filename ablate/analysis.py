@@ -40,12 +40,37 @@ EFFECT_COLUMNS = [
     "n", "method", "kind", "plus_level", "minus_level",
 ]
 HORIZON_PATTERN = re.compile(r"^(?P<base>.+)_h(?P<t>\d+)$")
+FLOOR_SUFFIX = "_floor"
 
 
 def ok_values(results: Results) -> pd.DataFrame:
     """Metric rows of trials that finished (status ok) with a finite value."""
     m = results.metrics
     return m[(m["status"] == OK) & np.isfinite(m["value"].astype(float))]
+
+
+def floor_metrics(metric_names: Sequence[str]) -> dict[str, str]:
+    """Noise-floor metrics ``<m>_floor`` by the metric ``<m>`` they belong to (which must exist).
+
+    A floor scores a second real sample set against the reference, so it is one number per task
+    and metric, the same for every variant, seed and K: it says how close to perfect ``<m>`` can
+    get, and cell means or effects of it would be constants. A ``*_floor`` name without its base
+    metric is left an ordinary metric.
+    """
+    names = set(metric_names)
+    return {name.removesuffix(FLOOR_SUFFIX): name for name in metric_names
+            if name.endswith(FLOOR_SUFFIX) and name.removesuffix(FLOOR_SUFFIX) in names}
+
+
+def quality_metrics(metric_names: Sequence[str]) -> list[str]:
+    """The metrics that compare variants: every metric except the noise floors."""
+    floors = set(floor_metrics(metric_names).values())
+    return [name for name in metric_names if name not in floors]
+
+
+def _quality_rows(results: Results) -> pd.DataFrame:
+    m = results.metrics
+    return m[m["metric"].isin(quality_metrics(results.metric_names))]
 
 
 def _factors_in_play(results: Results) -> list[str]:
@@ -83,9 +108,12 @@ def _bootstrap(values: np.ndarray, method: str, confidence: float, rng) -> tuple
 
 
 def cell_summary(results: Results, confidence: float = CONFIDENCE) -> pd.DataFrame:
-    """One row per variant x steps x metric: mean, std, CI over seeds, and divergence counts."""
+    """One row per variant x steps x metric: mean, std, CI over seeds, and divergence counts.
+
+    Noise floors get no rows: they are the same in every cell (see :func:`noise_floors`).
+    """
     rng = np.random.default_rng(0)
-    m = results.metrics
+    m = _quality_rows(results)
     finite = np.isfinite(m["value"].astype(float))
     rows = []
     for (variant, steps, metric), group in m.groupby(["variant", "steps", "metric"], sort=False):
@@ -289,7 +317,8 @@ def factor_effects(results: Results, confidence: float = CONFIDENCE) -> pd.DataF
 
 
 def _metric_steps(results: Results) -> list[tuple[str, int]]:
-    pairs = results.metrics[["metric", "steps"]].drop_duplicates()
+    """The (quality metric, steps) families to test; noise floors are constants, never tested."""
+    pairs = _quality_rows(results)[["metric", "steps"]].drop_duplicates()
     return [(m, int(s)) for m, s in pairs.itertuples(index=False)]
 
 
@@ -309,6 +338,61 @@ def _holm(family: list[dict]) -> None:
         row["p_holm"] = np.nan
     for row, p in zip(finite, adjusted):
         row["p_holm"] = float(p)
+
+
+def noise_floors(results: Results, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """One row per metric that has a floor: the floor's mean over finished trials, with its CI.
+
+    Each trial contributes the mean of its floor values over K, so the CI is over trials (seeds
+    and variants). The floor is a property of the task, so the CI has zero width unless trials
+    scored against different reference sets; it is kept so that such a run shows it.
+    """
+    data = ok_values(results)
+    rng = np.random.default_rng(0)
+    rows = []
+    for metric, floor in floor_metrics(results.metric_names).items():
+        per_trial = data[data["metric"] == floor].groupby("trial_id")["value"].mean().to_numpy(float)
+        low, high, method = bootstrap_ci(per_trial, confidence, rng)
+        rows.append({"metric": metric, "floor_metric": floor, "n_trials": len(per_trial),
+                     "mean": per_trial.mean() if len(per_trial) else np.nan,
+                     "ci_low": low, "ci_high": high, "ci_method": method})
+    columns = ["metric", "floor_metric", "n_trials", "mean", "ci_low", "ci_high", "ci_method"]
+    numbers = {"n_trials": int, "mean": float, "ci_low": float, "ci_high": float}
+    return pd.DataFrame(rows, columns=columns).astype(numbers)  # typed even when empty
+
+
+def worsening_after_best_steps(
+    results: Results, variant: str, metric: str, confidence: float = CONFIDENCE
+) -> pd.DataFrame:
+    """Whether ``variant`` gets worse from its best step count to the largest one evaluated.
+
+    Shortcut models can lose quality at many sampling steps (e.g. when few training rows use the
+    smallest step size), so "more steps is better" is not a given. The best K is the one with the
+    best mean; the difference (largest K - best K) is paired within trials, since both come from
+    the same trained model, and ``worse`` is true only when its CI excludes 0 on the bad side.
+    One row, or none when the variant has no finished values of the metric.
+    """
+    data = ok_values(results)
+    data = data[(data["variant"] == variant) & (data["metric"] == metric)]
+    columns = ["variant", "metric", "best_steps", "best_mean", "max_steps", "max_steps_mean",
+               "difference", "ci_low", "ci_high", "ci_method", "n_pairs", "worse"]
+    if data.empty:
+        return pd.DataFrame(columns=columns)
+    means = data.groupby("steps")["value"].mean()
+    lower_is_better = results.metric_directions.get(metric, "min") == "min"
+    best = int(means.idxmin() if lower_is_better else means.idxmax())
+    last = int(means.index.max())
+    per_trial = data.pivot_table(index="trial_id", columns="steps", values="value")
+    differences = (per_trial[last] - per_trial[best]).dropna().to_numpy(float)
+    low, high, method = bootstrap_ci(differences, confidence)
+    worse = low > 0 if lower_is_better else high < 0
+    return pd.DataFrame([{
+        "variant": variant, "metric": metric, "best_steps": best, "best_mean": means[best],
+        "max_steps": last, "max_steps_mean": means[last],
+        "difference": differences.mean() if len(differences) else np.nan,
+        "ci_low": low, "ci_high": high, "ci_method": method, "n_pairs": len(differences),
+        "worse": bool(worse),
+    }], columns=columns)
 
 
 def _verdict(difference: float, low: float, high: float, direction: str) -> str:

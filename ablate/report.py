@@ -2,7 +2,9 @@
 
 ``write_report`` adds ``report.md``, ``cells.csv``, ``effects.csv`` and ``figures/*.png`` to the
 folder. The report opens with the answer (which toggles change quality, by how much, with CIs)
-and treats divergence and missing trials as results to be stated, not errors.
+and treats divergence and missing trials as results to be stated, not errors. Noise floors
+(``<m>_floor``, real data scored against the reference) are no quality metric: they are drawn
+and quoted next to ``<m>`` and get no figure, cells or effects of their own.
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects, which render with Agg and never touch
 pyplot's global state, so importing this module from a notebook keeps the notebook's backend.
@@ -32,6 +34,8 @@ PAPER_STYLE = {"color": "tab:blue", "lw": 2.2, "zorder": 5}
 SIMPLIFIED_STYLE = {"color": "tab:red", "lw": 2.2, "zorder": 4}
 BASELINE_STYLE = {"color": "black", "lw": 1.8, "ls": "--", "zorder": 3}
 OTHER_STYLE = {"color": "0.6", "lw": 0.8, "alpha": 0.7, "zorder": 1}
+FLOOR_LABEL = "noise floor (real vs real)"
+FLOOR_STYLE = {"color": "0.5", "lw": 1.2, "ls": "--", "zorder": 2, "label": FLOOR_LABEL}
 MAX_TABLE_ROWS = 20
 
 
@@ -42,6 +46,7 @@ class _Context:
     results: Results
     cells: pd.DataFrame
     effects: pd.DataFrame
+    floors: pd.DataFrame
     metric: str
     steps: int
     notes: list[str]
@@ -58,6 +63,17 @@ class _Context:
     def primary_effects(self) -> pd.DataFrame:
         e = self.effects
         return e[(e["metric"] == self.metric) & (e["steps"] == self.steps)]
+
+    def primary_floor(self) -> pd.Series | None:
+        """The primary metric's noise floor (mean, CI), or None when the task reports none."""
+        floors = self.floors
+        rows = floors[(floors["metric"] == self.metric) & np.isfinite(floors["mean"])]
+        return rows.iloc[0] if len(rows) else None
+
+    def quoted_steps(self) -> list[int]:
+        """K = 1, the primary K and k_max: the step counts researchers quote, where evaluated."""
+        wanted = (1, self.steps, self.results.k_max)
+        return sorted({k for k in wanted if k in self.results.eval_steps})
 
 
 # --- small helpers ---------------------------------------------------------------------------
@@ -76,6 +92,19 @@ def _ci(low: float, high: float) -> str:
     if not (np.isfinite(low) and np.isfinite(high)):
         return "no CI"
     return f"[{_fmt(low)}, {_fmt(high)}]"
+
+
+def _mean_ci(row: pd.Series) -> str:
+    """``mean`` with its CI from a cells or floors row; a zero-width CI (a constant such as the
+    noise floor) adds nothing."""
+    mean, low, high = (float(row[c]) for c in ("mean", "ci_low", "ci_high"))
+    if not np.isfinite(mean):
+        return "n/a"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{_fmt(mean)} (no CI)"
+    if np.isclose(low, high, rtol=1e-9, atol=0):
+        return _fmt(mean)
+    return f"{_fmt(mean)} {_ci(low, high)}"
 
 
 def _md_table(frame: pd.DataFrame) -> str:
@@ -136,10 +165,23 @@ def _save(ctx: _Context, fig: Figure, name: str, caption: str, tight: bool = Tru
 
 
 def _main_metrics(results: Results) -> list[str]:
-    """Metrics that get their own figures; per-horizon metrics get the horizon figure instead."""
+    """Metrics that get their own figures; per-horizon metrics get the horizon figure instead,
+    and noise floors are a line in their metric's figure."""
     horizon = {name for items in analysis.horizon_metrics(results.metric_names).values()
                for _, name in items}
-    return [m for m in results.metric_names if m not in horizon]
+    return [m for m in analysis.quality_metrics(results.metric_names) if m not in horizon]
+
+
+def _roles(results: Results) -> list[tuple[str, str]]:
+    """(role, variant) for the paper, simplified and baseline variants the run names."""
+    roles = [("paper", results.paper_variant), ("simplified", results.simplified_variant),
+             ("baseline", results.baseline_variant)]
+    return [(role, variant) for role, variant in roles if variant is not None]
+
+
+def _cell_text(cells: pd.DataFrame, variant: str, steps: int) -> str:
+    """A variant's mean and CI at one K from cells indexed by (variant, steps)."""
+    return _mean_ci(cells.loc[(variant, steps)]) if (variant, steps) in cells.index else "n/a"
 
 
 def _significant(effects: pd.DataFrame) -> pd.Series:
@@ -155,7 +197,8 @@ def plot_quality_vs_steps(ax: Axes, cells: pd.DataFrame, results: Results, metri
     """Mean over seeds vs sampling steps (log2 axis) per variant, with CI bands.
 
     The paper, simplified and baseline variants are highlighted; the rest are thin grey lines.
-    Public so the notebook draws the same figure.
+    A dashed grey line marks the metric's noise floor where the task reports one. Public so the
+    notebook draws the same figure.
     """
     data = cells[cells["metric"] == metric].sort_values("steps")
     for variant, style, highlighted in _line_styles(list(pd.unique(data["variant"])), results):
@@ -165,6 +208,7 @@ def plot_quality_vs_steps(ax: Axes, cells: pd.DataFrame, results: Results, metri
         if len(band):
             ax.fill_between(band["steps"], band["ci_low"], band["ci_high"], color=style["color"],
                             alpha=0.15 if highlighted else 0.05, lw=0)
+    _draw_noise_floor(ax, results, metric)
     ax.set_xscale("log", base=2)
     steps = sorted(pd.unique(data["steps"]))
     ax.set_xticks(steps, [str(s) for s in steps])
@@ -172,6 +216,14 @@ def plot_quality_vs_steps(ax: Axes, cells: pd.DataFrame, results: Results, metri
     ax.set_ylabel(f"{metric} ({_better(results.metric_directions.get(metric, 'min'))})")
     ax.legend(fontsize=7, frameon=False, loc="upper right")
     ax.grid(alpha=0.3)
+
+
+def _draw_noise_floor(ax: Axes, results: Results, metric: str) -> None:
+    """Horizontal line at the floor: real data scores there, so no variant can be expected to
+    beat it, and a gap to it is the room left for improvement."""
+    floors = analysis.noise_floors(results).set_index("metric")["mean"]
+    if metric in floors.index and np.isfinite(floors[metric]):
+        ax.axhline(floors[metric], **FLOOR_STYLE)
 
 
 def _fig_steps(ctx: _Context) -> None:
@@ -416,7 +468,7 @@ def _fig_half_normal(ctx: _Context) -> None:
 
 def _fig_horizon(ctx: _Context) -> None:
     results = ctx.results
-    k_values = sorted({k for k in (1, ctx.steps, results.k_max) if k in results.eval_steps})
+    k_values = ctx.quoted_steps()
     for base, items in analysis.horizon_metrics(results.metric_names).items():
         horizon = {name: t for t, name in items}
         data = ctx.cells[ctx.cells["metric"].isin(horizon)]
@@ -447,13 +499,16 @@ def _resolve_primary(
 ) -> tuple[str, int, list[str]]:
     """Primary metric and step count: argument, else run.json, else a documented fallback."""
     notes = []
-    metrics = _main_metrics(results) or results.metric_names
-    if metric is not None and metric not in results.metric_names:
-        raise ValueError(f"metric {metric!r} not in the results; have {results.metric_names}")
+    quality = analysis.quality_metrics(results.metric_names)
+    metrics = _main_metrics(results) or quality
+    if metric is not None and metric not in quality:
+        raise ValueError(f"metric {metric!r} not in the results' quality metrics (noise floors "
+                         f"are not); have {quality}")
     if metric is None:
         metric = results.run.get("primary_metric")
-        if metric not in results.metric_names:
-            notes.append(f"run.json primary_metric {metric!r} has no rows; using {metrics[0]!r}.")
+        if metric not in quality:
+            notes.append(f"run.json primary_metric {metric!r} is not a quality metric with rows; "
+                         f"using {metrics[0]!r}.")
             metric = metrics[0]
     available = results.eval_steps
     if steps is not None and int(steps) not in available:
@@ -513,6 +568,7 @@ def _opening(ctx: _Context, divergence: pd.DataFrame, missing: pd.DataFrame,
     for _, row in effects[effects["kind"] == "anova"].iterrows():
         parts.append(f" `{row['term']}` (more than two levels): ANOVA p = {_fmt(row['p_value'])}, "
                      f"Holm p = {_fmt(row['p_holm'])}.")
+    parts += [" " + s for s in (_levels_sentence(ctx), _worsening_sentence(ctx)) if s]
     parts.append(" " + _simplified_sentence(ctx, simplified, divergence))
     parts.append(" " + _balance_sentence(ctx, effects))
     parts.append(" " + _divergence_sentence(divergence, results))
@@ -524,6 +580,34 @@ def _opening(ctx: _Context, divergence: pd.DataFrame, missing: pd.DataFrame,
                      "paper-vs-simplified difference; the effect CIs above assume three- and "
                      "four-way interactions are zero, so check them against the half-normal plot.")
     return "".join(parts)
+
+
+def _levels_sentence(ctx: _Context) -> str:
+    """The paper's and the baseline's values at the primary K next to the noise floor: the
+    numbers researchers quote, and how far both are from what real data scores."""
+    cells = ctx.cells[ctx.cells["metric"] == ctx.metric].set_index(["variant", "steps"])
+    values = [f"{_cell_text(cells, variant, ctx.steps)} for the {role} variant `{variant}`"
+              for role, variant in _roles(ctx.results) if role != "simplified"]
+    if not values:
+        return ""
+    floor = ctx.primary_floor()
+    against = f", against a {FLOOR_LABEL} of {_mean_ci(floor)}" if floor is not None else ""
+    return f"At K = {ctx.steps}, {ctx.metric} is {' and '.join(values)}{against}."
+
+
+def _worsening_sentence(ctx: _Context) -> str:
+    """Flag a paper variant that loses quality at many steps, but only when the CI shows it."""
+    paper = ctx.results.paper_variant
+    trend = (analysis.worsening_after_best_steps(ctx.results, paper, ctx.metric)
+             if paper is not None else pd.DataFrame())
+    if trend.empty or not trend["worse"].iloc[0]:
+        return ""
+    row = trend.iloc[0]
+    return (f"The paper's variant gets worse with more sampling steps: {ctx.metric} is "
+            f"{_fmt(row['max_steps_mean'])} at K = {row['max_steps']} against "
+            f"{_fmt(row['best_mean'])} at its best K = {row['best_steps']} (difference "
+            f"{row['difference']:+.3g}, 95% CI {_ci(row['ci_low'], row['ci_high'])}, paired "
+            "over seeds).")
 
 
 def _simplified_sentence(ctx: _Context, simplified: pd.DataFrame, divergence: pd.DataFrame) -> str:
@@ -582,6 +666,30 @@ def _divergence_sentence(divergence: pd.DataFrame, results: Results) -> str:
     if by_level:
         text += "; by toggle level: " + "; ".join(by_level)
     return text + "."
+
+
+def _levels_section(ctx: _Context) -> str:
+    """Paper, simplified, baseline and noise floor at K = 1, the primary K and k_max."""
+    steps = ctx.quoted_steps()
+    cells = ctx.cells[ctx.cells["metric"] == ctx.metric].set_index(["variant", "steps"])
+    rows = [[f"{role} `{variant}`", *(_cell_text(cells, variant, k) for k in steps)]
+            for role, variant in _roles(ctx.results)]
+    floor = ctx.primary_floor()
+    lead = (f"{ctx.metric} at K = {', '.join(map(str, steps))} "
+            f"({_better(ctx.results.metric_directions.get(ctx.metric, 'min'))}; mean over seeds, "
+            "95% CI)")
+    if floor is not None:
+        rows.append([FLOOR_LABEL, *[_mean_ci(floor)] * len(steps)])
+        lead += (f"; the noise floor is {ctx.metric} of a second real sample set against the "
+                 "reference, the same for every variant and K")
+    table = pd.DataFrame(rows, columns=["variant", *(f"K = {k}" for k in steps)])
+    return f"{lead}:\n\n{_md_table(table)}"
+
+
+def _floor_note(ctx: _Context) -> str:
+    """The floor next to the cell means, so the table says how far the best cell is from it."""
+    floor = ctx.primary_floor()
+    return f" The {FLOOR_LABEL} of {ctx.metric} is {_mean_ci(floor)}." if floor is not None else ""
 
 
 def _cells_table(ctx: _Context) -> str:
@@ -663,7 +771,7 @@ def write_report(folder: str | Path, primary_metric: str | None = None,
     effects = analysis.factor_effects(results)
     cells.to_csv(results.folder / "cells.csv", index=False)
     effects.to_csv(results.folder / "effects.csv", index=False)
-    ctx = _Context(results, cells, effects, metric, steps, notes)
+    ctx = _Context(results, cells, effects, analysis.noise_floors(results), metric, steps, notes)
     for stale in ctx.figure_dir.glob("*.png"):  # from an earlier report with other choices
         stale.unlink()
 
@@ -708,16 +816,18 @@ def _render(ctx: _Context, divergence, missing, simplified, dunnett) -> str:
     sections = [
         f"# Ablation report: {results.name}",
         _opening(ctx, divergence, missing, simplified),
+        _levels_section(ctx),
         *(f"_Note: {n}_" for n in ctx.notes),
         "## Divergence",
         _divergence_sentence(divergence, results) + "\n\n" + _divergence_tables(divergence),
         "## Missing trials",
         missing_text,
         f"## Cell means: {ctx.metric} at K = {ctx.steps}",
-        "From `cells.csv` (best first; CI over seeds by bootstrap, BCa where it works).\n\n"
-        + _cells_table(ctx),
+        "From `cells.csv` (best first; CI over seeds by bootstrap, BCa where it works)."
+        + _floor_note(ctx) + "\n\n" + _cells_table(ctx),
         f"## Factor effects: {ctx.metric} at K = {ctx.steps}",
-        "From `effects.csv` (every metric and step count is there).\n\n" + _effects_table(ctx),
+        "From `effects.csv` (every metric but the noise floors, and every step count, is there)."
+        "\n\n" + _effects_table(ctx),
         f"## Paper vs the other variants: {ctx.metric} at K = {ctx.steps}",
         f"Dunnett's test with the paper's variant `{results.paper_variant}` as control (differences"
         " are variant − paper, CIs and p-values adjusted for the many comparisons); the simplified"

@@ -52,6 +52,13 @@ def _true_mean(direction: str, k: int, shift: float, baseline: bool, horizon_ste
     return mean * (1.0 + 0.15 * (horizon_step - 1)) if horizon_step else mean
 
 
+def _penalty(direction: str, amount: float, at_k_max: bool) -> float:
+    """Shift towards the metric's bad direction by ``amount`` at the largest step count only."""
+    if not at_k_max:
+        return 0.0
+    return amount if direction == "min" else -amount
+
+
 def _coded(levels: Mapping[str, Any], factors: list[dict]) -> dict[str, int]:
     return {
         f["name"]: 1 if levels[f["name"]] == f["reference"] else -1
@@ -119,6 +126,8 @@ def make_synthetic_results(
     baseline: bool = True,
     horizon: int = 0,
     metric_directions: Mapping[str, str] | None = None,
+    noise_floors: Mapping[str, float] | None = None,
+    k_max_penalty: Mapping[str, float] | None = None,
     name: str = "synthetic",
 ) -> pd.DataFrame:
     """Write a complete results folder and return the true mean of every cell.
@@ -131,6 +140,10 @@ def make_synthetic_results(
     adds factors beyond the four toggles (reference = first level). ``horizon > 0`` adds
     per-horizon metrics ``<metric>_h<t>`` whose error grows with t, as from a video task. The
     ``flow`` baseline (``baseline=True``) is poor at few steps and has no factor levels.
+    ``noise_floors`` maps metrics to the value of their ``<metric>_floor``, the same in every
+    finished trial and step count, as a task's real-vs-real score is. ``k_max_penalty`` maps
+    variant labels to how much worse (in each metric's bad direction) they get at the largest
+    step count, as shortcut models can when few training rows use the smallest step size.
     """
     folder = Path(folder)
     rng = np.random.default_rng(seed)
@@ -142,6 +155,11 @@ def make_synthetic_results(
     if not metrics:
         raise ValueError("give at least one metric name")
     directions = {m: (metric_directions or {}).get(m, "min") for m in metrics}
+    noise_floors, k_max_penalty = dict(noise_floors or {}), dict(k_max_penalty or {})
+    floor_names = {f"{m}_floor" for m in noise_floors}
+    unknown = set(noise_floors) - set(metrics)
+    if unknown:
+        raise ValueError(f"noise_floors for metrics not in metrics: {sorted(unknown)}")
     # (metric name, metric it derives from, horizon step or 0)
     specs = [(m, m, 0) for m in metrics]
     specs += [(f"{m}_h{t}", m, t) for m in metrics for t in range(1, horizon + 1)]
@@ -154,6 +172,9 @@ def make_synthetic_results(
     ]
     if baseline:
         cells.append({})
+    unknown = set(k_max_penalty) - {variant_label(levels) if levels else "flow" for levels in cells}
+    if unknown:
+        raise ValueError(f"k_max_penalty for variants not in the grid: {sorted(unknown)}")
 
     metric_rows, curve_rows, trial_rows, expected, truth = [], [], [], [], []
     (folder / "samples").mkdir(parents=True, exist_ok=True)
@@ -165,9 +186,11 @@ def make_synthetic_results(
 
         means = {
             (metric, k): _true_mean(directions[base], k, shift, not levels, t)
+            + _penalty(directions[base], k_max_penalty.get(variant, 0.0), k == max(steps))
             for metric, base, t in specs
             for k in steps
         }
+        means |= {(f"{m}_floor", k): value for m, value in noise_floors.items() for k in steps}
         truth += [
             {"variant": variant, "steps": k, "metric": metric, "true_mean": mean}
             for (metric, k), mean in means.items()
@@ -191,7 +214,8 @@ def make_synthetic_results(
             timing = {"train_seconds": 10.0 + rng.random(), "eval_seconds": 1.0 + rng.random()}
             trial_rows.append({**ident, "diverged_step": diverged_step, **timing})
             for (metric, k), mean in means.items():
-                value = np.nan if diverged else mean + noise_sd * rng.standard_normal()
+                noise = 0.0 if metric in floor_names else noise_sd * rng.standard_normal()
+                value = np.nan if diverged else mean + noise
                 metric_rows.append({**ident, "steps": k, "metric": metric, "value": value})
             for step in _TRAIN_STEPS:
                 loss = 0.5 * np.exp(-step / 80) + 0.1 + 0.02 * shift + 0.005 * rng.standard_normal()
@@ -223,7 +247,10 @@ def make_synthetic_results(
         "baseline_variant": "flow" if baseline else None,
         "primary_metric": metrics[0],
         "primary_steps": primary_steps,
-        "metric_directions": {metric: directions[base] for metric, base, _ in specs},
+        "metric_directions": {
+            **{metric: directions[base] for metric, base, _ in specs},
+            **{f"{m}_floor": directions[m] for m in noise_floors},
+        },
         "versions": {
             "python": platform.python_version(),
             "numpy": np.__version__,

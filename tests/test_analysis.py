@@ -191,3 +191,39 @@ def test_every_trial_diverged_gives_no_estimates_and_no_crash(tmp_path):
     assert (cells.loc[cells["variant"] != "flow", "n_diverged"] == 2).all()
     table = analysis.paper_vs_others(results)
     assert (table["variant"] == "flow").sum() == 1 and table["ci_low"].isna().all()
+
+
+def test_noise_floors_are_summarised_once_and_never_compared(tmp_path):
+    make_synthetic_results(tmp_path, INJECTED, noise_sd=0.05, seeds=range(2), steps=STEPS,
+                           metrics=["w2"], noise_floors={"w2": 0.6},
+                           diverge_cells=[("flow", 0)], seed=6)
+    results = load(tmp_path)
+    floor = analysis.noise_floors(results).iloc[0]
+    assert (floor["metric"], floor["floor_metric"], floor["n_trials"]) == ("w2", "w2_floor", 33)
+    assert floor["mean"] == floor["ci_low"] == floor["ci_high"] == pytest.approx(0.6)
+    assert set(analysis.cell_summary(results)["metric"]) == {"w2"}
+    assert set(analysis.factor_effects(results)["metric"]) == {"w2"}
+    assert set(analysis.paper_vs_others(results, steps=[4])["metric"]) == {"w2"}
+
+
+def test_floor_names_need_their_base_metric():
+    names = ["w2", "w2_floor", "kid_floor", "mse_h1", "mse_h1_floor"]
+    assert analysis.floor_metrics(names) == {"w2": "w2_floor", "mse_h1": "mse_h1_floor"}
+    assert analysis.quality_metrics(names) == ["w2", "kid_floor", "mse_h1"]
+
+
+def test_worsening_after_best_steps_is_paired_and_follows_the_direction(tmp_path):
+    paper = "grid_vboot_vstep_w2"
+    make_synthetic_results(tmp_path, {}, noise_sd=0.05, seeds=range(3), steps=[1, 4, 16],
+                           metrics=["w2", "accuracy"], metric_directions={"accuracy": "max"},
+                           k_max_penalty={paper: 0.5}, seed=7)
+    results = load(tmp_path)
+    for metric in ("w2", "accuracy"):
+        row = analysis.worsening_after_best_steps(results, paper, metric).iloc[0]
+        assert row["worse"] and (row["best_steps"], row["max_steps"], row["n_pairs"]) == (4, 16, 3)
+    w2 = analysis.worsening_after_best_steps(results, paper, "w2").iloc[0]
+    assert w2["difference"] == pytest.approx(w2["max_steps_mean"] - w2["best_mean"])
+    assert w2["difference"] == pytest.approx(1.0 + 1 / 16 + 0.5 - (1.0 + 1 / 4), abs=0.1)
+    improving = analysis.worsening_after_best_steps(results, "flow", "w2").iloc[0]
+    assert improving["best_steps"] == 16 and not improving["worse"]
+    assert analysis.worsening_after_best_steps(results, "no_such_variant", "w2").empty

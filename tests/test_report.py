@@ -5,8 +5,11 @@ import shutil
 
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 
-from ablate.report import write_report
+from ablate import analysis
+from ablate.report import FLOOR_LABEL, plot_quality_vs_steps, write_report
+from ablate.results import load
 from ablate.synthetic import make_synthetic_results
 
 INJECTED = {"tau_sampling": 0.4, "half_step:tau2_weight": 0.25}
@@ -43,6 +46,7 @@ def test_points_report_with_partial_and_diverged_trials(tmp_path):
     assert "The simplified variant `cont_xboot_renoise_now2` differs" in opening
     assert "1 of 50 trials diverged (`grid_xboot_vstep_w2` 1/3)" in opening
     assert "1 expected trial(s) are missing" in opening
+    assert "gets worse with more sampling steps" not in opening  # w2 improves up to k_max here
     missing = report.split("## Missing trials")[1].split("##")[0]
     assert "cont_vboot_vstep_now2" in missing
     assert "## Paper vs the other variants" in report and "dunnett" in report
@@ -102,3 +106,44 @@ def test_report_before_any_trial_finished_lists_what_is_missing(tmp_path):
     report = write_report(tmp_path).read_text()
     assert "No trial has metric rows yet" in report
     assert report.count("| trial_0") == 16
+
+
+@pytest.mark.slow
+def test_noise_floors_are_quoted_and_drawn_never_compared(tmp_path):
+    paper = "grid_vboot_vstep_w2"
+    make_synthetic_results(tmp_path, INJECTED, noise_sd=0.05, seeds=range(3), steps=[1, 4, 16],
+                           metrics=["w2", "energy"], noise_floors={"w2": 0.6, "energy": 0.3},
+                           k_max_penalty={paper: 0.5}, baseline=True)
+    shutil.rmtree(tmp_path / "samples")  # sample figures are not under test here
+    report = write_report(tmp_path).read_text()
+    _check_figures(tmp_path, report, {"steps_w2.png", "steps_energy.png", "effects_forest.png"})
+    assert not list((tmp_path / "figures").glob("*floor*"))
+    for table in ("effects.csv", "cells.csv"):
+        assert set(pd.read_csv(tmp_path / table)["metric"]) == {"w2", "energy"}
+    opening, lead, levels = report.split("\n\n")[1:4]
+    assert f"for the paper variant `{paper}`" in opening and "for the baseline variant `flow`" in opening
+    assert f"against a {FLOOR_LABEL} of 0.6." in opening
+    assert "The paper's variant gets worse with more sampling steps" in opening
+    assert "at its best K = 4" in opening
+    assert lead.startswith("w2 at K = 1, 4, 16 (lower is better")
+    assert levels.startswith("| variant | K = 1 | K = 4 | K = 16 |")
+    assert f"| paper `{paper}` | " in levels and "| baseline `flow` | " in levels
+    assert f"| {FLOOR_LABEL} | 0.6 | 0.6 | 0.6 |" in levels
+    with pytest.raises(ValueError, match="noise floors"):
+        write_report(tmp_path, primary_metric="w2_floor")
+
+
+def test_quality_vs_steps_draws_the_noise_floor_as_a_dashed_line(tmp_path):
+    make_synthetic_results(tmp_path, {}, noise_sd=0.05, seeds=range(2), steps=[1, 4],
+                           metrics=["w2", "mmd"], noise_floors={"w2": 0.6},
+                           diverge_cells=[("flow", 0)])  # a diverged trial's NaN floor is skipped
+    results = load(tmp_path)
+    cells = analysis.cell_summary(results)
+    lines = {}
+    for metric in ("w2", "mmd"):
+        ax = Figure().add_subplot()
+        plot_quality_vs_steps(ax, cells, results, metric)
+        lines[metric] = [line for line in ax.get_lines() if line.get_label() == FLOOR_LABEL]
+    assert len(lines["w2"]) == 1 and lines["w2"][0].get_linestyle() == "--"
+    assert list(lines["w2"][0].get_ydata()) == pytest.approx([0.6, 0.6])
+    assert lines["mmd"] == []

@@ -1,0 +1,205 @@
+"""The sequence task: simulator, per-frame (tau, d) through the objective, causality, rollout and metrics."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from ablate.objective import ShortcutForcing, Variant
+from ablate.tasks import Sampler, make_task
+from ablate.tasks.sequence import MOVES, NO_ACTION, SequenceTask, World, make_sequence_task
+from ablate.trial import run_trial
+
+torch.set_num_threads(1)
+SMALL = dict(context=2, horizon=4, n_eval=24, width=32, depth=2, heads=2)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# --- the simulator -----------------------------------------------------------------------------------------
+
+
+def test_simulator_is_deterministic_given_the_seed():
+    world = World(size=8, object_size=2)
+    a, b = world.simulate(32, 10, gen(3)), world.simulate(32, 10, gen(3))
+    assert torch.equal(a.frames, b.frames) and torch.equal(a.actions, b.actions)
+    assert torch.equal(a.positions, b.positions)
+    assert not torch.equal(a.positions, world.simulate(32, 10, gen(4)).positions)
+
+
+def test_simulator_obeys_its_physics():
+    world = World(size=8, object_size=2)
+    traj = world.simulate(512, 12, gen(0))
+    assert traj.frames.shape == (512, 12, 8, 8) and traj.actions.shape == (512, 12)
+    assert (traj.actions[:, 0] == NO_ACTION).all() and (traj.actions[:, 1:] < NO_ACTION).all()
+    assert ((traj.positions >= 0) & (traj.positions <= world.span)).all()
+    assert ((traj.frames == 1).sum((-1, -2)) == 4).all()  # one 2x2 object in every frame
+    assert torch.equal(world.decode(traj.frames), traj.positions)
+    moves = traj.positions.diff(dim=1)
+    # Away from the walls the object moves exactly as its action says.
+    inside = ((traj.positions[:, :-1] > 0) & (traj.positions[:, :-1] < world.span)).all(-1)
+    assert inside.any() and torch.equal(moves[inside], MOVES[traj.actions[:, 1:]][inside])
+    assert moves.abs().sum(-1).max() == 1  # one cell per step, never diagonal
+
+
+def test_a_step_into_a_wall_bounces_back():
+    world = World(size=8, object_size=2)
+    up, down, left, right = 1, 2, 3, 4
+    start = torch.tensor([[0, 6], [0, 6], [3, 3]])
+    assert world.step(start, torch.tensor([up, right, down])).tolist() == [[1, 6], [0, 5], [4, 3]]
+    assert world.step(start, torch.tensor([left, down, 0])).tolist() == [[0, 5], [1, 6], [3, 3]]
+
+
+# --- the model and the objective ---------------------------------------------------------------------------
+
+
+def test_per_frame_tau_and_d_reach_the_model_with_shape_b_t():
+    task = make_sequence_task(**SMALL)
+    model = task.make_model()
+    objective = ShortcutForcing(Variant.paper(), k_max=8)
+    x1, kwargs = task.batch(16, gen())
+    tau, d = objective.sample_tau_d(x1.shape[:task.lead_dims], generator=gen(1))
+    assert tau.shape == d.shape == (16, task.length)
+    assert (d != d[:, :1]).any()  # drawn per frame, not per sequence
+
+    calls = []
+    original = model.forward
+    model.forward = lambda z, tau, d, *, actions: (calls.append((z.shape, tau.shape, d.shape, actions.shape)),
+                                                   original(z, tau, d, actions=actions))[1]
+    out = objective.loss(model, x1, tau=tau, d=d, teacher=model, **kwargs)
+    assert out.per_sample.shape == (16, task.length) and torch.isfinite(out.loss)
+    assert len(calls) == 3  # student, then two teacher calls on the sequences holding bootstrap frames
+    for z_shape, tau_shape, d_shape, action_shape in calls:
+        assert z_shape[1:] == x1.shape[1:] and tau_shape == d_shape == action_shape == z_shape[:2]
+
+
+def test_model_is_causal_in_time():
+    task = make_sequence_task(**SMALL)
+    model = task.make_model().eval()
+    x1, kwargs = task.batch(4, gen())
+    z, t = torch.randn_like(x1), 3
+    tau, d = torch.rand(4, task.length) * 0.5, torch.full((4, task.length), 0.125)
+    before = model(z, tau, d, **kwargs)
+
+    z2, tau2, d2, actions2 = z.clone(), tau.clone(), d.clone(), kwargs["actions"].clone()
+    z2[:, t:] += 1.0
+    tau2[:, t:], d2[:, t:], actions2[:, t:] = 0.9, 0.5, (actions2[:, t:] + 1) % NO_ACTION
+    after = model(z2, tau2, d2, actions=actions2)
+    assert torch.allclose(before[:, :t], after[:, :t], atol=1e-5)  # the past never sees the future
+    assert not torch.allclose(before[:, t:], after[:, t:], atol=1e-3)
+
+    z3 = z.clone()
+    z3[:, 0] += 1.0
+    assert not torch.allclose(model(z3, tau, d, **kwargs)[:, -1], before[:, -1], atol=1e-3)  # it sees the past
+
+
+def test_model_accepts_flat_frames():
+    task = make_sequence_task(**SMALL)
+    model = task.make_model()
+    x1, kwargs = task.batch(2, gen())
+    tau = d = torch.full((2, task.length), 0.5)
+    image = model(x1, tau, d, **kwargs)
+    flat = model(x1.flatten(2), tau, d, **kwargs)
+    assert flat.shape == (2, task.length, 64) and torch.allclose(flat, image.flatten(2))
+
+
+# --- rollout and metrics -----------------------------------------------------------------------------------
+
+
+class PhysicsOracle(nn.Module):
+    """Predicts each frame exactly from the frame before it and its action, as the simulator would."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__()
+        self.world = world
+
+    def forward(self, z, tau, d, *, actions):
+        frames = z.reshape(*z.shape[:2], self.world.size, self.world.size)
+        out = frames.clone()
+        out[:, 1:] = self.world.render(self.world.step(self.world.decode(frames[:, :-1]), actions[:, 1:]))
+        return out.reshape(z.shape)
+
+
+class Background(nn.Module):
+    """Predicts an empty frame: the object is always missing."""
+
+    def forward(self, z, tau, d, *, actions):
+        return -torch.ones_like(z)
+
+
+@pytest.mark.parametrize("model_d", [None, 1 / 8])
+def test_rollout_of_a_perfect_model_is_perfect(model_d):
+    task = make_sequence_task(**SMALL)
+    sampler = Sampler(PhysicsOracle(task.world), ShortcutForcing(k_max=8), model_d)
+    evaluation = task.evaluate(sampler, [1, 2, 8], gen())
+    assert set(evaluation.metrics) == {1, 2, 8}
+    for metrics in evaluation.metrics.values():
+        assert set(metrics) == {"pos_acc", "frame_mse", "frame_mse_h1", "frame_mse_h2", "frame_mse_h3",
+                                "frame_mse_h4"} == set(task.metric_directions)
+        assert metrics["pos_acc"] == 1.0 and metrics["frame_mse"] == 0.0
+    samples = evaluation.samples[2]
+    assert samples.shape == (16, task.length, 8, 8)
+    truth = task.world.simulate(task.n_eval, task.length, gen()).frames
+    assert torch.equal(torch.from_numpy(samples), truth[:16])  # same trajectories as a fresh simulation
+
+
+def test_metrics_of_an_empty_prediction():
+    task = make_sequence_task(**SMALL)
+    metrics = task.evaluate(Sampler(Background(), ShortcutForcing(k_max=8)), [4], gen()).metrics[4]
+    assert metrics["frame_mse"] == pytest.approx(4 * 4 / 64)  # 4 object pixels of 64 off by 2
+    assert all(metrics[f"frame_mse_h{h}"] == pytest.approx(0.25) for h in range(1, 5))
+    assert metrics["pos_acc"] < 0.2  # decodes to the corner: right only when the object is there
+
+
+def test_rollout_feeds_context_at_the_context_level_and_only_the_past():
+    task = make_sequence_task(**SMALL)
+    objective = ShortcutForcing(k_max=16)
+    seen = []
+
+    class Spy(nn.Module):
+        def forward(self, z, tau, d, *, actions):
+            seen.append((z.shape[1], tau[0].tolist(), d[0].tolist(), actions.shape[1]))
+            return torch.zeros_like(z)
+
+    task.evaluate(Sampler(Spy(), objective), [2], gen())
+    assert len(seen) == task.horizon * 2  # O(H * K) calls
+    level = task.context_level(objective.d_min)
+    assert level == 0.875
+    for i, (length, tau, d, n_actions) in enumerate(seen):
+        assert length == n_actions == task.context + i // 2 + 1
+        assert tau[:-1] == [level] * (length - 1) and d[:-1] == [1 / 16] * (length - 1)
+        assert tau[-1] == (i % 2) / 2 and d[-1] == 0.5
+
+
+def test_context_level_stays_on_the_finest_grid():
+    task = make_sequence_task(**SMALL)
+    for k_max in (1, 2, 4, 16, 64):
+        level = task.context_level(1 / k_max)
+        assert level <= 1 - 1 / k_max and (level * k_max) == round(level * k_max)
+    assert task.context_level(1 / 64) == pytest.approx(58 / 64)
+
+
+def test_bad_params_are_refused():
+    with pytest.raises(ValueError, match="context"):
+        make_sequence_task(context=0)
+    with pytest.raises(ValueError, match="object_size"):
+        make_sequence_task(size=4, object_size=4)
+
+
+# --- end to end --------------------------------------------------------------------------------------------
+
+
+def test_experiment_file_builds_the_task_and_a_short_trial_runs():
+    experiment = yaml.safe_load((Path(__file__).parents[1] / "experiments" / "sequence.yaml").read_text())
+    assert experiment["task"] == "sequence"
+    task = make_task("sequence", experiment["task_params"])
+    assert isinstance(task, SequenceTask) and task.primary_metric in task.metric_directions
+
+    result = run_trial(dict(task="sequence", task_params={**experiment["task_params"], **SMALL}, k_max=4,
+                            train_steps=3, batch_size=8, eval_steps=[1, 4]))
+    assert result.status == "ok" and set(result.metrics) == {1, 4}
+    assert result.samples[4].shape == (16, task.context + SMALL["horizon"], task.world.size, task.world.size)

@@ -294,10 +294,11 @@ class ShortcutForcing:
             flow_term = w * flow_term
         per_sample = flow_term
         if bool(is_boot.any()):
-            rows = is_boot if lead_dims == 1 else is_boot.flatten(1).any(1)
+            teacher = model if teacher is None else teacher  # None: the student under stop-gradient
+            rows = is_boot if lead_dims == 1 else is_boot.flatten(1).any(1)  # whole sequences for (B, T)
             boot_term = torch.zeros_like(flow_term)
             boot_term[rows] = self._bootstrap_term(
-                teacher or model, x_hat[rows], z[rows], noise[rows], tau[rows], d[rows], is_boot[rows],
+                teacher, x_hat[rows], z[rows], noise[rows], tau[rows], d[rows], is_boot[rows],
                 **_rows_of(model_kwargs, rows, len(x1)),
             )
             per_sample = torch.where(is_boot, boot_term, flow_term)

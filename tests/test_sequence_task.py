@@ -9,7 +9,7 @@ from torch import nn
 
 from ablate.objective import ShortcutForcing, Variant
 from ablate.tasks import Sampler, make_task
-from ablate.tasks.sequence import MOVES, NO_ACTION, SequenceTask, World, make_sequence_task
+from ablate.tasks.sequence import MOVES, NO_ACTION, PERPENDICULAR, SequenceTask, World, make_sequence_task
 from ablate.trial import run_trial
 
 torch.set_num_threads(1)
@@ -24,7 +24,7 @@ def gen(seed: int = 0) -> torch.Generator:
 
 
 def test_simulator_is_deterministic_given_the_seed():
-    world = World(size=8, object_size=2)
+    world = World(size=8, object_size=2, slip=0.5)
     a, b = world.simulate(32, 10, gen(3)), world.simulate(32, 10, gen(3))
     assert torch.equal(a.frames, b.frames) and torch.equal(a.actions, b.actions)
     assert torch.equal(a.positions, b.positions)
@@ -44,6 +44,38 @@ def test_simulator_obeys_its_physics():
     inside = ((traj.positions[:, :-1] > 0) & (traj.positions[:, :-1] < world.span)).all(-1)
     assert inside.any() and torch.equal(moves[inside], MOVES[traj.actions[:, 1:]][inside])
     assert moves.abs().sum(-1).max() == 1  # one cell per step, never diagonal
+
+
+def test_a_slippery_world_moves_sideways_sometimes_and_never_elsewhere():
+    world = World(size=8, object_size=2, slip=0.5)
+    traj = world.simulate(2048, 6, gen(0))
+    assert ((traj.frames == 1).sum((-1, -2)) == 4).all() and torch.equal(world.decode(traj.frames), traj.positions)
+    moves = traj.positions.diff(dim=1)
+    actions = traj.actions[:, 1:]
+    inside = ((traj.positions[:, :-1] > 0) & (traj.positions[:, :-1] < world.span)).all(-1) & (actions > 0)
+    as_commanded = (moves == MOVES[actions]).all(-1)[inside]
+    assert 0.4 < as_commanded.float().mean() < 0.6  # slip = 0.5
+    sideways = (moves.unsqueeze(-2) == MOVES[PERPENDICULAR[actions]]).all(-1).any(-1)[inside]
+    assert (as_commanded | sideways).all() and (as_commanded ^ sideways).all()
+    assert (moves[actions == 0] == 0).all()  # "none" never slips
+    # Every simulated step is among the outcomes the evaluation accepts.
+    reach = world.outcomes(traj.positions[:, :-1], actions)
+    assert (reach == traj.positions[:, 1:].unsqueeze(-2)).all(-1).any(-1).all()
+    # Slipping is drawn after the start and the actions: the same seed gives the same actions at any slip.
+    assert torch.equal(World(slip=0.0).simulate(64, 6, gen(1)).actions, World(slip=0.5).simulate(64, 6, gen(1)).actions)
+
+
+def test_outcomes_and_cleanliness():
+    world = World(size=8, object_size=2, slip=0.5)
+    up, right = 1, 4
+    reach = world.outcomes(torch.tensor([[3, 3], [0, 6]]), torch.tensor([up, right]))
+    assert reach[0].tolist() == [[2, 3], [3, 2], [3, 4]]
+    assert reach[1].tolist() == [[0, 5], [1, 6], [1, 6]]  # right and up bounce off the walls
+    assert World(slip=0.0).outcomes(torch.tensor([3, 3]), torch.tensor(up)).tolist() == [[2, 3]] * 3
+    sharp = world.render(torch.tensor([[2, 3], [3, 2], [3, 4]]))
+    assert world.is_clean(sharp).all()
+    assert not world.is_clean(sharp.mean(0))  # the average of the modes is not one object
+    assert not world.is_clean(torch.full((8, 8), -1.0))
 
 
 def test_a_step_into_a_wall_bounces_back():
@@ -111,7 +143,7 @@ def test_model_accepts_flat_frames():
 
 
 class PhysicsOracle(nn.Module):
-    """Predicts each frame exactly from the frame before it and its action, as the simulator would."""
+    """Predicts each frame from the frame before it and its action: the commanded move, always a valid one."""
 
     def __init__(self, world: World) -> None:
         super().__init__()
@@ -138,13 +170,48 @@ def test_rollout_of_a_perfect_model_is_perfect(model_d):
     evaluation = task.evaluate(sampler, [1, 2, 8], gen())
     assert set(evaluation.metrics) == {1, 2, 8}
     for metrics in evaluation.metrics.values():
-        assert set(metrics) == {"pos_acc", "frame_mse", "frame_mse_h1", "frame_mse_h2", "frame_mse_h3",
-                                "frame_mse_h4"} == set(task.metric_directions)
+        assert set(metrics) == {"pos_acc", "frame_mse"} | {f"{m}_h{h}" for m in ("pos_acc", "frame_mse")
+                                                          for h in range(1, 5)} == set(task.metric_directions)
         assert metrics["pos_acc"] == 1.0 and metrics["frame_mse"] == 0.0
     samples = evaluation.samples[2]
     assert samples.shape == (16, task.length, 8, 8)
     truth = task.world.simulate(task.n_eval, task.length, gen()).frames
-    assert torch.equal(torch.from_numpy(samples), truth[:16])  # same trajectories as a fresh simulation
+    assert torch.equal(torch.from_numpy(samples[:, :task.context]), truth[:16, :task.context])  # same context
+
+
+def test_rollout_of_a_perfect_model_in_a_deterministic_world_reproduces_the_simulation():
+    task = make_sequence_task(**SMALL, slip=0.0)
+    evaluation = task.evaluate(Sampler(PhysicsOracle(task.world), ShortcutForcing(k_max=8)), [2], gen())
+    truth = task.world.simulate(task.n_eval, task.length, gen()).frames
+    assert torch.equal(torch.from_numpy(evaluation.samples[2]), truth[:16])
+
+
+class Blur(nn.Module):
+    """Predicts the average of the possible next frames: what few-step plain flow tends to produce."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__()
+        self.world = world
+
+    def forward(self, z, tau, d, *, actions):
+        frames = z.reshape(*z.shape[:2], self.world.size, self.world.size)
+        out = frames.clone()
+        reach = self.world.outcomes(self.world.decode(frames[:, :-1]), actions[:, 1:])
+        weights = torch.tensor([0.5, 0.25, 0.25])
+        out[:, 1:] = (self.world.render(reach) * weights[:, None, None]).sum(-3)
+        return out.reshape(z.shape)
+
+
+def test_a_blurry_average_of_the_modes_is_never_valid():
+    task = make_sequence_task(**SMALL, slip=0.5)
+    metrics = task.evaluate(Sampler(Blur(task.world), ShortcutForcing(k_max=8)), [1], gen()).metrics[1]
+    assert metrics["pos_acc"] < 0.3  # valid only after "none" actions, which never slip
+    assert metrics["frame_mse"] > 0.05
+
+
+def test_chance_level():
+    assert make_sequence_task(slip=0.0).chance_pos_acc == pytest.approx(1 / 49)
+    assert 2 / 49 < make_sequence_task(slip=0.5).chance_pos_acc < 3 / 49
 
 
 def test_metrics_of_an_empty_prediction():
@@ -152,7 +219,7 @@ def test_metrics_of_an_empty_prediction():
     metrics = task.evaluate(Sampler(Background(), ShortcutForcing(k_max=8)), [4], gen()).metrics[4]
     assert metrics["frame_mse"] == pytest.approx(4 * 4 / 64)  # 4 object pixels of 64 off by 2
     assert all(metrics[f"frame_mse_h{h}"] == pytest.approx(0.25) for h in range(1, 5))
-    assert metrics["pos_acc"] < 0.2  # decodes to the corner: right only when the object is there
+    assert metrics["pos_acc"] == 0.0  # an empty frame is never one clean object
 
 
 def test_rollout_feeds_context_at_the_context_level_and_only_the_past():
@@ -188,6 +255,8 @@ def test_bad_params_are_refused():
         make_sequence_task(context=0)
     with pytest.raises(ValueError, match="object_size"):
         make_sequence_task(size=4, object_size=4)
+    with pytest.raises(ValueError, match="slip"):
+        make_sequence_task(slip=1.5)
 
 
 # --- end to end --------------------------------------------------------------------------------------------

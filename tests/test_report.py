@@ -147,3 +147,12 @@ def test_quality_vs_steps_draws_the_noise_floor_as_a_dashed_line(tmp_path):
     assert len(lines["w2"]) == 1 and lines["w2"][0].get_linestyle() == "--"
     assert list(lines["w2"][0].get_ydata()) == pytest.approx([0.6, 0.6])
     assert lines["mmd"] == []
+
+
+def test_with_two_seeds_paper_vs_simplified_uses_the_pooled_dunnett_interval(tmp_path):
+    """Welch on 2 + 2 seeds has ~1 degree of freedom and calls anything 'indistinguishable'; Dunnett
+    pools the error variance over every cell, so a large injected gap is reported as a gap."""
+    make_synthetic_results(tmp_path, {"tau_sampling": -0.5, "bootstrap_space": -0.5, "half_step": -0.5},
+                           noise_sd=0.05, seeds=range(2), steps=[4], metrics=["w2"])
+    opening = write_report(tmp_path).read_text().split("\n\n")[1]
+    assert "Dunnett 95% CI" in opening and "the simplified variant is worse" in opening

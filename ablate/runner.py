@@ -238,10 +238,6 @@ def save_trial_result(output: Path, trial_id: str, result, restored_at: int | No
 # --- back in the driver -----------------------------------------------------------------------------------
 
 
-def finished_trial_ids(output: Path) -> set[str]:
-    return {p.stem for p in (output / "trials").glob("*.json")} if (output / "trials").is_dir() else set()
-
-
 def write_results(experiment: Experiment, output: Path, started: float, resumed: bool, provenance: dict,
                   failed_count: int = 0) -> RunOutcome:
     """Turn the per-trial result files into the tidy tables and run.json (the report's contract)."""

@@ -53,7 +53,7 @@ def _run(args) -> int:
               f"{' --output ' + args.output if args.output else ''}`", flush=True)
         return 130
     if not args.no_report:
-        return _report(str(outcome.output), None, None)
+        _report(str(outcome.output), None, None)
     return 0 if outcome.failed == 0 else 1
 
 

@@ -59,10 +59,6 @@ class RunOutcome:
     interrupted: bool
     fit_seconds: float = 0.0  # wall time of the Tune run itself (no Ray start-up, no tables)
 
-    @property
-    def complete(self) -> bool:
-        return self.finished == self.expected
-
 
 def resolve_output(experiment: Experiment, output: str | Path | None) -> Path:
     return Path(output or experiment.spec["output"] or Path("results") / experiment.name).resolve()
@@ -108,8 +104,8 @@ def run_experiment(
         with sigterm_as_sigint():
             grid = tuner.fit()
         fit_seconds = time.time() - started
-        failed = sum(1 for r in grid if r.error is not None)
-        outcome = write_results(experiment, output, started, resume, provenance, failed_count=failed)
+        failed = {r.config["trial"]["trial_id"] for r in grid if r.error is not None}
+        outcome = write_results(experiment, output, started, resume, provenance, failed)
     outcome.fit_seconds = fit_seconds
     return outcome
 
@@ -239,17 +235,21 @@ def save_trial_result(output: Path, trial_id: str, result, restored_at: int | No
 
 
 def write_results(experiment: Experiment, output: Path, started: float, resumed: bool, provenance: dict,
-                  failed_count: int = 0) -> RunOutcome:
+                  failed: set[str]) -> RunOutcome:
     """Turn the per-trial result files into the tidy tables and run.json (the report's contract)."""
-    metrics, curves, trials = collect_tables(experiment, output)
+    metrics, curves, trials = collect_tables(experiment, output, failed)
     finished = int(trials["status"].isin([results.OK, results.DIVERGED]).sum())
+    n_failed = int((trials["status"] == results.FAILED).sum())
     run_info = _run_info(experiment, output, started, resumed, provenance)
     results.write_tables(output, metrics, curves, trials, run_info)
-    interrupted = finished + failed_count < len(experiment.trials)
-    return RunOutcome(output, len(experiment.trials), finished, failed_count, interrupted)
+    interrupted = finished + n_failed < len(experiment.trials)
+    return RunOutcome(output, len(experiment.trials), finished, n_failed, interrupted)
 
 
-def collect_tables(experiment: Experiment, output: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def collect_tables(experiment: Experiment, output: Path, failed: set[str] = frozenset()
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Tables over the expected trials: a trial without a result file is `failed` if Tune gave up on it
+    (retries exhausted), else `missing` (never ran, or interrupted)."""
     records = {}
     for path in sorted((output / "trials").glob("*.json")) if (output / "trials").is_dir() else []:
         records[path.stem] = json.loads(path.read_text())
@@ -258,7 +258,7 @@ def collect_tables(experiment: Experiment, output: Path) -> tuple[pd.DataFrame, 
     for spec in experiment.trials:
         ident = {"trial_id": spec.trial_id, "variant": spec.variant, **spec.levels, "seed": spec.seed}
         record = records.get(spec.trial_id)
-        status = record["status"] if record else "missing"
+        status = record["status"] if record else results.FAILED if spec.trial_id in failed else results.MISSING
         trial_rows.append({**ident, "status": status,
                            "diverged_step": record["diverged_step"] if record else None,
                            "train_seconds": record["train_seconds"] if record else None,

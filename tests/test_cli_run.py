@@ -124,6 +124,15 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path, ray_session):
     assert record["curves"] == alone.curves
 
 
+def test_a_trial_that_keeps_crashing_is_recorded_as_failed_and_the_grid_goes_on(tmp_path, ray_session, capsys):
+    path = write_experiment(tmp_path, factors={"task_params.crash_once_after": [10**9, 5]}, seeds=[0],
+                            max_failures=1)
+    assert main(["run", str(path), "--no-report"]) == 1
+    trials = pd.read_csv(tmp_path / "results" / "grid" / "trials.csv")
+    assert sorted(trials["status"]) == ["failed", "ok"]
+    assert "1/2 trials finished, 1 failed" in capsys.readouterr().out
+
+
 def test_dry_run_prints_the_matrix_and_writes_nothing(tmp_path, capsys):
     path = write_experiment(tmp_path, baseline=True)
     assert main(["run", str(path), "--dry-run"]) == 0

@@ -38,11 +38,15 @@ class TinyTask:
         self.batches = 0
 
     def batch(self, batch_size: int, generator: torch.Generator):
-        """With `crash_marker` set, the first process to draw batch `crash_once_after` crashes (a lost node)."""
+        """Batch `crash_once_after` crashes: once (a lost node) when `crash_marker` names a file to leave
+        behind, every time (a broken trial) without one."""
         self.batches += 1
-        if self.crash_marker and self.batches == self.crash_once_after and not Path(self.crash_marker).exists():
-            Path(self.crash_marker).write_text("crashed once")
-            raise RuntimeError("simulated worker crash")
+        if self.batches == self.crash_once_after:
+            if self.crash_marker is None:
+                raise RuntimeError("simulated broken trial")
+            if not Path(self.crash_marker).exists():
+                Path(self.crash_marker).write_text("crashed once")
+                raise RuntimeError("simulated worker crash")
         signs = torch.randint(0, 2, (batch_size, 1), generator=generator) * 2 - 1
         return signs * self.separation / 2 + 0.05 * torch.randn(batch_size, 1, generator=generator), {}
 

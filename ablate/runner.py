@@ -68,6 +68,8 @@ def check_output(experiment: Experiment, output: Path, resume: bool, force: bool
     """Refuse to clobber or to resume the wrong thing, before anything is written."""
     if resume and force:
         raise ExperimentError("--resume and --force contradict each other: pick one")
+    if output.exists() and not output.is_dir():
+        raise ExperimentError(f"{output} is a file, not a results folder: choose another --output")
     exists = output.exists() and any(output.iterdir())
     if exists and not (resume or force):
         raise ExperimentError(f"{output} already exists: add --resume to finish what is missing, "

@@ -5,7 +5,7 @@ One convention everywhere, the paper's: tau = 0 is pure noise, tau = 1 is clean 
     z = (1 - tau) * noise + tau * x1                                   (Eq. 1 / 6)
 
 and the network predicts clean data, x_hat = f(z, tau, d). Every formula below is one small function with
-its equation number, so the file can be checked line by line against shared/docs/objective-spec.md.
+its equation number, so the file can be checked line by line against docs/objective-spec.md.
 `tau` and `d` always have the shape of the leading dims of the data: (B,) per sample, (B, T) per frame.
 """
 

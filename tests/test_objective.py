@@ -1,4 +1,4 @@
-"""The objective against shared/docs/objective-spec.md: every identity there is a test here."""
+"""The objective against docs/objective-spec.md: every identity there is a test here."""
 
 import math
 

@@ -59,6 +59,7 @@ class Experiment:
     trials: list[TrialSpec]
     resources: dict
     max_concurrent: int | None
+    task: dict  # what the report needs of the task: sample_format, primary_metric, metric_directions
 
     @property
     def k_max(self) -> int:
@@ -180,8 +181,8 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
     }
     reference = {f: (TOGGLES[f][0] if f in TOGGLES else levels[0]) for f, levels in factors.items()}
     trials = _expand(spec, factors)
-    _check_task(spec, factors)
-    return Experiment(name, source, spec, factors, reference, trials, resources, max_concurrent)
+    task = _check_task(spec, factors)
+    return Experiment(name, source, spec, factors, reference, trials, resources, max_concurrent, task)
 
 
 def _section(raw: dict, key: str, allowed) -> dict:
@@ -297,15 +298,20 @@ def _check_cell(config: dict, label: str) -> None:
                                       f"{objective.k_max}; allowed: {list(objective.step_counts)}")
 
 
-def _check_task(spec: dict, factors: dict) -> None:
-    """Build the task once per task-param combination, so a bad param fails now, not in a trial."""
+def _check_task(spec: dict, factors: dict) -> dict:
+    """Build the task once per task-param combination, so a bad param fails now, not in a trial; return
+    what the report needs of it (from the first combination)."""
     task_factors = {n: v for n, v in factors.items() if n.startswith("task_params.")}
+    first = None
     for combo in itertools.product(*task_factors.values()) if task_factors else [()]:
         params = dict(spec["task_params"])
         params.update({n.split(".", 1)[1]: level for n, level in zip(task_factors, combo)})
         try:
-            make_task(spec["task"], params)
+            task = make_task(spec["task"], params)
         except ValueError as error:
             raise ExperimentError(f"task_params: {error}") from None
         except Exception as error:  # a user's task may raise anything: still one line, before any trial
             raise ExperimentError(f"task: building {spec['task']!r} failed: {type(error).__name__}: {error}") from None
+        first = task if first is None else first
+    return {"sample_format": first.sample_format, "primary_metric": first.primary_metric,
+            "metric_directions": dict(first.metric_directions)}

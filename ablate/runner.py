@@ -39,7 +39,6 @@ from ray import tune
 from ablate import results
 from ablate.experiment import Experiment, ExperimentError
 from ablate.objective import TOGGLES, Variant
-from ablate.tasks import make_task
 from ablate.trial import Trial
 
 # Without Tune's own result.json loggers (disabled above), its ResultGrid warns that it cannot read them.
@@ -286,7 +285,7 @@ def collect_tables(experiment: Experiment, output: Path, failed: set[str] = froz
 
 
 def _run_info(experiment: Experiment, output: Path, started: float, resumed: bool, provenance: dict) -> dict:
-    task = make_task(experiment.spec["task"], experiment.spec["task_params"])
+    task = experiment.task  # built and described when the experiment was validated
     eval_steps = experiment.spec["eval"]["steps"] or [2**i for i in range(experiment.k_max.bit_length())]
     primary = experiment.spec["primary"]
     previous = json.loads((output / "run.json").read_text()) if (output / "run.json").is_file() else {}
@@ -301,7 +300,7 @@ def _run_info(experiment: Experiment, output: Path, started: float, resumed: boo
     return {
         "name": experiment.name,
         "task": {"name": experiment.spec["task"], "params": experiment.spec["task_params"],
-                 "sample_format": task.sample_format},
+                 "sample_format": task["sample_format"]},
         "factors": [{"name": n, "levels": levels, "reference": experiment.reference[n]}
                     for n, levels in experiment.factors.items()],
         "seeds": experiment.spec["seeds"],
@@ -312,9 +311,9 @@ def _run_info(experiment: Experiment, output: Path, started: float, resumed: boo
         "paper_variant": Variant(**{**fixed, **{n: TOGGLES[n][0] for n in toggles_varied}}).label + extras_reference,
         "simplified_variant": Variant(**{**fixed, **simplified_levels}).label + extras_reference,
         "baseline_variant": "flow" + extras_reference if experiment.spec["baseline"] else None,
-        "primary_metric": primary.get("metric", task.primary_metric),
+        "primary_metric": primary.get("metric", task["primary_metric"]),
         "primary_steps": primary.get("steps", 4 if 4 in eval_steps else eval_steps[len(eval_steps) // 2]),
-        "metric_directions": task.metric_directions,
+        "metric_directions": task["metric_directions"],
         "config": _jsonable(experiment.spec),
         **provenance,  # of the latest session; every session's own is in `sessions`
         "started": sessions[0]["started"],

@@ -142,8 +142,8 @@ def test_model_accepts_flat_frames():
 # --- rollout and metrics -----------------------------------------------------------------------------------
 
 
-class PhysicsOracle(nn.Module):
-    """Predicts each frame from the frame before it and its action: the commanded move, always a valid one."""
+class NextFrameModel(nn.Module):
+    """Test models that keep frame 0 and predict each later frame from the frame before it and its action."""
 
     def __init__(self, world: World) -> None:
         super().__init__()
@@ -152,8 +152,18 @@ class PhysicsOracle(nn.Module):
     def forward(self, z, tau, d, *, actions):
         frames = z.reshape(*z.shape[:2], self.world.size, self.world.size)
         out = frames.clone()
-        out[:, 1:] = self.world.render(self.world.step(self.world.decode(frames[:, :-1]), actions[:, 1:]))
+        out[:, 1:] = self.next_frames(self.world.decode(frames[:, :-1]), actions[:, 1:])
         return out.reshape(z.shape)
+
+    def next_frames(self, positions, actions):
+        raise NotImplementedError
+
+
+class PhysicsOracle(NextFrameModel):
+    """The commanded move, always a valid one."""
+
+    def next_frames(self, positions, actions):
+        return self.world.render(self.world.step(positions, actions))
 
 
 class Background(nn.Module):
@@ -186,20 +196,12 @@ def test_rollout_of_a_perfect_model_in_a_deterministic_world_reproduces_the_simu
     assert torch.equal(torch.from_numpy(evaluation.samples[2]), truth[:16])
 
 
-class Blur(nn.Module):
-    """Predicts the average of the possible next frames: what few-step plain flow tends to produce."""
+class Blur(NextFrameModel):
+    """The average of the possible next frames: what few-step plain flow tends to produce."""
 
-    def __init__(self, world: World) -> None:
-        super().__init__()
-        self.world = world
-
-    def forward(self, z, tau, d, *, actions):
-        frames = z.reshape(*z.shape[:2], self.world.size, self.world.size)
-        out = frames.clone()
-        reach = self.world.outcomes(self.world.decode(frames[:, :-1]), actions[:, 1:])
+    def next_frames(self, positions, actions):
         weights = torch.tensor([0.5, 0.25, 0.25])
-        out[:, 1:] = (self.world.render(reach) * weights[:, None, None]).sum(-3)
-        return out.reshape(z.shape)
+        return (self.world.render(self.world.outcomes(positions, actions)) * weights[:, None, None]).sum(-3)
 
 
 def test_a_blurry_average_of_the_modes_is_never_valid():

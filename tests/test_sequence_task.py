@@ -211,6 +211,16 @@ def test_a_blurry_average_of_the_modes_is_never_valid():
     assert metrics["frame_mse"] > 0.05
 
 
+def test_exact_flow_blurs_at_one_step_and_is_sharp_from_four():
+    """The ceiling on what a few-step objective can win here: the exact flow's own few-step validity."""
+    task = make_sequence_task(**SMALL, slip=0.5)
+    validity = task.exact_flow_validity(ShortcutForcing(k_max=16), [1, 2, 4, 16], 512, gen())
+    assert validity[1] < 0.3  # one step returns the posterior mean: a blur unless the move was certain
+    assert validity[4] > 0.95 and validity[16] > 0.99  # by four steps the noise has picked one mode
+    certain = make_sequence_task(**SMALL, slip=0.0).exact_flow_validity(ShortcutForcing(k_max=16), [1], 256, gen())
+    assert certain[1] == 1.0  # a deterministic world has nothing to blur
+
+
 def test_chance_level():
     assert make_sequence_task(slip=0.0).chance_pos_acc == pytest.approx(1 / 49)
     assert 2 / 49 < make_sequence_task(slip=0.5).chance_pos_acc < 3 / 49

@@ -76,6 +76,10 @@ def test_outcomes_and_cleanliness():
     assert world.is_clean(sharp).all()
     assert not world.is_clean(sharp.mean(0))  # the average of the modes is not one object
     assert not world.is_clean(torch.full((8, 8), -1.0))
+    soft = sharp[0] * 0.6 - 0.1  # object pixels at 0.5, background at -0.7: clean enough
+    assert world.is_clean(soft)
+    tie = (sharp * torch.tensor([0.5, 0.25, 0.25])[:, None, None]).sum(0)  # commanded-only pixels exactly 0
+    assert not world.is_clean(tie) and not world.is_clean(tie + 1e-6)  # rounding cannot make a blur clean
 
 
 def test_a_step_into_a_wall_bounces_back():

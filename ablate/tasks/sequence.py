@@ -9,16 +9,17 @@ The world: one square object on a small grid; each discrete action moves it one 
 (or leaves it in place), and a move into a wall bounces: the object ends one cell away from the wall instead.
 The world is stochastic, as real video is: with probability `slip` a move goes astray, one cell in one of the
 two perpendicular directions (chosen uniformly), so the next frame given the past and the action has up to three
-modes. A flow model sampled with few Euler steps tends to return a blurry average of the modes; a good few-step
+modes. A flow model sampled with one Euler step returns a blurry average of the modes; a good one-step
 sampler returns one of them, sharp. The simulator (deterministic given its generator) defines which frames
 are possible, and evaluation scores validity, not agreement with one draw.
 
-Measured (experiments/sequence.yaml, 3000 steps, batch 64, k_max 16, seeds 0 and 1): the world does make
-few-step plain flow blur (the baseline's K=1 frames are clean only 22% of the time, 89% at K=4, 97% at K=16),
-and the paper's shortcut model beats it at K=1 (pos_acc 0.19-0.22 vs 0.11-0.12), but not at K=4 (0.31 vs 0.48)
-or K=16 (0.35 vs 0.54). Most of the baseline's failures at K >= 4 are clean objects in unreachable places: the
-budget limits how well either model learns the dynamics, and the shortcut objective, whose flow rows are only
-1/5 of the frames, learns them more slowly.
+Measured (experiments/sequence.yaml, 16 variants + the flow baseline x seeds 0-2, 3000 steps of batch 64,
+k_max 16): the paper variant beats plain flow at K = 1 (pos_acc 0.102 vs 0.039) and loses from K = 2 on
+(K = 4: 0.214 vs 0.415). `exact_flow_validity` says why it cannot win at K = 4 in this world: the exact flow
+(posterior-mean x-prediction over the simulator's outcomes) is valid 21% of the time at K = 1, 92% at K = 2
+and 99.9% at K = 4, so a perfectly trained flow model leaves nothing for a few-step objective to recover at
+K >= 4; what remains is how fast each objective learns the dynamics, and the shortcut objective, whose flow
+rows are only 1/5 of the frames, learns them several times more slowly.
 
 Convention (the project's): tau = 0 is noise, tau = 1 is clean; pixels are -1 (background) or +1 (object).
 Actions: `actions[:, t]` is the action that produced frame t from frame t - 1; frame 0 gets `NO_ACTION`.

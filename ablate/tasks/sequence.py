@@ -121,6 +121,11 @@ class World:
         """
         return ((frames - self.render(self.decode(frames))).abs() < CLEAN_TOLERANCE).flatten(-2).all(-1)
 
+    def is_valid(self, frames: Tensor, reach: Tensor) -> Tensor:
+        """(..., size, size) frames, (..., 3, 2) reachable positions -> (...): clean, at a reachable position."""
+        on_reach = (reach == self.decode(frames).unsqueeze(-2)).all(-1).any(-1)
+        return on_reach & self.is_clean(frames)
+
     def render(self, positions: Tensor) -> Tensor:
         """(..., 2) top-left cells -> (..., size, size) frames: -1 background, +1 object."""
         cells = torch.arange(self.size)
@@ -166,11 +171,12 @@ class DynamicsModel(nn.Module):
 class SequenceTask:
     """Train on whole trajectories with per-frame (tau, d); evaluate by autoregressive rollout from context.
 
-    Primary metric `pos_acc`, the validity rate of generated frames: a frame counts when it is clean (it
-    thresholds to exactly one object) and its object sits where the simulator could have put it given the
-    previous frame of the rollout (generated or context) and the action. In a stochastic world the rollout
-    is one sample of many futures, so it is never compared with the one true draw. A blurry average of the
-    possible frames (the failure mode of few-step flow sampling) is not clean and fails.
+    Primary metric `pos_acc`, the validity rate of generated frames (`World.is_valid`): a frame counts when
+    it is clean (one object, every pixel on its side of 0 by a margin) and its object sits where the
+    simulator could have put it given the previous frame of the rollout (generated or context) and the
+    action. In a stochastic world the rollout is one sample of many futures, so it is never compared with
+    the one true draw. A blurry average of the possible frames (what one-step flow sampling returns) is not
+    clean and fails.
     `frame_mse`: the MSE from each generated frame to the nearest frame the simulator could have produced from
     the previous frame's decoded position: 0 for a sharp valid frame, but a blurry average of the modes scores
     better than a sharp frame in a wrong place, so MSE still rewards blur over a committed mistake.
@@ -226,9 +232,9 @@ class SequenceTask:
         """Signal level of context frames: DreamerV4's tau_ctx = 0.1 read as 10% noise, i.e. tau = 0.9.
 
         The paper's convention has tau = 1 clean, so a context at signal level 0.1 would be 90% noise, not the
-        "slight" corruption the text describes; we read it, as public ports do, as noise 0.1. The level is snapped to the d_min grid (0.875 for
-        k_max = 16) because grid-sampled variants never train on other levels, and kept <= 1 - d_min, the
-        cleanest level any variant trains on.
+        "slight" corruption the text describes; we read it, as public ports do, as noise 0.1. The level is
+        snapped to the d_min grid (0.875 for k_max = 16) because grid-sampled variants never train on other
+        levels, and kept <= 1 - d_min, the cleanest level any variant trains on.
         """
         steps = round((1 - self.context_noise) / d_min)
         return min(steps, round(1 / d_min) - 1) * d_min
@@ -288,7 +294,6 @@ class SequenceTask:
             samples[k] = generated[:MAX_SAMPLES].numpy()
         return Evaluation(metrics, samples)
 
-
     @torch.no_grad()
     def exact_flow_validity(self, objective: ShortcutForcing, steps: list[int], n: int,
                             generator: torch.Generator) -> dict[int, float]:
@@ -308,14 +313,14 @@ class SequenceTask:
 
         def posterior_mean(z: Tensor, tau: Tensor, d: Tensor) -> Tensor:
             tau = tau[:, None, None]
-            log_w = log_prior[:, None] - (z[:, None] - tau * modes).square().sum(-1, keepdim=True) / (2 * (1 - tau) ** 2)
+            distance = (z[:, None] - tau * modes).square().sum(-1, keepdim=True)
+            log_w = log_prior[:, None] - distance / (2 * (1 - tau) ** 2)
             return (log_w.softmax(1) * modes).sum(1)
 
         validity = {}
         for k in steps:
             frames = objective.sample(posterior_mean, noise, k).reshape(n, world.size, world.size)
-            on_reach = (reach == world.decode(frames)[:, None]).all(-1).any(-1)
-            validity[k] = (on_reach & world.is_clean(frames)).float().mean().item()
+            validity[k] = world.is_valid(frames, reach).float().mean().item()
         return validity
 
     def score(self, frames: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
@@ -328,8 +333,7 @@ class SequenceTask:
         positions = world.decode(frames)
         reach = world.outcomes(positions[:, self.context - 1:-1], actions[:, self.context:])  # (N, H, 3, 2)
         future = frames[:, self.context:]
-        reachable = (reach == positions[:, self.context:].unsqueeze(-2)).all(-1).any(-1)
-        valid = reachable & world.is_clean(future)
+        valid = world.is_valid(future, reach)
         mse = (future.unsqueeze(2) - world.render(reach)).square().mean((-1, -2)).amin(-1)
         return valid, mse
 

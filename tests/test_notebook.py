@@ -44,6 +44,7 @@ def test_notebook_executes_against_a_results_folder(tmp_path, monkeypatch, this_
     outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
     assert not [out for out in outputs if out.output_type == "error"]
     text = "\n".join(str(out.get("data", {}).get("text/plain", out.get("text", ""))) for out in outputs)
-    assert "tau_sampling:tau2_weight" in text and "ols_full_factorial" in text
+    assert "tau_sampling:tau2_weight" in text and "seed_paired_t (2 seeds" in text
+    assert "seeds_for_10pct" in text  # the power table
     assert "synthetic: 34 trials" in text
     assert any("image/png" in out.get("data", {}) for out in outputs)

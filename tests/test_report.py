@@ -3,13 +3,14 @@
 import re
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
 from ablate import analysis
 from ablate.report import FLOOR_LABEL, plot_quality_vs_steps, write_report
-from ablate.results import load
+from ablate.results import load, write_tables
 from ablate.synthetic import make_synthetic_results
 
 INJECTED = {"tau_sampling": 0.4, "half_step:tau2_weight": 0.25}
@@ -41,17 +42,24 @@ def test_points_report_with_partial_and_diverged_trials(tmp_path):
     opening = report.split("\n\n")[1]
     assert "**w2**" in opening and "**K = 4**" in opening
     assert "`tau_sampling`: grid (reference) vs continuous changes w2 by +0.4" in opening
-    assert "interaction `half_step:tau2_weight`" in opening.lower()
-    assert "Indistinguishable from zero" in opening and "`bootstrap_space`" in opening
+    assert "so grid is worse" in opening  # +0.4 on a lower-is-better metric
+    assert "`bootstrap_space`: velocity (reference) vs x changes w2 by" in opening
+    assert "indistinguishable from zero" in opening
     assert "The simplified variant `cont_xboot_renoise_now2` differs" in opening
+    assert "paired over 3 seed(s)" in opening
     assert "1 of 50 trials diverged (`grid_xboot_vstep_w2` 1/3)" in opening
     assert "1 expected trial(s) are missing" in opening
+    assert "Not every cell has a finished trial in every seed" in opening
     assert "gets worse with more sampling steps" not in opening  # w2 improves up to k_max here
+    assert "With 3 seeds, the smallest effect these tests detect with 80% power" in opening
     missing = report.split("## Missing trials")[1].split("##")[0]
     assert "cont_vboot_vstep_now2" in missing
-    assert "## Paper vs the other variants" in report and "dunnett" in report
+    assert "## Paper vs the other variants" in report and "Holm over the variants" in report
     effects = pd.read_csv(tmp_path / "effects.csv")
     assert set(effects["metric"]) == {"w2", "mmd"} and set(effects["steps"]) == {1, 4, 16}
+    for name in ("strata", "power", "comparisons"):
+        table = pd.read_csv(tmp_path / f"{name}.csv")
+        assert set(table["metric"]) == {"w2", "mmd"} and set(table["steps"]) == {1, 4, 16}
 
 
 @pytest.mark.slow
@@ -78,8 +86,8 @@ def test_video_report_with_horizon_metrics_and_whole_cells_diverged(tmp_path):
                                       "steps_mse.png", "effects_forest.png"})
     assert "steps_mse_h1.png" not in report  # per-horizon metrics get the horizon figure only
     opening = report.split("\n\n")[1]
-    assert "The full factorial is unbalanced" in opening
-    assert "matched_pairs (4 of 8 pairs)" in opening
+    assert "Not every cell has a finished trial in every seed" in opening
+    assert "seed_paired_t (2 seeds, 4 of 8 strata)" in opening
     assert "Not estimable" in opening and "`tau2_weight`" in opening
     assert "The simplified variant cannot be compared" in opening
     assert "`tau2_weight`: True 0/16, False 16/16" in opening
@@ -124,7 +132,7 @@ def test_noise_floors_are_quoted_and_drawn_never_compared(tmp_path):
     assert f"for the paper variant `{paper}`" in opening and "for the baseline variant `flow`" in opening
     assert f"against a {FLOOR_LABEL} of 0.6." in opening
     assert "The paper's variant gets worse with more sampling steps" in opening
-    assert "at its best K = 4" in opening
+    assert "at K = 16 against" in opening and "at K = 4 (difference" in opening
     assert lead.startswith("w2 at K = 1, 4, 16 (lower is better")
     assert levels.startswith("| variant | K = 1 | K = 4 | K = 16 |")
     assert f"| paper `{paper}` | " in levels and "| baseline `flow` | " in levels
@@ -149,10 +157,40 @@ def test_quality_vs_steps_draws_the_noise_floor_as_a_dashed_line(tmp_path):
     assert lines["mmd"] == []
 
 
-def test_with_two_seeds_paper_vs_simplified_uses_the_pooled_dunnett_interval(tmp_path):
-    """Welch on 2 + 2 seeds has ~1 degree of freedom and calls anything 'indistinguishable'; Dunnett
-    pools the error variance over every cell, so a large injected gap is reported as a gap."""
+def test_two_seeds_are_called_a_demo_yet_a_large_paired_gap_is_seen(tmp_path):
+    """Paired by seed, 2 seeds give a t(1) interval: wide, honest, and still narrower than a gap of
+    1.5 with a noise sd of 0.05."""
     make_synthetic_results(tmp_path, {"tau_sampling": -0.5, "bootstrap_space": -0.5, "half_step": -0.5},
                            noise_sd=0.05, seeds=range(2), steps=[4], metrics=["w2"])
     opening = write_report(tmp_path).read_text().split("\n\n")[1]
-    assert "Dunnett 95% CI" in opening and "the simplified variant is worse" in opening
+    assert "**Two seeds: a demo, not a conclusion.**" in opening
+    assert "paired over 2 seed(s)" in opening and "it is worse" in opening
+
+
+def _digits_like(folder) -> str:
+    """FD-like values: the velocity half step is 2-20x better in 6 of 8 strata and 35x worse in 2
+    (velocity bootstrap without the weight), so its raw average is near zero."""
+    make_synthetic_results(folder, {}, noise_sd=0.05, seeds=range(3), steps=[1, 4], metrics=["fd"], seed=3)
+    results = load(folder)
+    m = results.metrics
+    renoise = {("velocity", True): 1.5, ("velocity", False): 0.9, ("x", True): 6.0, ("x", False): 20.9}
+    base = np.where(m["half_step"] == "velocity", 0.85, [renoise.get((b, w), 1.0)
+                    for b, w in zip(m["bootstrap_space"], m["tau2_weight"])])
+    catastrophic = (m["half_step"] == "velocity") & (m["bootstrap_space"] == "velocity") & (m["tau2_weight"] == False)  # noqa: E712
+    base = np.where(catastrophic, 30.0, base)
+    base = np.where(m["variant"] == "flow", 2.0, base)
+    metrics = m.assign(value=base * np.exp(m["value"] - m.groupby(["variant", "steps"])["value"].transform("mean")))
+    write_tables(folder, metrics, results.curves, results.trials, results.run)
+    return write_report(folder).read_text()
+
+
+def test_a_toggle_that_helps_by_a_factor_in_most_strata_is_never_called_indistinguishable(tmp_path):
+    report = _digits_like(tmp_path)
+    opening = report.split("\n\n")[1]
+    assert "analysed on the log scale" in opening
+    sentence = opening.split("`half_step` (velocity vs renoise)")[1].split(". `")[0]
+    assert "velocity is better in 6 (x0.0407 to x0.567), worse in 2 (x33.3)" in sentence
+    effects = pd.read_csv(tmp_path / "effects.csv")
+    assert (effects.loc[effects["metric"] == "fd", "scale"] == "log").all()
+    strata = pd.read_csv(tmp_path / "strata.csv").query("term == 'half_step' and steps == 4")
+    assert len(strata) == 8 and (strata["ratio"] < 0.7).sum() == 6 and (strata["ratio"] > 1.3).sum() == 2

@@ -1,0 +1,218 @@
+"""One metric at one step count as a cells x seeds matrix, and contrasts of its cells paired by seed.
+
+A factor effect is a contrast of cell means: with every two-level factor coded +1 at its reference
+level and -1 at the other, the effect of a term (a factor, or an interaction of several) is
+
+    mean(y | product of codes = +1) - mean(y | product of codes = -1).
+
+Here it is computed **within each seed** and then averaged over seeds with a Student-t interval
+(:func:`ablate.analysis.inference.t_interval`). The seed's shared data/noise stream cancels in
+every contrast, the cells' unequal variances enter each seed's contrast in the same way, and the
+interaction terms of every order are part of the cell means, never of the error. The interval is
+therefore exact under normality at any number of seeds from 2 up, for every term, including the
+3- and 4-way interactions and the simple effects (a term within fixed levels of other factors).
+
+When trials are missing or diverged, a contrast is restricted to the **strata** (combinations of the
+other factors' levels) whose cells are all present in the same seeds; which strata and seeds are used
+depends only on which trials finished, never on their values.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ablate.analysis.inference import CONFIDENCE, TInterval, hotelling_p_value, t_interval
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Values of one metric at one K: ``values[cell, seed]``, NaN where no finished trial.
+
+    ``levels`` lists each factor's levels with the reference level first, and ``cells`` is every
+    combination of them (the full factorial, whether or not it has data).
+    """
+
+    factors: tuple[str, ...]
+    levels: Mapping[str, tuple]
+    seeds: tuple
+    values: np.ndarray
+
+    @classmethod
+    def from_rows(cls, rows: pd.DataFrame, levels: Mapping[str, Sequence],
+                  seeds: Sequence | None = None) -> "Grid":
+        """Build from metric rows with one column per factor, ``seed`` and ``value`` (rows of
+        cells outside ``levels`` are ignored; ``seeds`` defaults to the seeds in ``rows``)."""
+        factors = tuple(levels)
+        seeds = tuple(seeds) if seeds is not None else tuple(sorted(pd.unique(rows["seed"]).tolist()))
+        cells = list(itertools.product(*[levels[f] for f in factors]))
+        cell_index = {_key(cell): i for i, cell in enumerate(cells)}
+        seed_index = {seed: j for j, seed in enumerate(seeds)}
+        values = np.full((len(cells), len(seeds)), np.nan)
+        columns = [rows[f].tolist() for f in factors]
+        for i, (seed, value) in enumerate(zip(rows["seed"].tolist(), rows["value"].to_numpy(float))):
+            cell = cell_index.get(_key(tuple(column[i] for column in columns)))
+            if cell is not None:
+                values[cell, seed_index[seed]] = value
+        values[~np.isfinite(values)] = np.nan
+        return cls(factors, {f: tuple(levels[f]) for f in factors}, seeds, values)
+
+    @property
+    def cells(self) -> list[tuple]:
+        return list(itertools.product(*[self.levels[f] for f in self.factors]))
+
+    @property
+    def positive(self) -> bool:
+        """Every finished value is > 0, so the log scale exists."""
+        finite = self.values[np.isfinite(self.values)]
+        return bool(len(finite)) and bool((finite > 0).all())
+
+    def on_scale(self, scale: str) -> np.ndarray:
+        if scale == "log":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.log(self.values)
+        return self.values
+
+    def cell_index(self, levels: Mapping[str, object]) -> int:
+        index = 0
+        for f in self.factors:
+            index = index * len(self.levels[f]) + self.levels[f].index(levels[f])
+        return index
+
+
+def _key(cell: tuple) -> tuple:
+    """Hashable, type-blind key (True and np.True_ agree)."""
+    return tuple(v.item() if isinstance(v, np.generic) else v for v in cell)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """A term's seed-paired contrast: the t-interval over seeds and what it rests on."""
+
+    interval: TInterval
+    n_strata: int
+    total_strata: int
+    n_values: int
+    cells_per_seed: int = 0
+    per_seed: np.ndarray = field(default_factory=lambda: np.array([]))
+
+    @property
+    def method(self) -> str:
+        n = self.interval.n
+        if n == 0:
+            return f"impossible (0 of {self.total_strata} strata complete in any seed)"
+        seeds = f"{n} seed{'s' if n != 1 else ''}"
+        if n == 1:
+            return f"single seed: no CI ({self.n_strata} of {self.total_strata} strata)"
+        return f"seed_paired_t ({seeds}, {self.n_strata} of {self.total_strata} strata)"
+
+
+def _blocks(grid: Grid, block_factors: Sequence[str], within: Mapping[str, object]):
+    """For each stratum (levels of the factors neither in the block nor fixed by ``within``), the
+    cell indices of its block, in ``itertools.product`` order of the block factors' levels."""
+    others = [f for f in grid.factors if f not in block_factors and f not in within]
+    blocks = []
+    for rest in itertools.product(*[grid.levels[f] for f in others]):
+        base = {**dict(zip(others, rest)), **within}
+        cells = []
+        for combo in itertools.product(*[grid.levels[f] for f in block_factors]):
+            cells.append(grid.cell_index({**base, **dict(zip(block_factors, combo))}))
+        blocks.append(cells)
+    return np.array(blocks, dtype=int).reshape(len(blocks), -1)
+
+
+def _expected_width(n_strata: int, n_seeds: int) -> float:
+    """Relative expected CI width of a contrast over this many strata and seeds: t(n-1) / sqrt(n R).
+
+    A seed counts for more than a stratum: it adds a degree of freedom (t(1) = 12.7, t(2) = 4.3).
+    With a single seed there is no interval; such a choice ranks after every choice with two."""
+    if n_strata == 0 or n_seeds == 0:
+        return math.inf
+    if n_seeds == 1:
+        return 1e12 / n_strata
+    return float(stats.t.ppf(0.975, n_seeds - 1)) / math.sqrt(n_seeds * n_strata)
+
+
+def _choose(complete: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Strata and seeds to use, from ``complete[stratum, seed]`` (every cell of the block present).
+
+    Chooses, among a few candidate seed sets (all seeds, each stratum's complete seeds, and their
+    running intersections from the largest), the one with the narrowest expected interval; a
+    stratum is used only if it is complete in every chosen seed, so each seed's contrast is the same
+    linear combination of cells. Depends on which trials finished, never on their values.
+    """
+    n_strata, n_seeds = complete.shape
+    patterns = sorted({tuple(row) for row in complete}, key=lambda p: (-sum(p), p))
+    candidates = [tuple([True] * n_seeds), *patterns]
+    running = np.ones(n_seeds, bool)
+    for pattern in patterns:
+        running = running & np.array(pattern, dtype=bool)
+        candidates.append(tuple(running))
+    best, best_width = (np.zeros(n_strata, bool), np.zeros(n_seeds, bool)), math.inf
+    for candidate in candidates:
+        seeds = np.array(candidate, bool)
+        strata = complete[:, seeds].all(axis=1) if seeds.any() else np.zeros(n_strata, bool)
+        width = _expected_width(int(strata.sum()), int(seeds.sum()))
+        if width < best_width:
+            best, best_width = (strata, seeds), width
+    return best
+
+
+def term_contrast(grid: Grid, term: Sequence[str], within: Mapping[str, object] | None = None,
+                  scale: str = "raw", confidence: float = CONFIDENCE) -> Contrast:
+    """Effect of a two-level ``term`` (one factor or an interaction), averaged over the factors
+    not in it, within fixed levels of the factors in ``within``; on the raw or log scale."""
+    within = dict(within or {})
+    blocks = _blocks(grid, term, within)
+    values = grid.on_scale(scale)
+    signs = np.array([np.prod(s) for s in itertools.product((1, -1), repeat=len(term))], float)
+    block_values = values[blocks]  # (strata, 2^k cells, seeds)
+    complete = np.isfinite(block_values).all(axis=1)
+    strata, seeds = _choose(complete)
+    if not strata.any():
+        return Contrast(t_interval(np.array([]), confidence), 0, len(blocks), 0)
+    chosen = block_values[strata][:, :, seeds]
+    per_seed = np.einsum("c,rcs->s", signs, chosen) / (2 ** (len(term) - 1) * strata.sum())
+    return Contrast(t_interval(per_seed, confidence), int(strata.sum()), len(blocks), int(chosen.size),
+                    int(chosen.shape[0] * chosen.shape[1]), per_seed)
+
+
+def level_test(grid: Grid, factor: str, scale: str = "raw") -> tuple[float, Contrast]:
+    """Hotelling's T^2 p-value for a factor with more than two levels (any difference between its
+    levels, averaged over the other factors), on per-seed vectors of level means; and the usage."""
+    blocks = _blocks(grid, [factor], {})
+    block_values = grid.on_scale(scale)[blocks]  # (strata, levels, seeds)
+    strata, seeds = _choose(np.isfinite(block_values).all(axis=1))
+    nan = np.nan
+    usage = Contrast(TInterval(nan, nan, nan, nan, int(seeds.sum()), nan), int(strata.sum()),
+                     len(blocks), int(block_values[strata][:, :, seeds].size))
+    if not strata.any():
+        return np.nan, usage
+    means = block_values[strata][:, :, seeds].mean(axis=0).T  # (seeds, levels)
+    centred = means - means.mean(axis=1, keepdims=True)
+    return hotelling_p_value(centred[:, :-1]), usage
+
+
+def per_seed_contrast_sd(grid: Grid, terms: Sequence[Sequence[str]], scale: str) -> float:
+    """Standard deviation over seeds of a full-factorial contrast, for power calculations.
+
+    With independent cells inside a seed, every term's per-seed contrast of the full grid has the
+    same variance, 4 * mean(cell variance) / n_cells; a contrast restricted to fewer cells (missing
+    trials) has a proportionally larger one. Each term's variance is rescaled to the full grid and
+    the terms are pooled, weighted by their degrees of freedom. NaN without two seeds.
+    """
+    n_cells = len(grid.values)
+    pooled, df = 0.0, 0
+    for term in terms:
+        contrast = term_contrast(grid, term, scale=scale)
+        n = contrast.interval.n
+        if n >= 2:
+            pooled += (n - 1) * contrast.per_seed.var(ddof=1) * contrast.cells_per_seed / n_cells
+            df += n - 1
+    return float(np.sqrt(pooled / df)) if df else np.nan

@@ -1,0 +1,186 @@
+"""What the statistics read from a results folder: finished values, metric kinds, trial status.
+
+Only trials with ``status == "ok"`` and a finite value enter estimates; diverged and failed trials
+are counted (:func:`divergence_table`), never silently dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ablate.results import DIVERGED, FAILED, MISSING, OK, Results
+
+HORIZON_PATTERN = re.compile(r"^(?P<base>.+)_h(?P<t>\d+)$")
+FLOOR_SUFFIX = "_floor"
+# A positive metric whose cell means differ by this factor or more at some K is analysed on the log
+# scale: its effects are multiplicative (FD, KID, W2 and energy span orders of magnitude).
+LOG_SCALE_SPAN = 10.0
+
+def ok_values(results: Results) -> pd.DataFrame:
+    """Metric rows of trials that finished (status ok) with a finite value."""
+    m = results.metrics
+    return m[(m["status"] == OK) & np.isfinite(m["value"].astype(float))]
+
+
+def floor_metrics(metric_names: Sequence[str]) -> dict[str, str]:
+    """Noise-floor metrics ``<m>_floor`` by the metric ``<m>`` they belong to (which must exist).
+
+    A floor scores a second real sample set against the reference, so it is one number per task
+    and metric, the same for every variant, seed and K: it says how close to perfect ``<m>`` can
+    get, and cell means or effects of it would be constants. A ``*_floor`` name without its base
+    metric is left an ordinary metric.
+    """
+    names = set(metric_names)
+    return {name.removesuffix(FLOOR_SUFFIX): name for name in metric_names
+            if name.endswith(FLOOR_SUFFIX) and name.removesuffix(FLOOR_SUFFIX) in names}
+
+
+def quality_metrics(metric_names: Sequence[str]) -> list[str]:
+    """The metrics that compare variants: every metric except the noise floors."""
+    floors = set(floor_metrics(metric_names).values())
+    return [name for name in metric_names if name not in floors]
+
+
+def quality_rows(results: Results) -> pd.DataFrame:
+    m = results.metrics
+    return m[m["metric"].isin(quality_metrics(results.metric_names))]
+
+
+def factors_in_play(results: Results) -> list[str]:
+    return [name for name, levels in results.factor_levels.items() if len(levels) >= 2]
+
+
+def factorial_rows(frame: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
+    """Rows of the factorial cells, i.e. without baselines such as ``flow`` (empty factors)."""
+    if not factors:
+        return frame.iloc[0:0]
+    return frame[frame[list(factors)].notna().all(axis=1)]
+
+
+
+def metric_steps(results: Results) -> list[tuple[str, int]]:
+    """The (quality metric, steps) families to test; noise floors are constants, never tested."""
+    pairs = quality_rows(results)[["metric", "steps"]].drop_duplicates()
+    return [(m, int(s)) for m, s in pairs.itertuples(index=False)]
+
+
+
+def other_level(levels: Sequence, reference: object) -> object:
+    return next(level for level in levels if level != reference)
+
+
+
+def metric_scales(results: Results) -> dict[str, str]:
+    """``log`` or ``raw`` per quality metric: the scale its effects and verdicts are read on.
+
+    ``log`` when every finished value is > 0 and, at some K, the largest factorial cell mean is at
+    least LOG_SCALE_SPAN times the smallest: then toggles act by factors, a raw-scale average is
+    dominated by the worst cells, and effects are reported as ratios. Otherwise ``raw``. The rule
+    reads only the factorial cells' means, never which toggle produced them.
+    """
+    data = ok_values(results)
+    factors = factors_in_play(results)
+    scales = {}
+    for metric in quality_metrics(results.metric_names):
+        rows = data[data["metric"] == metric]
+        cells = factorial_rows(rows, factors)
+        scale = "raw"
+        if len(rows) and (rows["value"].astype(float) > 0).all() and len(cells):
+            means = cells.groupby(["steps", "variant"])["value"].mean()
+            span = means.groupby(level="steps").agg(lambda m: m.max() / m.min())
+            scale = "log" if (span >= LOG_SCALE_SPAN).any() else "raw"
+        scales[metric] = scale
+    return scales
+
+
+def trial_table(results: Results) -> pd.DataFrame:
+    if len(results.trials):
+        return results.trials
+    return results.metrics.drop_duplicates("trial_id")
+
+
+def missing_trials(results: Results) -> pd.DataFrame:
+    """Expected trials (run.json ``expected_trials``) that never ran.
+
+    A trial counts as present when trials.csv lists it with a status other than ``missing``.
+    """
+    trials = trial_table(results)
+    expected = pd.DataFrame(results.run.get("expected_trials") or [])
+    if expected.empty:
+        columns = ["trial_id", "variant", *results.factor_names, "seed"]
+        return trials.loc[trials["status"] == MISSING, columns].reset_index(drop=True)
+    ran = set(trials.loc[trials["status"] != MISSING, "trial_id"].astype(str))
+    return expected[~expected["trial_id"].astype(str).isin(ran)].reset_index(drop=True)
+
+
+def divergence_table(results: Results) -> pd.DataFrame:
+    """Trial counts by status, per variant and per level of each factor (divergence is a result).
+
+    ``n_trials`` counts trials that ran; ``n_missing`` those expected but never run.
+    """
+    trials = trial_table(results)
+    trials = trials[trials["status"] != MISSING]
+    missing = missing_trials(results)
+    pieces = [("all", "all", trials, missing)]
+    variants = list(pd.unique(pd.concat([trials["variant"], missing.get("variant", pd.Series())])))
+    pieces += [("variant", v, trials[trials["variant"] == v], missing[missing["variant"] == v])
+               for v in variants]
+    for factor in results.factor_names:
+        for level in results.factor_levels[factor]:
+            pieces.append((factor, level, _at_level(trials, factor, level),
+                           _at_level(missing, factor, level)))
+    rows = []
+    for group, level, subset, absent in pieces:
+        status = subset["status"]
+        n = len(subset)
+        rows.append({
+            "group": group, "level": level, "n_trials": n, "n_ok": int((status == OK).sum()),
+            "n_diverged": int((status == DIVERGED).sum()), "n_failed": int((status == FAILED).sum()),
+            "n_missing": len(absent),
+            "share_diverged": (status == DIVERGED).sum() / n if n else np.nan,
+        })
+    return pd.DataFrame(rows)
+
+
+def _at_level(frame: pd.DataFrame, factor: str, level: object) -> pd.DataFrame:
+    if factor not in frame.columns:
+        return frame.iloc[0:0]
+    return frame[frame[factor].to_numpy(object) == level]
+
+
+def empty_cells(results: Results, metric: str, steps: int) -> list[str]:
+    """Factorial variants without a single finished value at this metric and step count."""
+    factors = factors_in_play(results)
+    known = pd.concat([trial_table(results), pd.DataFrame(results.run.get("expected_trials") or [])])
+    variants = pd.unique(factorial_rows(known, factors)["variant"]) if factors else []
+    data = ok_values(results)
+    filled = set(data.loc[(data["metric"] == metric) & (data["steps"] == steps), "variant"])
+    return [v for v in variants if v not in filled]
+
+
+def half_normal_scores(effects: pd.DataFrame) -> pd.DataFrame:
+    """|estimate| against half-normal quantiles (Daniel plot), for designs without replication.
+
+    With a single seed the cell means carry no CI; effects far above the line through the bulk
+    of small |estimates| are the ones that stand out from noise.
+    """
+    finite = effects[np.isfinite(effects["estimate"].astype(float))]
+    ordered = finite.assign(abs_estimate=finite["estimate"].abs()).sort_values("abs_estimate")
+    m = len(ordered)
+    quantiles = stats.halfnorm.ppf((np.arange(1, m + 1) - 0.5) / m) if m else []
+    return ordered.assign(quantile=quantiles)[["term", "estimate", "abs_estimate", "quantile"]]
+
+
+def horizon_metrics(metric_names: Sequence[str]) -> dict[str, list[tuple[int, str]]]:
+    """Group per-horizon metrics ``<name>_h<t>`` by name, sorted by t (needs at least two t)."""
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for name in metric_names:
+        match = HORIZON_PATTERN.match(name)
+        if match:
+            groups.setdefault(match["base"], []).append((int(match["t"]), name))
+    return {base: sorted(items) for base, items in groups.items() if len(items) >= 2}

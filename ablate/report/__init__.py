@@ -1,0 +1,94 @@
+"""Write the statistical report of one results folder.
+
+``write_report`` adds ``report.md``, ``cells.csv``, ``effects.csv``, ``strata.csv``, ``power.csv``,
+``comparisons.csv`` and ``figures/*.png`` to the folder. The report opens with the answer (what each
+toggle does, by how much, with CIs that hold their 95 %) and treats divergence and missing trials as
+results to be stated, not errors. Noise floors (``<m>_floor``, real data scored against the
+reference) are no quality metric: they are drawn and quoted next to ``<m>`` and get no figure, cells
+or effects of their own.
+
+- :mod:`~ablate.report.context`: the shared tables, primary metric and K, formatting;
+- :mod:`~ablate.report.figures`: the figures;
+- :mod:`~ablate.report.text`: the opening and the tables of ``report.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from ablate import analysis
+from ablate.report.context import FLOOR_LABEL, Context, md_table, resolve_primary
+from ablate.report.figures import (fig_curves, fig_forest, fig_half_normal, fig_horizon,
+                                   fig_interactions, fig_samples, fig_steps, plot_quality_vs_steps)
+from ablate.report.text import divergence_sentence, render
+from ablate.results import Results, load
+
+__all__ = ["FLOOR_LABEL", "plot_quality_vs_steps", "write_report"]
+
+
+def write_report(folder: str | Path, primary_metric: str | None = None,
+                 primary_steps: int | None = None) -> Path:
+    """Analyse a results folder and write report.md, the analysis tables and figures/*.png.
+
+    Returns the path of report.md. Partial results (missing or diverged trials) are analysed as
+    they are and listed, never treated as errors.
+    """
+    results = load(folder)
+    if results.metrics.empty:
+        return _write_empty_report(results)
+    metric, steps, notes = resolve_primary(results, primary_metric, primary_steps)
+    tables = {
+        "cells": analysis.cell_summary(results),
+        "effects": analysis.factor_effects(results),
+        "strata": analysis.stratum_effects(results),
+        "power": analysis.power_table(results),
+        "comparisons": analysis.paper_vs_others(results),
+    }
+    for name, table in tables.items():
+        table.to_csv(results.folder / f"{name}.csv", index=False)
+    ctx = Context(results, tables["cells"], tables["effects"], analysis.noise_floors(results), metric,
+                  steps, notes, analysis.metric_scales(results), tables["strata"], tables["power"],
+                  tables["comparisons"])
+    for stale in ctx.figure_dir.glob("*.png"):  # from an earlier report with other choices
+        stale.unlink()
+    for draw in (fig_steps, fig_forest, fig_interactions, fig_curves, fig_samples, fig_horizon):
+        draw(ctx)
+    if ctx.single_seed:
+        fig_half_normal(ctx)
+    text = render(ctx, analysis.divergence_table(results), analysis.missing_trials(results))
+    path = results.folder / "report.md"
+    path.write_text(text)
+    return path
+
+
+def _write_empty_report(results: Results) -> Path:
+    """Nothing has metric rows yet: say so, with the trial status, instead of failing."""
+    divergence = analysis.divergence_table(results)
+    missing = analysis.missing_trials(results)
+    path = results.folder / "report.md"
+    path.write_text("\n\n".join([
+        f"# Ablation report: {results.name}",
+        "No trial has metric rows yet, so there is nothing to compare. "
+        + divergence_sentence(divergence, results),
+        "## Missing trials",
+        md_table(missing.astype(str)) if len(missing) else "None.",
+    ]) + "\n")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """``python -m ablate.report FOLDER [--metric M] [--steps K]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder")
+    parser.add_argument("--metric", default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    args = parser.parse_args(argv)
+    path = write_report(args.folder, primary_metric=args.metric, primary_steps=args.steps)
+    print(path)
+    return path
+
+
+if __name__ == "__main__":
+    main()

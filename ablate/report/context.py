@@ -1,0 +1,248 @@
+"""What every part of the report shares: the analysed tables, the primary metric and K, formatting.
+
+The report reads only the results tables (through :mod:`ablate.results` and :mod:`ablate.analysis`).
+Each metric is read on one scale (``raw``: differences; ``log``: ratios), chosen by
+:func:`ablate.analysis.metric_scales` and stated in the report.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ablate import analysis
+from ablate.results import Results
+
+DPI = 120
+ALPHA = 0.05
+PAPER_STYLE = {"color": "tab:blue", "lw": 2.2, "zorder": 5}
+SIMPLIFIED_STYLE = {"color": "tab:red", "lw": 2.2, "zorder": 4}
+BASELINE_STYLE = {"color": "black", "lw": 1.8, "ls": "--", "zorder": 3}
+OTHER_STYLE = {"color": "0.6", "lw": 0.8, "alpha": 0.7, "zorder": 1}
+FLOOR_LABEL = "noise floor (real vs real)"
+FLOOR_STYLE = {"color": "0.5", "lw": 1.2, "ls": "--", "zorder": 2, "label": FLOOR_LABEL}
+MAX_TABLE_ROWS = 20
+
+
+@dataclass
+class Context:
+    """What every section and figure needs; built once per report."""
+
+    results: Results
+    cells: pd.DataFrame
+    effects: pd.DataFrame
+    floors: pd.DataFrame
+    metric: str
+    steps: int
+    notes: list[str]
+    scales: dict[str, str]
+    strata: pd.DataFrame
+    power: pd.DataFrame
+    comparisons: pd.DataFrame
+    figures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def scale(self) -> str:
+        """The primary metric's scale: ``raw`` (differences) or ``log`` (ratios)."""
+        return self.scales.get(self.metric, "raw")
+
+    @property
+    def direction(self) -> str:
+        return self.results.metric_directions.get(self.metric, "min")
+
+    @property
+    def single_seed(self) -> bool:
+        return len(self.results.seeds) <= 1
+
+    @property
+    def figure_dir(self) -> Path:
+        return self.results.folder / "figures"
+
+    def primary_effects(self) -> pd.DataFrame:
+        e = self.effects
+        return e[(e["metric"] == self.metric) & (e["steps"] == self.steps)]
+
+    def primary(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Rows of a per metric x K table at the primary metric and K."""
+        return table[(table["metric"] == self.metric) & (table["steps"] == self.steps)]
+
+    def primary_floor(self) -> pd.Series | None:
+        """The primary metric's noise floor (mean, CI), or None when the task reports none."""
+        floors = self.floors
+        rows = floors[(floors["metric"] == self.metric) & np.isfinite(floors["mean"])]
+        return rows.iloc[0] if len(rows) else None
+
+    def quoted_steps(self) -> list[int]:
+        """K = 1, the primary K and k_max: the step counts researchers quote, where evaluated."""
+        wanted = (1, self.steps, self.results.k_max)
+        return sorted({k for k in wanted if k in self.results.eval_steps})
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+def fmt(x: object) -> str:
+    """Three significant digits; p-values and tiny numbers in scientific notation."""
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "n/a"
+    if isinstance(x, (int, np.integer)) or isinstance(x, str):
+        return str(x)
+    return f"{x:.3g}"
+
+
+def ci_text(low: float, high: float) -> str:
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "no CI"
+    return f"[{fmt(low)}, {fmt(high)}]"
+
+
+def mean_ci(row: pd.Series) -> str:
+    """``mean`` with its CI from a cells or floors row; a zero-width CI (a constant such as the
+    noise floor) adds nothing."""
+    mean, low, high = (float(row[c]) for c in ("mean", "ci_low", "ci_high"))
+    if not np.isfinite(mean):
+        return "n/a"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{fmt(mean)} (no CI)"
+    if np.isclose(low, high, rtol=1e-9, atol=0):
+        return fmt(mean)
+    return f"{fmt(mean)} {ci_text(low, high)}"
+
+
+def md_table(frame: pd.DataFrame) -> str:
+    """GitHub markdown table of already formatted values (avoids a tabulate dependency)."""
+    if frame.empty:
+        return "_(none)_"
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(fmt(v) if not isinstance(v, str) else v for v in row) + " |"
+            for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def better(direction: str) -> str:
+    return "lower is better" if direction == "min" else "higher is better"
+
+
+def style_of(variant: str, results: Results) -> dict:
+    """Line style: the paper, simplified and baseline variants stand out, the rest are grey."""
+    if variant == results.paper_variant:
+        return {**PAPER_STYLE, "label": f"paper: {variant}"}
+    if variant == results.simplified_variant:
+        return {**SIMPLIFIED_STYLE, "label": f"simplified: {variant}"}
+    if variant == results.baseline_variant:
+        return {**BASELINE_STYLE, "label": f"baseline: {variant}"}
+    return dict(OTHER_STYLE)
+
+
+def highlighted(variants: Sequence[str], results: Results) -> list[str]:
+    """Paper, simplified and baseline variants, in that order, where present."""
+    wanted = [results.paper_variant, results.simplified_variant, results.baseline_variant]
+    return [v for v in wanted if v in variants]
+
+
+def line_styles(variants: Sequence[str], results: Results) -> list[tuple[str, dict, bool]]:
+    """(variant, line style, highlighted) with grey variants first, so highlighted lines are on
+    top; only the first grey line gets a legend entry ("other variants")."""
+    first = highlighted(variants, results)
+    grey = [v for v in variants if v not in first]
+    styles = [(v, dict(OTHER_STYLE, label="other variants" if i == 0 else None), False)
+              for i, v in enumerate(grey)]
+    return styles + [(v, style_of(v, results), True) for v in first]
+
+
+def save(ctx: Context, fig: Figure, name: str, caption: str, tight: bool = True) -> None:
+    """Save under figures/ and remember the caption for report.md.
+
+    ``tight=False`` skips the extra draw of ``bbox_inches="tight"``: figures laid out by
+    ``tight_layout`` or by hand do not need it, and each draw costs about a second.
+    """
+    ctx.figure_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(ctx.figure_dir / name, dpi=DPI, bbox_inches="tight" if tight else None)
+    ctx.figures.append((caption, f"figures/{name}"))
+
+
+def main_metrics(results: Results) -> list[str]:
+    """Metrics that get their own figures; per-horizon metrics get the horizon figure instead,
+    and noise floors are a line in their metric's figure."""
+    horizon = {name for items in analysis.horizon_metrics(results.metric_names).values()
+               for _, name in items}
+    return [m for m in analysis.quality_metrics(results.metric_names) if m not in horizon]
+
+
+def roles(results: Results) -> list[tuple[str, str]]:
+    """(role, variant) for the paper, simplified and baseline variants the run names."""
+    named = [("paper", results.paper_variant), ("simplified", results.simplified_variant),
+             ("baseline", results.baseline_variant)]
+    return [(role, variant) for role, variant in named if variant is not None]
+
+
+def cell_text(cells: pd.DataFrame, variant: str, steps: int) -> str:
+    """A variant's mean and CI at one K from cells indexed by (variant, steps)."""
+    return mean_ci(cells.loc[(variant, steps)]) if (variant, steps) in cells.index else "n/a"
+
+
+def significant(effects: pd.DataFrame, scale: str = "raw") -> pd.Series:
+    """Distinguishable from no effect on the metric's scale: the 95% CI excludes 0 (a ratio of 1)
+    and the Holm p-value is at most 0.05."""
+    prefix, null = ("ratio_", 1.0) if scale == "log" else ("", 0.0)
+    low, high, p = (effects[f"{prefix}{c}"].astype(float) for c in ("ci_low", "ci_high", "p_holm"))
+    return ((low > null) | (high < null)) & (p <= ALPHA)
+
+
+def effect_text(row: pd.Series | dict, scale: str, adjusted: bool = True) -> str:
+    """``+0.3 (95% CI [0.2, 0.4], Holm p = 0.001)`` or, on the log scale, ``x0.52 (95% CI [...])``."""
+    if scale == "log":
+        value = f"x{fmt(row['ratio'])}"
+        interval, p = ci_text(row["ratio_ci_low"], row["ratio_ci_high"]), row.get("ratio_p_holm")
+        p_raw = row.get("ratio_p_value")
+    else:
+        value = f"{row['estimate' if 'estimate' in row else 'difference']:+.3g}"
+        interval, p, p_raw = ci_text(row["ci_low"], row["ci_high"]), row.get("p_holm"), row.get("p_value")
+    if adjusted and p is not None and np.isfinite(p):
+        return f"{value} (95% CI {interval}, Holm p = {fmt(p)})"
+    return f"{value} (95% CI {interval}, p = {fmt(p_raw)})"
+
+
+def scale_phrase(scale: str) -> str:
+    return ("analysed on the log scale (cell means span 10x or more): effects are ratios of geometric "
+            "means, paper's level / other level" if scale == "log"
+            else "effects are differences of means, paper's level - other level")
+
+
+def resolve_primary(
+    results: Results, metric: str | None, steps: int | None
+) -> tuple[str, int, list[str]]:
+    """Primary metric and step count: argument, else run.json, else a documented fallback."""
+    notes = []
+    quality = analysis.quality_metrics(results.metric_names)
+    metrics = main_metrics(results) or quality
+    if metric is not None and metric not in quality:
+        raise ValueError(f"metric {metric!r} not in the results' quality metrics (noise floors "
+                         f"are not); have {quality}")
+    if metric is None:
+        metric = results.run.get("primary_metric")
+        if metric not in quality:
+            notes.append(f"run.json primary_metric {metric!r} is not a quality metric with rows; "
+                         f"using {metrics[0]!r}.")
+            metric = metrics[0]
+    available = results.eval_steps
+    if steps is not None and int(steps) not in available:
+        raise ValueError(f"steps={steps} not evaluated; have {available}")
+    if steps is None:
+        steps = results.run.get("primary_steps")
+        if steps is None or int(steps) not in available:
+            notes.append(f"run.json primary_steps {steps!r} not evaluated; using K = {max(available)}.")
+            steps = max(available)
+    return metric, int(steps), notes
+

@@ -1,0 +1,366 @@
+"""The report's figures, drawn on ``matplotlib.figure.Figure`` objects.
+
+Figures render with Agg and never touch pyplot's global state, so importing this module from a
+notebook keeps the notebook's backend. Metrics read on the log scale are drawn on a log axis with
+geometric means, the level their effects are about.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib import ticker
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ablate import analysis
+from ablate.analysis.inference import t_interval
+from ablate.report.context import (FLOOR_STYLE, Context, better, highlighted, line_styles,
+                                   main_metrics, safe_name, save, significant, style_of)
+from ablate.results import OK, Results
+
+
+def plot_quality_vs_steps(ax: Axes, cells: pd.DataFrame, results: Results, metric: str,
+                          scale: str = "raw") -> None:
+    """Mean over seeds vs sampling steps (log2 axis) per variant, with 95 % Student-t CI bands.
+
+    The paper, simplified and baseline variants are highlighted; the rest are thin grey lines. A
+    dashed grey line marks the metric's noise floor where the task reports one. With ``scale="log"``
+    the geometric mean and its interval are drawn on a log axis. The y-range follows the means, so a
+    wide band (2 seeds: t(1) = 12.7) runs off the axes instead of flattening every line. Public so
+    the notebook draws the same figure.
+    """
+    data = cells[cells["metric"] == metric].sort_values("steps")
+    centre, low, high = ("gmean", "gmean_ci_low", "gmean_ci_high") if scale == "log" else ("mean", "ci_low", "ci_high")
+    for variant, style, is_highlighted in line_styles(list(pd.unique(data["variant"])), results):
+        rows = data[data["variant"] == variant]
+        ax.plot(rows["steps"], rows[centre], marker="o", ms=3, **style)
+        band = rows[np.isfinite(rows[low].astype(float))]
+        if len(band):
+            ax.fill_between(band["steps"], band[low], band[high], color=style["color"],
+                            alpha=0.15 if is_highlighted else 0.05, lw=0)
+    floor = _draw_noise_floor(ax, results, metric)
+    ax.set_xscale("log", base=2)
+    steps = sorted(pd.unique(data["steps"]))
+    ax.set_xticks(steps, [str(s) for s in steps])
+    ax.set_xlabel("sampling steps K")
+    average = "geometric mean" if scale == "log" else "mean"
+    ax.set_ylabel(f"{metric}, {average} over seeds ({better(results.metric_directions.get(metric, 'min'))})")
+    levels = data[centre].to_numpy(float)
+    levels = np.append(levels[np.isfinite(levels)], [floor] if floor is not None else [])
+    if scale == "log":
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ticker.LogFormatter())
+        ax.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False))
+        if len(levels):
+            ax.set_ylim(levels.min() / 1.3, levels.max() * 1.3)
+    elif len(levels):
+        margin = 0.08 * max(levels.max() - levels.min(), 1e-12)
+        ax.set_ylim(levels.min() - margin, levels.max() + margin)
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(alpha=0.3)
+
+
+def _draw_noise_floor(ax: Axes, results: Results, metric: str) -> float | None:
+    """Horizontal line at the floor: real data scores there, so no variant can be expected to
+    beat it, and a gap to it is the room left for improvement."""
+    floors = analysis.noise_floors(results).set_index("metric")["mean"]
+    if metric in floors.index and np.isfinite(floors[metric]):
+        ax.axhline(floors[metric], **FLOOR_STYLE)
+        return float(floors[metric])
+    return None
+
+
+def fig_steps(ctx: Context) -> None:
+    for metric in main_metrics(ctx.results):
+        if not np.isfinite(ctx.cells.loc[ctx.cells["metric"] == metric, "mean"]).any():
+            continue
+        fig = Figure(figsize=(7.5, 4))
+        ax = fig.add_subplot()
+        scale = ctx.scales.get(metric, "raw")
+        plot_quality_vs_steps(ax, ctx.cells, ctx.results, metric, scale)
+        average = "geometric mean" if scale == "log" else "mean"
+        ax.set_title(f"{metric} vs sampling steps ({average} over seeds, 95% CI)", fontsize=10)
+        save(ctx, fig, f"steps_{safe_name(metric)}.png", f"{metric} vs number of sampling steps")
+
+
+def fig_forest(ctx: Context) -> None:
+    """Every term of the full factorial per metric at the primary K, on each metric's scale."""
+    effects = ctx.effects[(ctx.effects["steps"] == ctx.steps)
+                          & ~ctx.effects["kind"].isin(["anova", "simple"])]
+    estimated = set(effects.loc[np.isfinite(effects["estimate"].astype(float)), "metric"])
+    metrics = [m for m in main_metrics(ctx.results) if m in estimated]
+    if not metrics:
+        return
+    ncols = min(3, len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    terms = list(pd.unique(effects["term"]))
+    fig = Figure(figsize=(3.8 * ncols + 2.5, 0.26 * len(terms) * nrows + 1.4))
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    y = np.arange(len(terms))[::-1]
+    for ax, metric in zip(axes.flat, metrics):
+        scale = ctx.scales.get(metric, "raw")
+        rows = effects[effects["metric"] == metric].set_index("term").reindex(terms)
+        is_significant = significant(rows, scale).to_numpy()
+        prefix, null = ("ratio_", 1.0) if scale == "log" else ("", 0.0)
+        est = rows["ratio" if scale == "log" else "estimate"].to_numpy(float)
+        low, high = rows[f"{prefix}ci_low"].to_numpy(float), rows[f"{prefix}ci_high"].to_numpy(float)
+        err = np.abs(np.vstack([est - low, high - est]))
+        ax.errorbar(est, y, xerr=np.nan_to_num(err), fmt="none", ecolor="0.3", lw=1)
+        ax.plot(est[is_significant], y[is_significant], "o", color="tab:blue",
+                label="CI excludes no effect, Holm p ≤ 0.05")
+        ax.plot(est[~is_significant], y[~is_significant], "o", mfc="white", color="0.3",
+                label="not significant")
+        ax.axvline(null, color="black", lw=0.8)
+        if scale == "log":
+            ax.set_xscale("log")
+            ax.set_xlabel("ratio: reference / other level")
+        else:
+            ax.set_xlabel("effect: reference − other level")
+        ax.set_title(f"{metric} ({better(ctx.results.metric_directions.get(metric, 'min'))})",
+                     fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in axes.flat[len(metrics):]:
+        ax.set_visible(False)
+    axes[0, 0].set_yticks(y, terms, fontsize=7)
+    axes[0, 0].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(0.0, -0.12 - 0.6 / len(terms)))
+    fig.suptitle(f"Factor effects of every order at K = {ctx.steps} (95% CI over seeds)", fontsize=10)
+    save(ctx, fig, "effects_forest.png", f"Effects of every order with 95% CIs at K = {ctx.steps}")
+
+
+def fig_interactions(ctx: Context, how_many: int = 3) -> None:
+    """The largest two-way interactions as interaction plots, with 95 % CIs over seeds."""
+    effects = ctx.primary_effects()
+    column = "ratio" if ctx.scale == "log" else "estimate"
+    top = effects[(effects["kind"] == "interaction") & np.isfinite(effects[column].astype(float))]
+    size = np.abs(np.log(top[column].astype(float))) if ctx.scale == "log" else top[column].abs()
+    top = top.reindex(size.sort_values(ascending=False).index).head(how_many)
+    if top.empty:
+        return
+    results = ctx.results
+    data = analysis.ok_values(results)
+    data = data[(data["metric"] == ctx.metric) & (data["steps"] == ctx.steps)]
+    refs, levels = results.reference_levels, results.factor_levels
+    fig = Figure(figsize=(3.6 * len(top), 3.4))
+    axes = fig.subplots(1, len(top), squeeze=False)[0]
+    for ax, term in zip(axes, top["term"]):
+        a, b = term.split(":")
+        a_levels = [refs[a]] + [lv for lv in levels[a] if lv != refs[a]]
+        for offset, b_level in zip((-0.04, 0.04), [refs[b]] + [lv for lv in levels[b] if lv != refs[b]]):
+            centres, errors = [], []
+            for a_level in a_levels:
+                rows = data[(data[a].to_numpy(object) == a_level) & (data[b].to_numpy(object) == b_level)]
+                values = rows["value"].astype(float)
+                per_seed = (np.log(values) if ctx.scale == "log" else values).groupby(rows["seed"]).mean()
+                interval = t_interval(per_seed.to_numpy())
+                transform = np.exp if ctx.scale == "log" else (lambda v: v)
+                centres.append(transform(interval.estimate))
+                errors.append([transform(interval.estimate) - transform(interval.low),
+                               transform(interval.high) - transform(interval.estimate)])
+            errors = np.nan_to_num(np.array(errors).T)
+            ax.errorbar(np.arange(len(a_levels)) + offset, centres, yerr=errors, marker="o", capsize=3,
+                        label=f"{b} = {b_level}")
+        if ctx.scale == "log":
+            ax.set_yscale("log")
+        ax.set_xticks(range(len(a_levels)), [str(lv) for lv in a_levels])
+        ax.set_xlim(-0.4, len(a_levels) - 0.6)
+        ax.set_xlabel(a)
+        ax.set_ylabel(f"{ctx.metric} at K = {ctx.steps}")
+        ax.set_title(term, fontsize=9)
+        ax.legend(fontsize=7, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.06), ncol=2)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    average = "geometric means" if ctx.scale == "log" else "means"
+    caption = (f"Largest two-way interactions for {ctx.metric} at K = {ctx.steps} ({average} over the "
+               "other factors, 95% CI over seeds; parallel lines = no interaction)")
+    save(ctx, fig, "interactions.png", caption, tight=False)
+
+
+def fig_curves(ctx: Context) -> None:
+    curves = ctx.results.curves
+    if curves.empty:
+        return
+    curves = curves[(curves["status"] == OK) & np.isfinite(curves["value"].astype(float))]
+    quantities = list(pd.unique(curves["metric"]))
+    if not quantities:
+        return
+    ncols = min(2, len(quantities))
+    nrows = -(-len(quantities) // ncols)
+    fig = Figure(figsize=(4.5 * ncols, 3 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, quantity in zip(axes.flat, quantities):
+        mean = curves[curves["metric"] == quantity].groupby(["variant", "step"])["value"].mean()
+        for variant, style, _ in line_styles(list(mean.index.unique("variant")), ctx.results):
+            ax.plot(mean[variant].index, mean[variant].to_numpy(), **style)
+        if (mean > 0).all() and mean.max() > 3 * mean.min():  # losses spanning a range
+            ax.set_yscale("log")
+            # plain-text labels: the default mathtext ones cost a second of parsing per figure
+            ax.yaxis.set_major_formatter(ticker.LogFormatter())
+            ax.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False))
+        ax.set_xlabel("training step")
+        ax.set_ylabel(quantity)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False, loc="upper right")
+    for ax in axes.flat[len(quantities):]:
+        ax.set_visible(False)
+    fig.suptitle("Training curves (mean over finished seeds)", fontsize=10)
+    fig.tight_layout()
+    save(ctx, fig, "training_curves.png", "Training curves per variant (mean over seeds)",
+          tight=False)
+
+
+def _sample_trials(results: Results) -> dict[str, Path]:
+    """Per variant, the sample file of its lowest finished seed."""
+    trials = results.trials if len(results.trials) else results.metrics.drop_duplicates("trial_id")
+    chosen = {}
+    for variant, group in trials[trials["status"] == OK].sort_values("seed").groupby(
+            "variant", sort=False):
+        for trial_id in group["trial_id"]:
+            if results.sample_path(trial_id).exists():
+                chosen[variant] = results.sample_path(trial_id)
+                break
+    return chosen
+
+
+def _tile(array: np.ndarray, fmt: str) -> np.ndarray:
+    """One 2-D picture per variant: a 4x4 mosaic of images, or the frames of one video."""
+    if fmt == "image":
+        n = int(np.floor(np.sqrt(min(len(array), 16))))
+        padded = np.pad(array[: n * n].astype(float), ((0, 0), (0, 1), (0, 1)), constant_values=np.nan)
+        rows = padded.reshape(n, n, *padded.shape[1:])
+        return np.concatenate([np.concatenate(list(row), axis=1) for row in rows], axis=0)[:-1, :-1]
+    frames = np.pad(array[0][:8].astype(float), ((0, 0), (0, 0), (0, 1)), constant_values=np.nan)
+    return np.concatenate(list(frames), axis=1)[:, :-1]
+
+
+def _label(ax: Axes, x: float, y: float, variant: str, results: Results) -> None:
+    ax.text(x, y, variant, ha="center", va="bottom", fontsize=6,
+            color=style_of(variant, results)["color"])
+
+
+def _points_grid(ax: Axes, arrays: dict[str, np.ndarray], ncols: int, results: Results) -> None:
+    """Point clouds in a grid of unit boxes on one axes, all on one common scale.
+
+    One axes instead of one per variant keeps the figure cheap to draw; the common scale keeps a
+    blurry variant visibly wider than a sharp one.
+    """
+    everything = np.concatenate(list(arrays.values()))
+    low, high = np.nanpercentile(everything, [0.5, 99.5], axis=0)
+    centre, span = (low + high) / 2, max(float(np.max(high - low)), 1e-12)
+    for i, (variant, points) in enumerate(arrays.items()):
+        x0, y0 = (i % ncols) * 1.1, -(i // ncols) * 1.3
+        scaled = (points[:, :2] - centre) / span * 0.9
+        inside = np.all(np.abs(scaled) <= 0.5, axis=1)
+        ax.scatter(x0 + scaled[inside, 0], y0 + scaled[inside, 1], s=1.5, lw=0, alpha=0.6,
+                   color="tab:blue")
+        ax.plot(x0 + np.array([-0.5, 0.5, 0.5, -0.5, -0.5]),
+                y0 + np.array([-0.5, -0.5, 0.5, 0.5, -0.5]), color="0.85", lw=0.6)
+        _label(ax, x0, y0 + 0.53, variant, results)
+    nrows = -(-len(arrays) // ncols)
+    ax.set_xlim(-0.55, (ncols - 1) * 1.1 + 0.55)
+    ax.set_ylim(-(nrows - 1) * 1.3 - 0.55, 0.75)
+    ax.set_aspect("equal")
+
+
+def _picture_grid(ax: Axes, tiles: dict[str, np.ndarray], ncols: int, results: Results) -> None:
+    """Image mosaics or frame strips as one canvas with a label band above each tile."""
+    height = max(t.shape[0] for t in tiles.values())
+    width = max(t.shape[1] for t in tiles.values())
+    band, gap = max(3, height // 4), max(1, width // 16)
+    nrows = -(-len(tiles) // ncols)
+    canvas = np.full((nrows * (height + band), ncols * (width + gap)), np.nan)
+    for i, (variant, tile) in enumerate(tiles.items()):
+        top, left = (i // ncols) * (height + band) + band, (i % ncols) * (width + gap)
+        canvas[top: top + tile.shape[0], left: left + tile.shape[1]] = tile
+        _label(ax, left + width / 2 - 0.5, top - 1, variant, results)
+    low, high = np.nanpercentile(canvas, [1, 99])
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")
+    ax.imshow(canvas, cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
+
+
+def fig_samples(ctx: Context) -> None:
+    results = ctx.results
+    fmt = results.sample_format
+    files = _sample_trials(results)
+    if fmt not in ("points", "image", "video") or not files:
+        ctx.notes.append("No sample files (samples/<trial_id>.npz) found: sample figures skipped.")
+        return
+    first = highlighted(list(files), results)
+    variants = first + [v for v in files if v not in first]
+    ncols = 3 if fmt == "video" else 6
+    width = ncols * (3.2 if fmt == "video" else 1.6)
+    for k in sorted({k for k in (1, 4, results.k_max) if k in results.eval_steps}):
+        arrays = {}
+        for variant in variants:
+            with np.load(files[variant]) as npz:
+                if f"steps_{k}" in npz:
+                    arrays[variant] = npz[f"steps_{k}"]
+        if not arrays:
+            continue
+        fig = Figure()
+        ax = fig.add_axes((0, 0, 1, 1))
+        ax.set_axis_off()
+        if fmt == "points":
+            _points_grid(ax, arrays, ncols, results)
+        else:
+            _picture_grid(ax, {v: _tile(a, fmt) for v, a in arrays.items()}, ncols, results)
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        height, title = width * abs(y1 - y0) / abs(x1 - x0), 0.45  # figure follows the grid shape
+        fig.set_size_inches(width, height + title)
+        ax.set_position((0, 0, 1, height / (height + title)))
+        fig.suptitle(f"Samples at K = {k} sampling steps (lowest finished seed per variant)",
+                     fontsize=10)
+        save(ctx, fig, f"samples_K{k}.png", f"Samples per variant at K = {k}", tight=False)
+
+
+def fig_half_normal(ctx: Context) -> None:
+    effects = ctx.primary_effects()
+    scores = analysis.half_normal_scores(effects[effects["kind"] != "anova"])
+    if scores.empty:
+        return
+    fig = Figure(figsize=(5, 4))
+    ax = fig.add_subplot()
+    ax.plot(scores["quantile"], scores["abs_estimate"], "o", color="tab:blue")
+    # reference line through the origin and the median point: pure noise would follow it
+    slope = scores["abs_estimate"].median() / scores["quantile"].median()
+    q = np.array([0, scores["quantile"].max()])
+    ax.plot(q, slope * q, "--", color="0.5", lw=1, label="line through the median effect")
+    outliers = scores[scores["abs_estimate"] > 2 * slope * scores["quantile"]].tail(5)
+    for i, (_, row) in enumerate(outliers[::-1].iterrows()):
+        ax.annotate(row["term"], (row["quantile"], row["abs_estimate"]), fontsize=7,
+                    xytext=(-6, -4 - 10 * i), textcoords="offset points", ha="right")
+    ax.legend(fontsize=7, frameon=False, loc="upper left")
+    ax.set_xlabel("half-normal quantile")
+    ax.set_ylabel(f"|effect| on {ctx.metric} at K = {ctx.steps}")
+    ax.set_title("Half-normal plot of effects (single seed)", fontsize=10)
+    ax.grid(alpha=0.3)
+    save(ctx, fig, "half_normal.png",
+          "Half-normal plot: effects far above the line of the small ones stand out from noise")
+
+
+def fig_horizon(ctx: Context) -> None:
+    results = ctx.results
+    k_values = ctx.quoted_steps()
+    for base, items in analysis.horizon_metrics(results.metric_names).items():
+        horizon = {name: t for t, name in items}
+        data = ctx.cells[ctx.cells["metric"].isin(horizon)]
+        data = data.assign(t=data["metric"].map(horizon)).sort_values("t")
+        fig = Figure(figsize=(4 * len(k_values), 3.4))
+        axes = fig.subplots(1, len(k_values), squeeze=False, sharey=True)[0]
+        for ax, k in zip(axes, k_values):
+            at_k = data[data["steps"] == k]
+            for variant, style, _ in line_styles(list(pd.unique(at_k["variant"])), results):
+                rows = at_k[at_k["variant"] == variant]
+                ax.plot(rows["t"], rows["mean"], marker=".", **style)
+            ax.set_title(f"K = {k}", fontsize=9)
+            ax.set_xlabel("horizon step t")
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel(f"{base} per horizon step")
+        axes[0].legend(fontsize=7, frameon=False, loc="upper left")
+        fig.suptitle(f"Growth of {base} over the horizon (mean over seeds)", fontsize=10)
+        fig.tight_layout()
+        save(ctx, fig, f"horizon_{safe_name(base)}.png", f"{base} over the prediction horizon",
+              tight=False)

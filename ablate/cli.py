@@ -62,7 +62,10 @@ def _report(folder: str, metric: str | None, steps: int | None) -> int:
 
     if not (Path(folder) / "run.json").is_file():
         raise ExperimentError(f"{folder} is not a results folder (no run.json)")
-    path = write_report(folder, primary_metric=metric, primary_steps=steps)
+    try:
+        path = write_report(folder, primary_metric=metric, primary_steps=steps)
+    except ValueError as error:  # an unknown --metric or --steps: one line, not a traceback
+        raise ExperimentError(str(error)) from error
     print(f"[ablate] report: {path}")
     return 0
 

@@ -65,6 +65,15 @@ def test_four_trial_grid_end_to_end(tmp_path, ray_session, capsys):
     assert row["value"].item() == pytest.approx(alone.metrics[8]["mean_error"], rel=1e-6)
     printed = capsys.readouterr().out
     assert "[ablate] 4/4 trials done" in printed and "+----" not in printed  # our line, not Tune's tables
+    # the report through the CLI: the tables, and one-line errors for a bad metric or step count
+    assert main(["report", str(out)]) == 0
+    for table in ("cells", "effects", "strata", "power", "comparisons"):
+        assert len(pd.read_csv(out / f"{table}.csv"))
+    for bad in (["--metric", "nope"], ["--steps", "3"]):
+        capsys.readouterr()
+        assert main(["report", str(out), *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ablate: error: ") and err.count("\n") == 1 and bad[1] in err
 
 
 def test_existing_results_are_never_overwritten(tmp_path, ray_session, capsys):

@@ -33,8 +33,9 @@ EFFECT_COLUMNS = [
     "ratio_p_value", "ratio_p_holm",
 ]
 STRATA_COLUMNS = [
-    "term", "within", "metric", "steps", "estimate", "ci_low", "ci_high", "p_value", "n_seeds",
-    "scale", "ratio", "ratio_ci_low", "ratio_ci_high", "ratio_p_value", "plus_level", "minus_level",
+    "term", "within", "metric", "steps", "estimate", "ci_low", "ci_high", "p_value", "p_holm", "n_seeds",
+    "scale", "ratio", "ratio_ci_low", "ratio_ci_high", "ratio_p_value", "ratio_p_holm", "plus_level",
+    "minus_level",
 ]
 MAIN, INTERACTION, SIMPLE, ANOVA = "main", "interaction", "simple", "anova"
 
@@ -113,7 +114,7 @@ def factor_effects(results: Results, confidence: float = CONFIDENCE) -> pd.DataF
     metric x K. A factor with more than two levels gets a ``kind = anova`` row (Hotelling's T^2 over
     seeds, no estimate). When an interaction's CI excludes 0 on the metric's scale, the effect of
     each of its factors within each level (combination) of the others is added as ``kind = simple``
-    with a ``within`` column, Holm-corrected as a family of its own.
+    with a ``within`` column, Holm-corrected per factor and set of conditioning factors.
     """
     factors = factors_in_play(results)
     two = [f for f in factors if f in results.two_level_factors]
@@ -135,7 +136,8 @@ def factor_effects(results: Results, confidence: float = CONFIDENCE) -> pd.DataF
             family.append(_anova_row(grid, factor, scale))
         _adjust(family)
         simple = _simple_effects(grid, family, levels, scale, confidence, results)
-        _adjust(simple)
+        for _, group in itertools.groupby(simple, key=_simple_family):
+            _adjust(list(group))
         rows += [{**row, "metric": metric, "steps": int(steps), "scale": scale} for row in family + simple]
     return pd.DataFrame(rows).reindex(columns=EFFECT_COLUMNS)
 
@@ -158,6 +160,13 @@ def _adjust(family: list[dict]) -> None:
         adjusted = holm([row[column] for row in family])
         for row, p in zip(family, adjusted):
             row[column.replace("p_value", "p_holm")] = p
+
+
+def _simple_family(row: Mapping) -> tuple[str, tuple[str, ...]]:
+    """Simple effects are Holm-corrected per factor and set of conditioning factors: the question
+    "where does this factor matter across the levels of those" (e.g. half_step within each level of
+    tau2_weight) is one family."""
+    return row["term"], tuple(part.split("=")[0] for part in row["within"].split(" & "))
 
 
 def _simple_effects(grid, family, levels, scale, confidence, results) -> list[dict]:
@@ -184,7 +193,8 @@ def _simple_effects(grid, family, levels, scale, confidence, results) -> list[di
 
 def stratum_effects(results: Results, confidence: float = CONFIDENCE) -> pd.DataFrame:
     """strata.csv: each two-level factor's effect within every combination of the other factors'
-    levels, per metric x K (seed-paired, unadjusted 95 % CIs).
+    levels, per metric x K (seed-paired 95 % CIs; ``p_holm`` Holm-corrected over the strata of one
+    factor x metric x K).
 
     This is where a toggle that helps by a large factor in most strata and hurts in one shows
     itself even when its average (main) effect is indistinguishable from zero.
@@ -205,4 +215,5 @@ def stratum_effects(results: Results, confidence: float = CONFIDENCE) -> pd.Data
                 rows.append({"term": factor, "within": within_label(within), "metric": metric,
                              "steps": int(steps), "scale": scales[metric], **numbers,
                              **_levels_of(results, factor)})
+            _adjust(rows[len(rows) - int(np.prod([len(levels[f]) for f in others])):])
     return pd.DataFrame(rows).reindex(columns=STRATA_COLUMNS)

@@ -53,8 +53,7 @@ def plot_quality_vs_steps(ax: Axes, cells: pd.DataFrame, results: Results, metri
     levels = np.append(levels[np.isfinite(levels)], [floor] if floor is not None else [])
     if scale == "log":
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(ticker.LogFormatter())
-        ax.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False))
+        plain_log_axis(ax.yaxis)
         if len(levels):
             ax.set_ylim(levels.min() / 1.3, levels.max() * 1.3)
     elif len(levels):
@@ -62,6 +61,14 @@ def plot_quality_vs_steps(ax: Axes, cells: pd.DataFrame, results: Results, metri
         ax.set_ylim(levels.min() - margin, levels.max() + margin)
     ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
+
+
+def plain_log_axis(axis) -> None:
+    """Log-scale ticks at 1, 2, 5 x 10^k written as plain numbers (0.2, 1, 5), without minor labels:
+    mathtext labels overlap on short ranges and cost a second of parsing per figure."""
+    axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _draw_noise_floor(ax: Axes, results: Results, metric: str) -> float | None:
@@ -117,6 +124,7 @@ def fig_forest(ctx: Context) -> None:
         ax.axvline(null, color="black", lw=0.8)
         if scale == "log":
             ax.set_xscale("log")
+            plain_log_axis(ax.xaxis)
             ax.set_xlabel("ratio: reference / other level")
         else:
             ax.set_xlabel("effect: reference − other level")
@@ -165,6 +173,7 @@ def fig_interactions(ctx: Context, how_many: int = 3) -> None:
                         label=f"{b} = {b_level}")
         if ctx.scale == "log":
             ax.set_yscale("log")
+            plain_log_axis(ax.yaxis)
         ax.set_xticks(range(len(a_levels)), [str(lv) for lv in a_levels])
         ax.set_xlim(-0.4, len(a_levels) - 0.6)
         ax.set_xlabel(a)

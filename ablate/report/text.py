@@ -48,10 +48,10 @@ def _size(row: Mapping, scale: str) -> str:
 
 def _strata_phrase(ctx: Context, factor: str, plus: object) -> str:
     """In how many strata of the other factors the reference level is better / worse, and by how
-    much (unadjusted 95 % CIs over seeds), or "" when no stratum's CI excludes no effect."""
+    much (95 % CIs over seeds, Holm over the strata), or "" when no stratum shows a difference."""
     strata = ctx.primary(ctx.strata)
     strata = strata[strata["term"] == factor]
-    words = [(_plus_word(row, ctx.scale, ctx.direction, adjusted=False), row) for _, row in strata.iterrows()]
+    words = [(_plus_word(row, ctx.scale, ctx.direction), row) for _, row in strata.iterrows()]
     sides = {w: [row for word, row in words if word == w] for w in ("better", "worse")}
     if not sides["better"] and not sides["worse"]:
         return ""
@@ -64,7 +64,7 @@ def _strata_phrase(ctx: Context, factor: str, plus: object) -> str:
     unclear = len(words) - len(sides["better"]) - len(sides["worse"])
     return (f"within the {len(words)} combinations of the other factors, {plus} is "
             + ", ".join(parts) + (f" and unclear in {unclear}" if unclear else "")
-            + " (strata.csv, unadjusted 95% CIs)")
+            + " (strata.csv; Holm over the strata)")
 
 
 def _toggle_sentence(ctx: Context, main: pd.Series, interactions: pd.DataFrame, simple: pd.DataFrame) -> str:
@@ -90,7 +90,8 @@ def _toggle_sentence(ctx: Context, main: pd.Series, interactions: pd.DataFrame, 
             lead = f"matters only with {next(w for w, word, _ in details if word in decided)}"
         else:
             lead = f"depends on {names}"
-        within = "; ".join(f"with {w}: {effect_text(row, scale)}, {plus} {word}" for w, word, row in details)
+        within = "; ".join(f"with {w}: {effect_text(row, scale)}, {plus} "
+                           f"{'unclear' if word == 'indistinguishable' else word}" for w, word, row in details)
         also = [t for t in involved["term"] if t != first["term"]]
         strata = _strata_phrase(ctx, factor, plus)
         return (f"`{factor}` ({plus} vs {minus}) {lead} (interaction `{first['term']}` "
@@ -341,7 +342,8 @@ def _strata_table(ctx: Context) -> str:
         "effect": [_size(row, ctx.scale) for _, row in strata.iterrows()],
         "95% CI": [ci_text(*((r["ratio_ci_low"], r["ratio_ci_high"]) if ctx.scale == "log"
                              else (r["ci_low"], r["ci_high"]))) for _, r in strata.iterrows()],
-        "reference level": [_plus_word(r, ctx.scale, ctx.direction, adjusted=False) for _, r in strata.iterrows()],
+        "Holm p": strata["ratio_p_holm" if ctx.scale == "log" else "p_holm"].to_numpy(),
+        "reference level": [_plus_word(r, ctx.scale, ctx.direction) for _, r in strata.iterrows()],
     })
     return md_table(table)
 
@@ -429,7 +431,8 @@ def render(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame) -> str
            "Each factor of an interaction whose CI excludes no effect, within each level of the "
            "others.\n\n" + _effects_table(ctx, "simple")] if len(simple) else []),
         f"## Each toggle within each combination of the others: {ctx.metric} at K = {ctx.steps}",
-        "From `strata.csv` (seed-paired, unadjusted 95% CIs): where a toggle helps and where it hurts."
+        "From `strata.csv` (seed-paired 95% CIs; Holm over the strata of each toggle): where a toggle "
+        "helps and where it hurts."
         "\n\n" + _strata_table(ctx),
         f"## What these seeds can detect: {ctx.metric}",
         "From `power.csv`: `mde` is the smallest effect (in effects.csv units; on the log scale the "

@@ -376,6 +376,53 @@ def test_k_step_sampler_walks_the_grid_and_lands_on_the_prediction(steps):
     torch.testing.assert_close(net.calls[1]["z"], noise + (x_hat0 - noise) / steps)
 
 
+class GaussianPosteriorMean(torch.nn.Module):
+    """The exact x-predictor for data N(mu, s^2) per coordinate: E[x1 | z] with z = (1 - tau) e + tau x1.
+
+    Its flow maps noise e to mu + s e exactly (the Gaussian-to-Gaussian transport is linear), so the
+    K-step sampler must approach that as K grows; at K = 1 and K = 2 the result has a closed form.
+    """
+
+    def __init__(self, mu: float, s: float) -> None:
+        super().__init__()
+        self.mu, self.s = mu, s
+
+    def forward(self, z, tau, d):
+        t = tau.to(z.dtype).unsqueeze(-1)
+        gain = t * self.s**2 / (t**2 * self.s**2 + (1 - t) ** 2)
+        return self.mu + gain * (z - t * self.mu)
+
+
+def _euler_by_hand(e: float, mu: float, s: float, steps: int) -> float:
+    """The K-step sampler on one scalar, in plain floats: z += (1/K)(x_hat - z)/(1 - tau), end on x_hat."""
+    z = e
+    for k in range(steps):
+        tau = k / steps
+        x_hat = mu + tau * s**2 / (tau**2 * s**2 + (1 - tau) ** 2) * (z - tau * mu)
+        if k == steps - 1:
+            return x_hat
+        z = z + (x_hat - z) / steps / (1 - tau)
+    raise AssertionError("unreachable")
+
+
+def test_k_step_sampler_on_the_exact_gaussian_predictor_matches_closed_forms_and_converges():
+    mu, s = 1.5, 0.3
+    obj = ShortcutForcing(Variant.paper(), k_max=64)
+    model = GaussianPosteriorMean(mu, s)
+    noise = torch.randn(200, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(obj.sample(model, noise, 1), torch.full_like(noise, mu))
+    torch.testing.assert_close(obj.sample(model, noise, 2), mu + s**2 / (s**2 + 1) * noise)
+    errors = []
+    for steps in (4, 16, 64):
+        x = obj.sample(model, noise, steps)
+        by_hand = torch.tensor([[_euler_by_hand(e, mu, s, steps) for e in row] for row in noise.tolist()],
+                               dtype=torch.float64)
+        torch.testing.assert_close(x, by_hand)
+        errors.append((x - (mu + s * noise)).abs().max().item())
+    # first-order convergence to the exact transport: 4x the steps, about a quarter of the error
+    assert errors[0] / errors[1] > 3 and errors[1] / errors[2] > 3 and errors[2] < 0.1 * s
+
+
 def test_flow_baseline_sampler_is_told_d_min():
     obj = ShortcutForcing(Variant.paper(), k_max=K_MAX)
     net = ToyNet(3)

@@ -91,7 +91,13 @@ def test_model_takes_every_level_and_both_tau_samplings_and_trains(spec, tau_sam
         tau = torch.rand(64) * (1 - d) if tau_sampling == "continuous" else torch.randint(0, n, (64,)) / n
         outputs.append(model(z, tau, d, **kwargs))
         assert outputs[-1].shape == x1.shape and torch.isfinite(outputs[-1]).all()
-    assert not torch.allclose(outputs[0], outputs[-1])  # the step size reaches the output
+    assert not torch.allclose(outputs[0], outputs[-1])
+    # the step size alone reaches the output: same z and tau, every d gives its own prediction
+    tau = torch.full((64,), 0.25)
+    at_fixed_tau = [model(z, tau, torch.full((64,), 1.0 / n), **kwargs) for n in objective.step_counts]
+    for i, a in enumerate(at_fixed_tau):
+        for b in at_fixed_tau[i + 1:]:
+            assert (a - b).abs().max() > 1e-4
     loss = objective.loss(model, x1, teacher=None, **kwargs).loss
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())

@@ -54,17 +54,25 @@ def test_nan_loss_is_recorded_as_diverged_not_raised():
     assert result.curves[-1]["step"] == result.diverged_step
 
 
-def test_flow_baseline_trains_only_flow_rows_and_samples_told_d_min():
-    trial = Trial({**BASE, "baseline": True})
-    assert trial.objective.bootstrap_fraction == 0.0
+@pytest.mark.parametrize("baseline", [True, False])
+def test_flow_baseline_trains_and_is_evaluated_told_d_min(baseline, monkeypatch):
+    """Every call of the model class (student, teacher and the evaluated EMA copy) is recorded: the
+    baseline only ever sees d = d_min; a shortcut model is evaluated told d = 1/K."""
+    trial = Trial({**BASE, "baseline": baseline})
+    assert (trial.objective.bootstrap_fraction == 0.0) == baseline
     seen = []
-    model = trial.model
-    original = model.forward
-    model.forward = lambda z, tau, d: (seen.append(d.clone()), original(z, tau, d))[1]
-    trial.train(until=3)
-    assert all(torch.all(d == 1 / 8) for d in seen)
+    original = type(trial.model).forward
+    monkeypatch.setattr(type(trial.model), "forward",
+                        lambda self, z, tau, d: (seen.append(d.clone()), original(self, z, tau, d))[1])
+    trial.train()
+    assert all(torch.all(d == 1 / 8) for d in seen) == baseline
+    seen.clear()
     result = trial.finish()
-    assert all(c["bootstrap_loss"] == 0 for c in result.curves)
+    assert len(seen) == sum(BASE["eval_steps"])  # one call per sampling step, for K = 1, 2, 8
+    told = [d.unique().tolist() for d in seen]
+    expected = [[1 / 8]] * len(seen) if baseline else [[1 / k] for k in BASE["eval_steps"] for _ in range(k)]
+    assert told == expected
+    assert all(c["bootstrap_loss"] == 0 for c in result.curves) == baseline
 
 
 def test_unknown_config_key_is_named():

@@ -337,11 +337,19 @@ def test_velocity_conversions_run_in_float32_under_bf16_autocast():
                     torch.tensor([0.5, 0.5])).dtype == torch.float32
 
 
-def test_loss_is_deterministic_given_noise_tau_d():
+def test_loss_is_a_function_of_its_inputs_not_of_global_rng_state():
+    """Given (x1, noise, tau, d) the loss must not draw anything: another global RNG state gives the
+    same loss, and other noise gives another."""
     obj = ShortcutForcing(Variant.simplified(), k_max=K_MAX)
     net = ToyNet(3)
     x1, noise, tau, d = draw(obj, 32, 3, seed=13)
-    assert torch.equal(obj.loss(net, x1, noise, tau, d).per_sample, obj.loss(net, x1, noise, tau, d).per_sample)
+    torch.manual_seed(0)
+    first = obj.loss(net, x1, noise, tau, d).per_sample
+    torch.manual_seed(1)
+    torch.rand(100)
+    assert torch.equal(first, obj.loss(net, x1, noise, tau, d).per_sample)
+    other_noise = draw(obj, 32, 3, seed=14)[1]
+    assert not torch.allclose(first, obj.loss(net, x1, other_noise, tau, d).per_sample)
 
 
 # --- Eq. 2: the sampler ----------------------------------------------------------------------------------

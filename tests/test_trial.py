@@ -33,12 +33,17 @@ def test_resume_from_a_mid_run_state_continues_exactly():
 
 
 def test_state_survives_torch_save_with_weights_only(tmp_path):
+    """A checkpoint written to disk and read back with weights_only=True (as Ray's restore does)
+    continues to exactly the numbers of an uninterrupted run."""
     trial = Trial(BASE)
     trial.train(until=5)
     torch.save(trial.state_dict(), tmp_path / "state.pt")
     again = Trial(BASE)
     again.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
     assert again.step == 5
+    whole = run_trial(BASE)
+    resumed = again.finish()
+    assert resumed.curves == whole.curves and resumed.metrics == whole.metrics
 
 
 def test_exploding_loss_is_recorded_as_diverged_with_its_step():

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     run.add_argument("--no-report", action="store_true", help="write the tables but not the report")
 
-    report = commands.add_parser("report", help="write report.md, figures, cells.csv, effects.csv")
+    report = commands.add_parser("report", help="write report.md, figures and the analysis tables (cells, effects, strata, power, comparisons)")
     report.add_argument("folder", help="a results folder, e.g. results/quickstart")
     report.add_argument("--metric", help="primary metric (default: the task's)")
     report.add_argument("--steps", type=int, help="primary number of sampling steps (default: 4)")

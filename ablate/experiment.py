@@ -65,6 +65,10 @@ class Experiment:
     def k_max(self) -> int:
         return self.spec["objective"]["k_max"]
 
+    def expected_trials(self) -> list[dict]:
+        """Every trial of the matrix as the results contract lists it: id, cell label, levels, seed."""
+        return [{"trial_id": t.trial_id, "variant": t.variant, **t.levels, "seed": t.seed} for t in self.trials]
+
 
 def _suggest(key: str, allowed) -> str:
     close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1)

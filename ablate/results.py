@@ -1,8 +1,10 @@
 """Write and read the results tables of one ablation run.
 
-This module is the only place that knows the file layout described in ``results/README.md``.
-The runner writes through :func:`write_tables`; the report and the notebook read through
-:func:`load`, so a change of layout touches one file.
+This module is the only place that knows the file layout described in ``results/README.md``: the
+per-trial result files (:func:`write_trial_result`, :func:`read_trial_records`), the tables built from
+them (:func:`collect_tables`, :func:`write_tables`) and how they are read back (:func:`load`). The
+runner writes through it; the report and the notebook read through it, so a change of layout touches
+one file.
 
 Factor columns may hold strings, bools or numbers, and CSV round trips turn ``True`` into
 ``"True"`` and ``1`` into ``1.0``. :func:`load` therefore maps every factor value back onto the
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,11 @@ TRIALS_COLUMNS = [
     "diverged_step",
     "train_seconds",
     "eval_seconds",
+    "node",  # the Ray node the trial finished on
 ]
+CURVE_METRICS = ("loss", "flow_loss", "bootstrap_loss", "grad_norm")  # the training curves, per logged step
+RECORDS_DIR = "trials"  # <folder>/trials/<trial_id>.json: one finished trial
+SAMPLES_DIR = "samples"  # <folder>/samples/<trial_id>.npz: arrays steps_<K>
 # Read as text from CSV so that trial ids such as "0001" keep their zeros.
 _TEXT_COLUMNS = {"trial_id": str, "variant": str, "status": str}
 OK = "ok"
@@ -92,6 +100,81 @@ def write_tables(
             _parquet_safe(frame).to_parquet(folder / f"{name}.parquet", index=False)
     trials.to_csv(folder / "trials.csv", index=False)
     (folder / "run.json").write_text(json.dumps(run_info, default=str, indent=2))
+
+
+def record_path(folder: str | Path, trial_id: str) -> Path:
+    """Where a finished trial's result file lives; its existence means the trial is done."""
+    return Path(folder) / RECORDS_DIR / f"{trial_id}.json"
+
+
+def write_trial_result(folder: str | Path, trial_id: str, record: dict,
+                       samples: Mapping[int, np.ndarray] | None = None) -> None:
+    """Samples first, then the result record, each atomically (temporary file + rename): a result
+    file always means a finished trial, and an interrupted write leaves no partial file behind.
+
+    ``record`` holds ``status``, ``diverged_step``, ``train_seconds``, ``eval_seconds``, ``node``,
+    ``metrics`` ({K: {metric: value}}), ``curves`` (dicts of ``step`` and CURVE_METRICS) and ``config``.
+    """
+    folder = Path(folder)
+    if samples:
+        samples_dir = folder / SAMPLES_DIR
+        samples_dir.mkdir(parents=True, exist_ok=True)
+        tmp = samples_dir / f".{trial_id}.tmp.npz"
+        np.savez_compressed(tmp, **{f"steps_{k}": np.asarray(v) for k, v in samples.items()})
+        os.replace(tmp, samples_dir / f"{trial_id}.npz")
+    path = record_path(folder, trial_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{trial_id}.tmp")
+    tmp.write_text(json.dumps({**record, "trial_id": trial_id,
+                               "metrics": {str(k): v for k, v in record["metrics"].items()}},
+                              default=_json_default))
+    os.replace(tmp, path)
+
+
+def read_trial_records(folder: str | Path) -> dict[str, dict]:
+    """Every finished trial's result record, by trial id."""
+    records_dir = Path(folder) / RECORDS_DIR
+    if not records_dir.is_dir():
+        return {}
+    return {path.stem: json.loads(path.read_text()) for path in sorted(records_dir.glob("*.json"))}
+
+
+def collect_tables(
+    expected: Sequence[Mapping], factor_names: Sequence[str], records: Mapping[str, dict],
+    failed: set[str] = frozenset(),
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """metrics, curves and trials tables over the expected trials (dicts of ``trial_id``, ``variant``,
+    one level per factor, ``seed``). A trial without a record is ``failed`` if it is in ``failed``
+    (Tune gave up on it), else ``missing`` (never ran, or interrupted)."""
+    metric_keys = sorted({(int(k), m) for r in records.values() for k, per_k in r["metrics"].items() for m in per_k})
+    metric_rows, curve_rows, trial_rows = [], [], []
+    for spec in expected:
+        ident = {"trial_id": spec["trial_id"], "variant": spec["variant"],
+                 **{f: spec.get(f) for f in factor_names}, "seed": spec["seed"]}
+        record = records.get(spec["trial_id"])
+        status = record["status"] if record else FAILED if spec["trial_id"] in failed else MISSING
+        trial_rows.append({**ident, "status": status,
+                           **{c: record.get(c) if record else None for c in TRIALS_COLUMNS[4:]}})
+        if record is None:
+            continue
+        for k, name in metric_keys:
+            value = record["metrics"].get(str(k), {}).get(name, float("nan"))
+            metric_rows.append({**ident, "status": status, "steps": k, "metric": name, "value": value})
+        for point in record["curves"]:
+            curve_rows.extend({**ident, "status": status, "step": point["step"], "metric": name,
+                               "value": point[name]} for name in CURVE_METRICS)
+    head = ["trial_id", "variant", *factor_names]
+    return (pd.DataFrame(metric_rows, columns=head + METRICS_COLUMNS[2:]),
+            pd.DataFrame(curve_rows, columns=head + CURVES_COLUMNS[2:]),
+            pd.DataFrame(trial_rows, columns=head + TRIALS_COLUMNS[2:]))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in JSON")
 
 
 def _is_missing(value: Any) -> bool:
@@ -177,10 +260,6 @@ class Results:
     @property
     def two_level_factors(self) -> list[str]:
         return [name for name, levels in self.factor_levels.items() if len(levels) == 2]
-
-    @property
-    def multi_level_factors(self) -> list[str]:
-        return [name for name, levels in self.factor_levels.items() if len(levels) > 2]
 
     @property
     def metric_names(self) -> list[str]:

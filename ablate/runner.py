@@ -30,7 +30,6 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's compact legacy output
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our tables replace Tune's CSV/TensorBoard logs
 
-import numpy as np
 import pandas as pd
 import ray
 import torch
@@ -181,7 +180,7 @@ def train_one(params: dict) -> None:
     """Tune trainable: one trial, checkpointed every few seconds, its result written to the output folder."""
     spec = params["trial"]
     output, trial_id = Path(spec["output"]), spec["trial_id"]
-    if (output / "trials" / f"{trial_id}.json").exists():
+    if results.record_path(output, trial_id).exists():
         tune.report({"phase": "done", "step": 0, "status": "done before"})
         return
     trial = Trial(spec["config"])
@@ -211,25 +210,14 @@ def _report_with_checkpoint(trial: Trial) -> None:
 
 
 def save_trial_result(output: Path, trial_id: str, result, restored_at: int | None = None) -> None:
-    """Samples first, then the result JSON (atomically): a result file always means a finished trial."""
-    if result.samples:
-        samples_dir = output / "samples"
-        samples_dir.mkdir(parents=True, exist_ok=True)
-        tmp = samples_dir / f".{trial_id}.tmp.npz"
-        np.savez_compressed(tmp, **{f"steps_{k}": np.asarray(v) for k, v in result.samples.items()})
-        os.replace(tmp, samples_dir / f"{trial_id}.npz")
+    """The finished trial's record and samples, written through the results contract (atomically)."""
     record = {
-        "trial_id": trial_id, "node": ray.get_runtime_context().get_node_id(), "restored_at_step": restored_at,
+        "node": ray.get_runtime_context().get_node_id(), "restored_at_step": restored_at,
         "status": result.status, "diverged_step": result.diverged_step,
         "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
-        "metrics": {str(k): v for k, v in result.metrics.items()}, "curves": result.curves,
-        "config": result.config,
+        "metrics": result.metrics, "curves": result.curves, "config": result.config,
     }
-    trials_dir = output / "trials"
-    trials_dir.mkdir(parents=True, exist_ok=True)
-    tmp = trials_dir / f".{trial_id}.tmp"
-    tmp.write_text(json.dumps(record, default=_json_default))
-    os.replace(tmp, trials_dir / f"{trial_id}.json")
+    results.write_trial_result(output, trial_id, record, result.samples)
 
 
 # --- back in the driver -----------------------------------------------------------------------------------
@@ -249,39 +237,9 @@ def write_results(experiment: Experiment, output: Path, started: float, resumed:
 
 def collect_tables(experiment: Experiment, output: Path, failed: set[str] = frozenset()
                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Tables over the expected trials: a trial without a result file is `failed` if Tune gave up on it
-    (retries exhausted), else `missing` (never ran, or interrupted)."""
-    records = {}
-    for path in sorted((output / "trials").glob("*.json")) if (output / "trials").is_dir() else []:
-        records[path.stem] = json.loads(path.read_text())
-    metric_keys = sorted({(int(k), m) for r in records.values() for k, per_k in r["metrics"].items() for m in per_k})
-    metric_rows, curve_rows, trial_rows = [], [], []
-    for spec in experiment.trials:
-        ident = {"trial_id": spec.trial_id, "variant": spec.variant, **spec.levels, "seed": spec.seed}
-        record = records.get(spec.trial_id)
-        status = record["status"] if record else results.FAILED if spec.trial_id in failed else results.MISSING
-        trial_rows.append({**ident, "status": status,
-                           "diverged_step": record["diverged_step"] if record else None,
-                           "train_seconds": record["train_seconds"] if record else None,
-                           "eval_seconds": record["eval_seconds"] if record else None,
-                           "node": record["node"] if record else None})
-        if record is None:
-            continue
-        for k, name in metric_keys:
-            value = record["metrics"].get(str(k), {}).get(name, float("nan"))
-            metric_rows.append({**ident, "status": status, "steps": k, "metric": name, "value": value})
-        for point in record["curves"]:
-            for name in ("loss", "flow_loss", "bootstrap_loss", "grad_norm"):
-                curve_rows.append({**ident, "status": status, "step": point["step"], "metric": name,
-                                   "value": point[name]})
-    factor_cols = list(experiment.factors)
-    metrics = pd.DataFrame(metric_rows, columns=["trial_id", "variant", *factor_cols, "seed", "status", "steps",
-                                                 "metric", "value"])
-    curves = pd.DataFrame(curve_rows, columns=["trial_id", "variant", *factor_cols, "seed", "status", "step",
-                                               "metric", "value"])
-    trials = pd.DataFrame(trial_rows, columns=["trial_id", "variant", *factor_cols, "seed", "status",
-                                               "diverged_step", "train_seconds", "eval_seconds", "node"])
-    return metrics, curves, trials
+    """The contract's tables over the experiment's expected trials, from the trial records in `output`."""
+    return results.collect_tables(experiment.expected_trials(), list(experiment.factors),
+                                  results.read_trial_records(output), failed)
 
 
 def _run_info(experiment: Experiment, output: Path, started: float, resumed: bool, provenance: dict) -> dict:
@@ -306,8 +264,7 @@ def _run_info(experiment: Experiment, output: Path, started: float, resumed: boo
         "seeds": experiment.spec["seeds"],
         "eval_steps": eval_steps,
         "k_max": experiment.k_max,
-        "expected_trials": [{"trial_id": t.trial_id, "variant": t.variant, **t.levels, "seed": t.seed}
-                            for t in experiment.trials],
+        "expected_trials": experiment.expected_trials(),
         "paper_variant": Variant(**{**fixed, **{n: TOGGLES[n][0] for n in toggles_varied}}).label + extras_reference,
         "simplified_variant": Variant(**{**fixed, **simplified_levels}).label + extras_reference,
         "baseline_variant": "flow" + extras_reference if experiment.spec["baseline"] else None,
@@ -350,16 +307,8 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
-def _json_default(value):
-    if isinstance(value, (np.generic,)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot store {type(value).__name__} in JSON")
-
-
 def _jsonable(value):
-    return json.loads(json.dumps(value, default=_json_default))
+    return json.loads(json.dumps(value, default=results._json_default))
 
 
 class ProgressView(tune.Callback):
@@ -380,7 +329,7 @@ class ProgressView(tune.Callback):
             self.done_before = done
         running = sum(t.status == "RUNNING" for t in trials)
         failed = sum(t.status == "ERROR" for t in trials)
-        diverged = sum(t.status == "TERMINATED" and (t.last_result or {}).get("status") == "diverged"
+        diverged = sum(t.status == "TERMINATED" and (t.last_result or {}).get("status") == results.DIVERGED
                        for t in trials)
         elapsed = time.monotonic() - self.start
         new = max(done - self.done_before, 0)

@@ -17,7 +17,10 @@ import torch
 from torch import nn
 
 from ablate.objective import ShortcutForcing, Variant
+from ablate.results import CURVE_METRICS, DIVERGED, OK
 from ablate.tasks import Evaluation, Sampler, make_task
+
+RUNNING = "running"  # until training ends as OK or DIVERGED (the results contract's status values)
 
 # Every key a trial understands, with its default. The defaults were chosen so that the paper variant
 # trains stably on every built-in task (see README, "Training defaults").
@@ -94,7 +97,7 @@ def frozen_copy(model: nn.Module) -> nn.Module:
 @dataclass
 class TrialResult:
     config: dict
-    status: str  # "ok" or "diverged"
+    status: str  # OK or DIVERGED
     diverged_step: int | None
     curves: list[dict]  # one dict per logged step: step, loss, flow_loss, bootstrap_loss, grad_norm
     metrics: dict[int, dict[str, float]]  # {K: {metric: value}}; empty when diverged in training
@@ -122,13 +125,13 @@ class Trial:
         self.generator = torch.Generator().manual_seed(c["seed"])  # data, noise, tau and d
         self.step = 0
         self.curves: list[dict] = []
-        self.status = "running"
+        self.status = RUNNING
         self.diverged_step: int | None = None
         self.train_seconds = 0.0
 
     @property
     def done_training(self) -> bool:
-        return self.status == "diverged" or self.step >= self.config["train_steps"]
+        return self.status == DIVERGED or self.step >= self.config["train_steps"]
 
     def learning_rate(self, step: int) -> float:
         c = self.config
@@ -139,7 +142,7 @@ class Trial:
         """Train up to step `until` (default: the budget); stops early, as diverged, on a NaN/inf/huge loss."""
         until = self.config["train_steps"] if until is None else min(until, self.config["train_steps"])
         start = time.perf_counter()
-        while self.step < until and self.status != "diverged":
+        while self.step < until and self.status != DIVERGED:
             self._train_step()
         self.train_seconds += time.perf_counter() - start
 
@@ -172,13 +175,11 @@ class Trial:
             self._log(out, grad_norm)
 
     def _log(self, out, grad_norm: torch.Tensor) -> None:
-        self.curves.append({
-            "step": self.step, "loss": out.loss.item(), "flow_loss": out.flow_loss.item(),
-            "bootstrap_loss": out.bootstrap_loss.item(), "grad_norm": grad_norm.item(),
-        })
+        values = (out.loss, out.flow_loss, out.bootstrap_loss, grad_norm)
+        self.curves.append({"step": self.step, **{name: v.item() for name, v in zip(CURVE_METRICS, values)}})
 
     def _mark_diverged(self) -> None:
-        self.status, self.diverged_step = "diverged", self.step
+        self.status, self.diverged_step = DIVERGED, self.step
 
     def evaluate(self) -> Evaluation:
         """Metrics per K with the evaluation weights; non-finite metrics mark the trial diverged."""
@@ -190,9 +191,9 @@ class Trial:
         evaluation = self.task.evaluate(sampler, self.eval_steps, generator)
         model.train()
         values = [v for per_k in evaluation.metrics.values() for v in per_k.values()]
-        if self.status != "diverged":
-            self.status = "ok" if all(math.isfinite(v) for v in values) else "diverged"
-            if self.status == "diverged":
+        if self.status != DIVERGED:
+            self.status = OK if all(math.isfinite(v) for v in values) else DIVERGED
+            if self.status == DIVERGED:
                 self.diverged_step = self.step
         return evaluation
 
@@ -236,7 +237,7 @@ class Trial:
     def finish(self) -> TrialResult:
         """Train what is left, then evaluate unless training diverged."""
         self.train()
-        if self.status == "diverged":
+        if self.status == DIVERGED:
             return self.result(None, 0.0)
         start = time.perf_counter()
         evaluation = self.evaluate()

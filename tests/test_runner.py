@@ -16,7 +16,7 @@ import pytest
 import torch
 from ray import tune
 
-from ablate import runner
+from ablate import results, runner
 from ablate.experiment import ExperimentError, parse_experiment
 from ablate.trial import run_trial
 from conftest import TINY_TASK
@@ -119,14 +119,14 @@ def test_a_result_file_only_ever_means_a_finished_trial(tmp_path, worker, monkey
     """If writing the result fails half way (a full disk), no result file appears, so the trial
     counts as not done and --resume runs it again."""
     worker()
-    real_replace = runner.os.replace
+    real_replace = results.os.replace
 
     def failing_replace(source, target):
         if str(target).endswith(".json"):
             raise OSError(28, "No space left on device")
         real_replace(source, target)
 
-    monkeypatch.setattr(runner.os, "replace", failing_replace)
+    monkeypatch.setattr(results.os, "replace", failing_replace)
     with pytest.raises(OSError):
         runner.train_one(_params(tmp_path))
     assert not (tmp_path / "trials" / "t0.json").exists()

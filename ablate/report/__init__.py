@@ -14,8 +14,6 @@ or effects of their own.
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Sequence
 from pathlib import Path
 
 from ablate import analysis
@@ -76,19 +74,3 @@ def _write_empty_report(results: Results) -> Path:
         md_table(missing.astype(str)) if len(missing) else "None.",
     ]) + "\n")
     return path
-
-
-def main(argv: Sequence[str] | None = None) -> Path:
-    """``python -m ablate.report FOLDER [--metric M] [--steps K]``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder")
-    parser.add_argument("--metric", default=None)
-    parser.add_argument("--steps", type=int, default=None)
-    args = parser.parse_args(argv)
-    path = write_report(args.folder, primary_metric=args.metric, primary_steps=args.steps)
-    print(path)
-    return path
-
-
-if __name__ == "__main__":
-    main()

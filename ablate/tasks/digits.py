@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ablate.metrics import class_entropy, frechet_distance_from_stats, gaussian_fit, kernel_inception_distance
 from ablate.tasks import Evaluation, Sampler
-from ablate.tasks.toy2d import ResidualMLP
+from ablate.tasks.models import ResidualMLP
 
 SPLIT_SEED = 0
 CLASSIFIER_SEED = 0

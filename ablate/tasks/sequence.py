@@ -244,33 +244,23 @@ class SequenceTask:
                 context_noise: Tensor) -> Tensor:
         """Generate frames context..T-1 one at a time under the true actions: (N, T, H, W), context included.
 
-        Each new frame starts from `start_noise` and takes `steps` shortcut steps (the objective's sampler,
+        Each new frame starts from `start_noise` and takes `steps` shortcut steps (`Sampler.next_frames`,
         which tells the model d = 1/K or `sampler.model_d`). The frames before it, given or generated, sit at
         the context level with d = d_min, noised once with `context_noise` as they enter the context (what a
         KV cache would hold). O(horizon * K) model calls; the causal mask makes recomputing the past exact.
         Runs on the model's device; returns frames on the CPU.
         """
-        objective = sampler.objective
-        device = next(sampler.model.parameters(), torch.empty(0)).device
+        device = sampler.device
         n, length = trajectories.actions.shape
         frames = trajectories.frames.reshape(n, length, -1).to(device, copy=True)  # written into below
         all_actions, start_noise, context_noise = (x.to(device) for x in (trajectories.actions, start_noise,
                                                                            context_noise))
-        level = self.context_level(objective.d_min)
+        level = self.context_level(sampler.d_min)
         noisy = noisy_input(frames, context_noise, torch.full((n, length), level, device=device))
         for t in range(self.context, length):
             past_tau = torch.full((n, t), level, device=device)
-            past_d = torch.full((n, t), objective.d_min, device=device)
-            actions = all_actions[:, : t + 1]
-
-            def next_frame(z: Tensor, tau: Tensor, d: Tensor) -> Tensor:
-                sequence = torch.cat([noisy[:, :t], z], 1)
-                out = sampler.model(sequence, torch.cat([past_tau, tau], 1), torch.cat([past_d, d], 1),
-                                    actions=actions)
-                return out[:, t:]
-
-            frames[:, t:t + 1] = objective.sample(next_frame, start_noise[:, t:t + 1], steps, lead_dims=2,
-                                                  model_d=sampler.model_d)
+            frames[:, t:t + 1] = sampler.next_frames(noisy[:, :t], past_tau, start_noise[:, t:t + 1], steps,
+                                                     actions=all_actions[:, : t + 1])
             noisy[:, t] = noisy_input(frames[:, t], context_noise[:, t], torch.full((n,), level, device=device))
         return frames.reshape(trajectories.frames.shape).cpu()
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ablate.metrics import energy_distance, wasserstein2
 from ablate.tasks import Evaluation, Sampler
-from ablate.tasks.embedding import LevelEmbedding
+from ablate.tasks.models import ResidualMLP
 
 
 def _checkerboard(n: int, g: torch.Generator) -> Tensor:
@@ -84,31 +84,6 @@ def _reference_and_floor(dataset: str, n: int) -> tuple[np.ndarray, dict[str, fl
     fresh = sample_dataset(dataset, n, torch.Generator().manual_seed(dataset_seed(dataset, 1))).double().numpy()
     floor = {"w2_floor": wasserstein2(fresh, reference), "energy_floor": energy_distance(fresh, reference)}
     return reference, floor
-
-
-class ResidualMLP(nn.Module):
-    """x-predictor for flat data (B, dim), or any (B, ...) flattened: a pre-LayerNorm residual SiLU MLP whose
-    input layer is shifted by the LevelEmbedding of (tau, d).
-
-    Conditioning once at the input trains as well here as a projection per block and is cheaper per step,
-    which matters on one CPU core. The LayerNorms are what keep the bootstrap's self-feedback stable:
-    without them the paper variant's bootstrap loss ran away late in training on digits (width 128).
-    """
-
-    def __init__(self, dim: int, hidden: int = 128, depth: int = 3) -> None:
-        super().__init__()
-        self.embed = LevelEmbedding(hidden)
-        self.inp = nn.Linear(dim, hidden)
-        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(depth))
-        self.blocks = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
-        self.norm = nn.LayerNorm(hidden)
-        self.out = nn.Linear(hidden, dim)
-
-    def forward(self, z: Tensor, tau: Tensor, d: Tensor) -> Tensor:
-        h = self.inp(z.flatten(1)) + self.embed(tau, d)
-        for norm, block in zip(self.norms, self.blocks):
-            h = h + block(nn.functional.silu(norm(h)))
-        return self.out(nn.functional.silu(self.norm(h))).reshape(z.shape)
 
 
 class Toy2DTask:

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from ablate.experiment import Experiment, ExperimentError, load_experiment
+from ablate.results import ResultsError, rebuild_tables
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,13 +28,22 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("folder", help="a results folder, e.g. results/quickstart")
     report.add_argument("--metric", help="primary metric (default: the task's)")
     report.add_argument("--steps", type=int, help="primary number of sampling steps (default: 4)")
+    report.add_argument("--rebuild", action="store_true",
+                        help="rebuild metrics, curves and trials tables from the trial records first")
 
     args = parser.parse_args(argv)
     try:
-        return _run(args) if args.command == "run" else _report(args.folder, args.metric, args.steps)
-    except ExperimentError as error:
+        if args.command == "run":
+            return _run(args)
+        return _report(args.folder, args.metric, args.steps, rebuild=args.rebuild)
+    except (ExperimentError, ResultsError) as error:
         print(f"ablate: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk, a read-only folder: nothing half-written (writes are atomic)
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"ablate: error: cannot write results{where}: {error.strerror or error}; free space or fix "
+              "permissions, then finish with --resume", file=sys.stderr)
+        return 1
 
 
 def _run(args) -> int:
@@ -53,15 +63,18 @@ def _run(args) -> int:
               f"{' --output ' + args.output if args.output else ''}`", flush=True)
         return 130
     if not args.no_report:
-        _report(str(outcome.output), None, None)
+        _report(str(outcome.output), None, None, rebuild=False)
     return 0 if outcome.failed == 0 else 1
 
 
-def _report(folder: str, metric: str | None, steps: int | None) -> int:
+def _report(folder: str, metric: str | None, steps: int | None, rebuild: bool) -> int:
     from ablate.report import write_report
 
     if not (Path(folder) / "run.json").is_file():
         raise ExperimentError(f"{folder} is not a results folder (no run.json)")
+    if rebuild:
+        rebuild_tables(folder)
+        print(f"[ablate] rebuilt the tables of {folder} from its trial records")
     try:
         path = write_report(folder, primary_metric=metric, primary_steps=steps)
     except ValueError as error:  # an unknown --metric or --steps: one line, not a traceback

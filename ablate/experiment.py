@@ -25,7 +25,7 @@ OBJECTIVE_KEYS = ("k_max", "ramp", "step_sizes", "bootstrap_fraction", "bootstra
 TRAIN_KEYS = {  # YAML key under `train:` -> trial config key
     "steps": "train_steps", "batch_size": "batch_size", "lr": "lr", "lr_final": "lr_final",
     "grad_clip": "grad_clip", "teacher": "teacher", "teacher_decay": "teacher_decay", "eval_ema": "eval_ema",
-    "log_every": "log_every", "divergence_loss": "divergence_loss",
+    "log_every": "log_every", "divergence_loss": "divergence_loss", "timeout_seconds": "timeout_seconds",
 }
 EVAL_KEYS = ("steps", "seed")
 RESOURCE_KEYS = ("cpu", "gpu")
@@ -214,6 +214,8 @@ def _check_train(train: dict) -> dict:
     for key in ("lr", "lr_final", "divergence_loss"):
         train[key] = _number(f"train.{key}", train[key], positive=True)
     train["grad_clip"] = _number("train.grad_clip", train["grad_clip"], positive=True, allow_none=True)
+    train["timeout_seconds"] = _number("train.timeout_seconds", train["timeout_seconds"], positive=True,
+                                       allow_none=True)
     train["eval_ema"] = _number("train.eval_ema", train["eval_ema"], minimum=0, allow_none=True)
     train["teacher_decay"] = _number("train.teacher_decay", train["teacher_decay"], minimum=0)
     for key in ("teacher_decay", "eval_ema"):

@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,7 @@ TRIALS_COLUMNS = [
     "train_seconds",
     "eval_seconds",
     "node",  # the Ray node the trial finished on
+    "reason",  # why a failed trial failed: "timeout" (train.timeout_seconds), "error" (Tune gave up)
 ]
 CURVE_METRICS = ("loss", "flow_loss", "bootstrap_loss", "grad_norm")  # the training curves, per logged step
 RECORDS_DIR = "trials"  # <folder>/trials/<trial_id>.json: one finished trial
@@ -47,6 +48,27 @@ DIVERGED = "diverged"
 FAILED = "failed"
 # The runner lists every expected trial in trials.csv; one that never ran has this status.
 MISSING = "missing"
+
+
+class ResultsError(ValueError):
+    """A results file that cannot be read or written, reported as one line naming the file and the fix."""
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder, then rename: a reader (or a crash, or a
+    full disk) sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as error:  # name the file being written, not the temporary one
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def _factor_names(run_info: dict) -> list[str]:
@@ -93,13 +115,17 @@ def write_tables(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in (("metrics", metrics), ("curves", curves)):
-        frame.to_csv(folder / f"{name}.csv", index=False)
-        try:
-            frame.to_parquet(folder / f"{name}.parquet", index=False)
-        except (pa.ArrowException, TypeError, ValueError):
-            _parquet_safe(frame).to_parquet(folder / f"{name}.parquet", index=False)
-    trials.to_csv(folder / "trials.csv", index=False)
-    (folder / "run.json").write_text(json.dumps(run_info, default=str, indent=2))
+        atomic_write(folder / f"{name}.csv", lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
+        atomic_write(folder / f"{name}.parquet", lambda tmp, frame=frame: _to_parquet(frame, tmp))
+    atomic_write(folder / "trials.csv", lambda tmp: trials.to_csv(tmp, index=False))
+    _write_text(folder / "run.json", json.dumps(run_info, default=str, indent=2))
+
+
+def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
+    try:
+        frame.to_parquet(path, index=False)
+    except (pa.ArrowException, TypeError, ValueError):
+        _parquet_safe(frame).to_parquet(path, index=False)
 
 
 def record_path(folder: str | Path, trial_id: str) -> Path:
@@ -119,24 +145,47 @@ def write_trial_result(folder: str | Path, trial_id: str, record: dict,
     if samples:
         samples_dir = folder / SAMPLES_DIR
         samples_dir.mkdir(parents=True, exist_ok=True)
-        tmp = samples_dir / f".{trial_id}.tmp.npz"
-        np.savez_compressed(tmp, **{f"steps_{k}": np.asarray(v) for k, v in samples.items()})
-        os.replace(tmp, samples_dir / f"{trial_id}.npz")
+        arrays = {f"steps_{k}": np.asarray(v) for k, v in samples.items()}
+        atomic_write(samples_dir / f"{trial_id}.npz", lambda tmp: _save_npz(tmp, arrays))
     path = record_path(folder, trial_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{trial_id}.tmp")
-    tmp.write_text(json.dumps({**record, "trial_id": trial_id,
-                               "metrics": {str(k): v for k, v in record["metrics"].items()}},
-                              default=_json_default))
-    os.replace(tmp, path)
+    _write_text(path, json.dumps({**record, "trial_id": trial_id,
+                                  "metrics": {str(k): v for k, v in record["metrics"].items()}},
+                                 default=_json_default))
+
+
+def _save_npz(path: Path, arrays: dict) -> None:
+    with open(path, "wb") as handle:  # a file object: np.savez would append ".npz" to a path
+        np.savez_compressed(handle, **arrays)
 
 
 def read_trial_records(folder: str | Path) -> dict[str, dict]:
-    """Every finished trial's result record, by trial id."""
+    """Every finished trial's result record, by trial id; a damaged one is a ResultsError naming it."""
     records_dir = Path(folder) / RECORDS_DIR
     if not records_dir.is_dir():
         return {}
-    return {path.stem: json.loads(path.read_text()) for path in sorted(records_dir.glob("*.json"))}
+    records = {}
+    for path in sorted(records_dir.glob("*.json")):
+        try:
+            records[path.stem] = json.loads(path.read_text())
+            records[path.stem]["metrics"], records[path.stem]["curves"], records[path.stem]["status"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ResultsError(f"{path} is damaged ({_reason(error)}): delete it and run `ablate run "
+                               "EXPERIMENT --resume` to run that trial again") from None
+    return records
+
+
+def rebuild_tables(folder: str | Path) -> None:
+    """Rebuild metrics, curves and trials from run.json and the trial records (e.g. after a damaged
+    table). Trials without a record become ``missing`` (a trial Tune had given up on, ``failed``
+    before, is then ``missing`` too: ``--resume`` runs it again)."""
+    folder = Path(folder)
+    run = _read_run(folder)
+    expected = run.get("expected_trials")
+    if not expected:
+        raise ResultsError(f"{folder / 'run.json'} lists no expected trials: cannot rebuild the tables")
+    tables = collect_tables(expected, _factor_names(run), read_trial_records(folder))
+    write_tables(folder, *tables, run)
 
 
 def collect_tables(
@@ -153,8 +202,10 @@ def collect_tables(
                  **{f: spec.get(f) for f in factor_names}, "seed": spec["seed"]}
         record = records.get(spec["trial_id"])
         status = record["status"] if record else FAILED if spec["trial_id"] in failed else MISSING
-        trial_rows.append({**ident, "status": status,
-                           **{c: record.get(c) if record else None for c in TRIALS_COLUMNS[4:]}})
+        row = {c: record.get(c) if record else None for c in TRIALS_COLUMNS[4:]}
+        if record is None and status == FAILED:
+            row["reason"] = "error"
+        trial_rows.append({**ident, "status": status, **row})
         if record is None:
             continue
         for k, name in metric_keys:
@@ -167,6 +218,10 @@ def collect_tables(
     return (pd.DataFrame(metric_rows, columns=head + METRICS_COLUMNS[2:]),
             pd.DataFrame(curve_rows, columns=head + CURVES_COLUMNS[2:]),
             pd.DataFrame(trial_rows, columns=head + TRIALS_COLUMNS[2:]))
+
+
+def _reason(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def _json_default(value: Any) -> Any:
@@ -220,14 +275,35 @@ def _canonical_factors(frame: pd.DataFrame, factors: list[dict]) -> pd.DataFrame
     return out
 
 
+REBUILD_HINT = "rebuild the tables from the trial records with `ablate report {folder} --rebuild`"
+
+
 def _read_table(folder: Path, name: str) -> pd.DataFrame:
-    parquet = folder / f"{name}.parquet"
-    if parquet.exists():
-        return pd.read_parquet(parquet)
-    csv = folder / f"{name}.csv"
-    if csv.exists():
+    parquet, csv = folder / f"{name}.parquet", folder / f"{name}.csv"
+    path = parquet if parquet.exists() else csv if csv.exists() else None
+    if path is None:
+        return pd.DataFrame()
+    try:
+        if path == parquet:
+            return pd.read_parquet(parquet)
         return pd.read_csv(csv, dtype=_TEXT_COLUMNS)
-    return pd.DataFrame()
+    except Exception as error:  # pyarrow, pandas and the OS raise many types for a damaged file
+        raise ResultsError(f"{path} is damaged ({_reason(error)}): "
+                           + REBUILD_HINT.format(folder=folder)) from None
+
+
+def _read_run(folder: Path) -> dict:
+    run_path = folder / "run.json"
+    if not run_path.exists():
+        raise FileNotFoundError(f"{run_path} not found: is {folder} a results folder?")
+    try:
+        run = json.loads(run_path.read_text())
+    except (OSError, ValueError) as error:
+        raise ResultsError(f"{run_path} is damaged ({_reason(error)}): run `ablate run EXPERIMENT --resume "
+                           f"--output {folder}` to write it again") from None
+    if not isinstance(run, dict):
+        raise ResultsError(f"{run_path} is damaged (not a JSON object)")
+    return run
 
 
 @dataclass
@@ -323,14 +399,14 @@ class Results:
 def load(folder: str | Path) -> Results:
     """Read a results folder: parquet when present (keeps dtypes), else csv."""
     folder = Path(folder)
-    run_path = folder / "run.json"
-    if not run_path.exists():
-        raise FileNotFoundError(f"{run_path} not found: is {folder} a results folder?")
-    run = json.loads(run_path.read_text())
+    run = _read_run(folder)
     factors = run.get("factors", [])
     metrics = _canonical_factors(_read_table(folder, "metrics"), factors)
     curves = _canonical_factors(_read_table(folder, "curves"), factors)
-    trials_path = folder / "trials.csv"
-    trials = pd.read_csv(trials_path, dtype=_TEXT_COLUMNS) if trials_path.exists() else pd.DataFrame()
-    trials = _canonical_factors(trials, factors)
+    trials = _canonical_factors(_read_table(folder, "trials"), factors)
+    for name, table in (("metrics", metrics), ("curves", curves), ("trials", trials)):
+        required = {"metrics": METRICS_COLUMNS, "curves": CURVES_COLUMNS, "trials": TRIALS_COLUMNS[:4]}[name]
+        if len(table.columns) and not set(required) <= set(table.columns):
+            raise ResultsError(f"{folder / (name + '.csv')} lacks columns "
+                               f"{sorted(set(required) - set(table.columns))}: " + REBUILD_HINT.format(folder=folder))
     return Results(folder=folder, metrics=metrics, curves=curves, trials=trials, run=run)

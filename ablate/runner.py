@@ -8,14 +8,17 @@ A trial that finds its result file already there returns at once, so no trial is
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +49,7 @@ logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERRO
 PACKAGES = ("ablate", "torch", "ray", "numpy", "pandas", "scipy", "statsmodels", "POT", "scikit-learn",
             "matplotlib", "pyyaml")
 GPU_AUTO_SHARE = 0.25  # `gpu: auto` on a cluster with GPUs: four trials share one GPU
+LOCK_NAME = ".ablate.lock"  # held by the one driver running into a results folder
 
 
 @dataclass
@@ -68,7 +72,7 @@ def check_output(experiment: Experiment, output: Path, resume: bool, force: bool
         raise ExperimentError("--resume and --force contradict each other: pick one")
     if output.exists() and not output.is_dir():
         raise ExperimentError(f"{output} is a file, not a results folder: choose another --output")
-    exists = output.exists() and any(output.iterdir())
+    exists = output.exists() and any(p.name != LOCK_NAME for p in output.iterdir())
     if exists and not (resume or force):
         raise ExperimentError(f"{output} already exists: add --resume to finish what is missing, "
                               "or --force to delete it and start over")
@@ -91,12 +95,19 @@ def run_experiment(
     verbose: bool = True,
 ) -> RunOutcome:
     output = resolve_output(experiment, output)
-    check_output(experiment, output, resume, force)
+    with folder_lock(output):
+        check_output(experiment, output, resume, force)
+        return _run_locked(experiment, output, resume, force, address, verbose)
+
+
+def _run_locked(experiment: Experiment, output: Path, resume: bool, force: bool, address: str | None,
+                verbose: bool) -> RunOutcome:
     with ray_session(address) as cluster:
         gpu = _gpu_share(experiment.resources["gpu"], cluster)
-        if force and output.exists():
-            shutil.rmtree(output)
-        output.mkdir(parents=True, exist_ok=True)
+        if force:
+            for child in output.iterdir():  # everything but the lock this driver holds
+                if child.name != LOCK_NAME:
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
         (output / "experiment.json").write_text(json.dumps(_jsonable(experiment.spec), indent=2))
         started = time.time()
         provenance = {"versions": package_versions(), "git_commit": git_commit()}  # of the code that runs now
@@ -108,6 +119,48 @@ def run_experiment(
         outcome = write_results(experiment, output, started, resume, provenance, failed)
     outcome.fit_seconds = fit_seconds
     return outcome
+
+
+@contextmanager
+def folder_lock(output: Path):
+    """One driver per results folder: an exclusive `flock` on `<output>/.ablate.lock`, holding the
+    driver's pid and host while it runs. A second driver refuses in one line naming the holder. The
+    kernel drops the lock when its holder dies (even by SIGKILL), so a lock file left with content but
+    not held is stale: noted, and taken over. A folder this call created is removed again if nothing
+    but the lock was written into it."""
+    if output.exists() and not output.is_dir():
+        raise ExperimentError(f"{output} is a file, not a results folder: choose another --output")
+    created = not output.exists()
+    output.mkdir(parents=True, exist_ok=True)
+    handle = open(output / LOCK_NAME, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ExperimentError(f"{output} is in use by another `ablate run` ({holder}): wait for it to finish, "
+                              "or use another --output") from None
+    handle.seek(0)
+    stale = handle.read().strip()
+    if stale:
+        print(f"[ablate] note: an earlier run ({stale}) ended without releasing {output / LOCK_NAME}; "
+              "taking it over", flush=True)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {_iso(time.time())}")
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.seek(0)
+        handle.truncate()
+        handle.flush()
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+        if created and [p.name for p in output.iterdir()] == [LOCK_NAME]:
+            (output / LOCK_NAME).unlink()
+            output.rmdir()
 
 
 @contextmanager
@@ -183,30 +236,60 @@ def train_one(params: dict) -> None:
     if results.record_path(output, trial_id).exists():
         tune.report({"phase": "done", "step": 0, "status": "done before"})
         return
-    trial = Trial(spec["config"])
-    checkpoint = tune.get_checkpoint()
-    restored_at = None
-    if checkpoint:
+    trial, restored_at, warning = _restore(spec["config"], tune.get_checkpoint())
+    timeout = spec["config"].get("timeout_seconds")
+    watchdog = threading.Timer(timeout, _give_up, (output, trial_id, trial, timeout)) if timeout else None
+    if watchdog is not None:
+        watchdog.daemon = True
+        watchdog.start()
+    try:
+        last_saved = time.monotonic()
+        while not trial.done_training:
+            trial.train(until=trial.step + trial.config["log_every"])
+            if trial.done_training or time.monotonic() - last_saved > spec["checkpoint_seconds"]:
+                _report_with_checkpoint(trial, warning)
+                warning, last_saved = None, time.monotonic()
+        result = trial.finish()
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+    save_trial_result(output, trial_id, result, restored_at)
+    tune.report({"phase": "done", "step": trial.step, "status": result.status, "warning": warning})
+
+
+def _restore(config: dict, checkpoint) -> tuple[Trial, int | None, str | None]:
+    """A fresh trial, or one continued from Tune's checkpoint; a checkpoint that cannot be read
+    (truncated, corrupt) restarts the trial from step 0 with a warning instead of failing it."""
+    trial = Trial(config)
+    if not checkpoint:
+        return trial, None, None
+    try:
         with checkpoint.as_directory() as folder:
             trial.load_state_dict(torch.load(Path(folder) / "state.pt", weights_only=True))
-        restored_at = trial.step
-    last_saved = time.monotonic()
-    while not trial.done_training:
-        trial.train(until=trial.step + trial.config["log_every"])
-        if trial.done_training or time.monotonic() - last_saved > spec["checkpoint_seconds"]:
-            _report_with_checkpoint(trial)
-            last_saved = time.monotonic()
-    result = trial.finish()
-    save_trial_result(output, trial_id, result, restored_at)
-    tune.report({"phase": "done", "step": trial.step, "status": result.status})
+    except Exception as error:  # torch.load raises many types for a damaged file
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        return Trial(config), None, f"checkpoint unreadable ({reason}); restarted from step 0"
+    return trial, trial.step, None
 
 
-def _report_with_checkpoint(trial: Trial) -> None:
+def _give_up(output: Path, trial_id: str, trial: Trial, timeout: float) -> None:
+    """The watchdog: past `train.timeout_seconds` the trial is recorded as failed (reason timeout)
+    and its worker process ends, even if it is stuck inside a call; Tune's retry then finds the
+    record and returns at once, and the grid goes on."""
+    record = {"node": ray.get_runtime_context().get_node_id(), "restored_at_step": None,
+              "status": results.FAILED, "reason": "timeout", "diverged_step": None,
+              "train_seconds": trial.train_seconds, "eval_seconds": 0.0, "metrics": {},
+              "curves": list(trial.curves), "config": trial.config, "timeout_seconds": timeout}
+    results.write_trial_result(output, trial_id, record)
+    os._exit(1)
+
+
+def _report_with_checkpoint(trial: Trial, warning: str | None = None) -> None:
     loss = trial.curves[-1]["loss"] if trial.curves else float("nan")
     with tempfile.TemporaryDirectory() as folder:
         torch.save(trial.state_dict(), Path(folder) / "state.pt")
-        tune.report({"phase": "train", "step": trial.step, "loss": loss, "status": trial.status},
-                    checkpoint=tune.Checkpoint.from_directory(folder))
+        tune.report({"phase": "train", "step": trial.step, "loss": loss, "status": trial.status,
+                     "warning": warning}, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def save_trial_result(output: Path, trial_id: str, result, restored_at: int | None = None) -> None:
@@ -322,6 +405,10 @@ class ProgressView(tune.Callback):
         """Called by Tune at the start of every run, including a restored one."""
         self.start, self.done_before = time.monotonic(), None
         self.last_counts, self.last_time = None, 0.0
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if result.get("warning"):
+            print(f"[ablate] warning: {trial.config['trial']['trial_id']}: {result['warning']}", flush=True)
 
     def on_step_end(self, iteration, trials, **info) -> None:
         done = sum(t.status == "TERMINATED" for t in trials)

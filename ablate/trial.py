@@ -47,6 +47,7 @@ DEFAULTS: dict = {
     "eval_ema": 0.995,  # decay of the weight EMA used for evaluation; None: evaluate the raw weights
     "log_every": 100,
     "divergence_loss": 1e3,  # a loss above this (or NaN/inf) ends the trial as diverged
+    "timeout_seconds": None,  # enforced by the runner: a trial attempt longer than this fails (reason timeout)
     "eval_steps": None,  # None: 1, 2, 4, ..., k_max
     "eval_seed": 0,  # the evaluation noise: the same for every variant and seed
     "seed": 0,

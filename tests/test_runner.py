@@ -8,6 +8,7 @@ missing; an output folder is never clobbered nor resumed with another experiment
 """
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -81,7 +82,7 @@ def test_a_trial_checkpoints_every_interval_and_writes_its_result_once(tmp_path,
     runner.train_one(_params(tmp_path))
     steps = [r["step"] for r in recorder.reports if r["phase"] == "train"]
     assert steps == [10, 20, 30, 40, 50, 60] and [s["step"] for s in recorder.states] == steps
-    assert recorder.reports[-1] == {"phase": "done", "step": 60, "status": "ok"}
+    assert recorder.reports[-1] == {"phase": "done", "step": 60, "status": "ok", "warning": None}
     record = _record(tmp_path)
     alone = run_trial(CONFIG)
     assert record["metrics"] == {str(k): v for k, v in alone.metrics.items()}
@@ -181,3 +182,39 @@ def test_an_output_folder_is_never_clobbered_nor_resumed_with_another_experiment
     (tmp_path / "file").write_text("x")
     with pytest.raises(ExperimentError, match="is a file"):
         runner.check_output(experiment, tmp_path / "file", resume=False, force=False)
+
+
+def test_a_damaged_checkpoint_restarts_the_trial_with_a_warning(tmp_path, worker):
+    """A truncated state.pt (a crash while Tune copied it, a full disk) must not fail the trial: it
+    restarts from step 0, says so once, and ends with the uninterrupted numbers."""
+    first = worker()
+    runner.train_one(_params(tmp_path / "first"))
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    torch.save(first.states[2], folder / "state.pt")
+    data = (folder / "state.pt").read_bytes()
+    (folder / "state.pt").write_bytes(data[: len(data) // 3])
+    second = worker(tune.Checkpoint.from_directory(str(folder)))
+    runner.train_one(_params(tmp_path / "second"))
+    warnings = [r["warning"] for r in second.reports if r.get("warning")]
+    assert len(warnings) == 1 and warnings[0].startswith("checkpoint unreadable") and "step 0" in warnings[0]
+    assert [r["step"] for r in second.reports if r["phase"] == "train"][0] == 10
+    resumed, uninterrupted = _record(tmp_path / "second"), _record(tmp_path / "first")
+    assert resumed["restored_at_step"] is None and resumed["metrics"] == uninterrupted["metrics"]
+
+
+def test_one_driver_per_folder(tmp_path, capsys):
+    output = tmp_path / "out"
+    with runner.folder_lock(output):
+        holder = (output / runner.LOCK_NAME).read_text()
+        assert holder.startswith(f"pid {runner.os.getpid()} on ")
+        with pytest.raises(ExperimentError, match=re.escape(f"in use by another `ablate run` ({holder})")):
+            with runner.folder_lock(output):
+                pass
+    assert not output.exists()  # created for the run, nothing written: removed again
+    output.mkdir()
+    (output / runner.LOCK_NAME).write_text("pid 1 on elsewhere since yesterday")  # its holder died
+    with runner.folder_lock(output):
+        pass
+    assert "an earlier run (pid 1 on elsewhere since yesterday) ended without releasing" in capsys.readouterr().out
+    assert (output / runner.LOCK_NAME).read_text() == ""  # released

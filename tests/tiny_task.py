@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +32,19 @@ class TinyTask:
     metric_directions = {"mean_error": "min", "spread": "max"}
 
     def __init__(self, separation: float = 2.0, n_eval: int = 256, crash_once_after: int | None = None,
-                 crash_marker: str | None = None) -> None:
+                 crash_marker: str | None = None, hang_at_batch: int | None = None) -> None:
         self.separation = separation
         self.n_eval = n_eval
         self.crash_once_after, self.crash_marker = crash_once_after, crash_marker
+        self.hang_at_batch = hang_at_batch
         self.batches = 0
 
     def batch(self, batch_size: int, generator: torch.Generator):
         """Batch `crash_once_after` crashes: once (a lost node) when `crash_marker` names a file to leave
         behind, every time (a broken trial) without one."""
         self.batches += 1
+        if self.batches == self.hang_at_batch:
+            time.sleep(3600)  # a hung trial: stuck inside a call, never returning
         if self.batches == self.crash_once_after:
             if self.crash_marker is None:
                 raise RuntimeError("simulated broken trial")
@@ -65,5 +69,5 @@ class TinyTask:
 
 
 def make_task(separation: float = 2.0, n_eval: int = 256, crash_once_after: int | None = None,
-              crash_marker: str | None = None) -> TinyTask:
-    return TinyTask(separation, n_eval, crash_once_after, crash_marker)
+              crash_marker: str | None = None, hang_at_batch: int | None = None) -> TinyTask:
+    return TinyTask(separation, n_eval, crash_once_after, crash_marker, hang_at_batch)

@@ -21,7 +21,7 @@ from ablate.report.context import FLOOR_LABEL, Context, md_table, resolve_primar
 from ablate.report.figures import (fig_curves, fig_forest, fig_half_normal, fig_horizon,
                                    fig_interactions, fig_samples, fig_steps, plot_quality_vs_steps)
 from ablate.report.text import divergence_sentence, render
-from ablate.results import Results, load
+from ablate.results import Results, atomic_write, load
 
 __all__ = ["FLOOR_LABEL", "plot_quality_vs_steps", "write_report"]
 
@@ -44,8 +44,8 @@ def write_report(folder: str | Path, primary_metric: str | None = None,
         "power": analysis.power_table(results),
         "comparisons": analysis.paper_vs_others(results),
     }
-    for name, table in tables.items():
-        table.to_csv(results.folder / f"{name}.csv", index=False)
+    for name, table in tables.items():  # atomically: a full disk leaves the old table or the new one
+        atomic_write(results.folder / f"{name}.csv", lambda tmp, table=table: table.to_csv(tmp, index=False))
     ctx = Context(results, tables["cells"], tables["effects"], analysis.noise_floors(results), metric,
                   steps, notes, analysis.metric_scales(results), tables["strata"], tables["power"],
                   tables["comparisons"])
@@ -57,7 +57,7 @@ def write_report(folder: str | Path, primary_metric: str | None = None,
         fig_half_normal(ctx)
     text = render(ctx, analysis.divergence_table(results), analysis.missing_trials(results))
     path = results.folder / "report.md"
-    path.write_text(text)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
     return path
 
 
@@ -66,11 +66,12 @@ def _write_empty_report(results: Results) -> Path:
     divergence = analysis.divergence_table(results)
     missing = analysis.missing_trials(results)
     path = results.folder / "report.md"
-    path.write_text("\n\n".join([
+    text = "\n\n".join([
         f"# Ablation report: {results.name}",
         "No trial has metric rows yet, so there is nothing to compare. "
         + divergence_sentence(divergence, results),
         "## Missing trials",
         md_table(missing.astype(str)) if len(missing) else "None.",
-    ]) + "\n")
+    ]) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
     return path

@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ablate import analysis
-from ablate.results import Results
+from ablate.results import Results, atomic_write
 
 DPI = 120
 ALPHA = 0.05
@@ -168,7 +168,8 @@ def save(ctx: Context, fig: Figure, name: str, caption: str, tight: bool = True)
     ``tight_layout`` or by hand do not need it, and each draw costs about a second.
     """
     ctx.figure_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(ctx.figure_dir / name, dpi=DPI, bbox_inches="tight" if tight else None)
+    atomic_write(ctx.figure_dir / name,
+                 lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight" if tight else None))
     ctx.figures.append((caption, f"figures/{name}"))
 
 

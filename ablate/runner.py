@@ -80,7 +80,12 @@ def check_output(experiment: Experiment, output: Path, resume: bool, force: bool
         saved = output / "experiment.json"
         if not saved.is_file():
             raise ExperimentError(f"{output} holds no run of this experiment to resume (no experiment.json)")
-        if json.loads(saved.read_text()) != _jsonable(experiment.spec):
+        try:
+            recorded = json.loads(saved.read_text())
+        except ValueError:
+            raise ExperimentError(f"{saved} is damaged: cannot tell which experiment {output} holds; use "
+                                  "--force or another output folder") from None
+        if recorded != _jsonable(experiment.spec):
             raise ExperimentError(f"the experiment changed since {output} was started: resume with the same "
                                   "file, or use --force / another output folder")
 
@@ -329,7 +334,10 @@ def _run_info(experiment: Experiment, output: Path, started: float, resumed: boo
     task = experiment.task  # built and described when the experiment was validated
     eval_steps = experiment.spec["eval"]["steps"] or [2**i for i in range(experiment.k_max.bit_length())]
     primary = experiment.spec["primary"]
-    previous = json.loads((output / "run.json").read_text()) if (output / "run.json").is_file() else {}
+    try:  # earlier sessions of this run; a damaged run.json is rewritten from this session on
+        previous = json.loads((output / "run.json").read_text()) if (output / "run.json").is_file() else {}
+    except ValueError:
+        previous = {}
     now = time.time()
     sessions = previous.get("sessions", []) + [{
         "started": _iso(started), "finished": _iso(now), "wall_seconds": now - started, "resumed": resumed,

@@ -174,6 +174,11 @@ def test_an_output_folder_is_never_clobbered_nor_resumed_with_another_experiment
         runner.check_output(experiment, output, resume=True, force=False)
     (output / "experiment.json").write_text(json.dumps(runner._jsonable(experiment.spec)))
     runner.check_output(experiment, output, resume=True, force=False)
+    saved = (output / "experiment.json").read_text()
+    (output / "experiment.json").write_text(saved[:10])
+    with pytest.raises(ExperimentError, match="experiment.json is damaged"):
+        runner.check_output(experiment, output, resume=True, force=False)
+    (output / "experiment.json").write_text(saved)
     changed = parse_experiment({**experiment.spec, "seeds": [0, 1, 2]})
     with pytest.raises(ExperimentError, match="changed"):
         runner.check_output(changed, output, resume=True, force=False)

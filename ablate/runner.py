@@ -433,8 +433,19 @@ class ProgressView(tune.Callback):
         counts = (done, diverged, failed)
         if counts != self.last_counts or time.monotonic() - self.last_time > self.every_seconds:
             print(f"[ablate] {done}/{self.total} trials done ({diverged} diverged), {running} running, "
-                  f"{failed} failed | {_duration(elapsed)} elapsed, {eta}", flush=True)
+                  f"{failed} failed | {_duration(elapsed)} elapsed, {eta}{_running_steps(trials)}", flush=True)
             self.last_counts, self.last_time = counts, time.monotonic()
+
+
+def _running_steps(trials, most: int = 4) -> str:
+    """`` | seed0 step 300/1000, ...``: each running trial's training step out of its total."""
+    parts = []
+    for t in trials:
+        if t.status == "RUNNING" and (t.last_result or {}).get("phase") == "train":
+            parts.append(f"{t.config['trial']['trial_id']} step {t.last_result['step']}/"
+                         f"{t.config['trial']['config']['train_steps']}")
+    more = f", +{len(parts) - most} more" if len(parts) > most else ""
+    return f" | {', '.join(parts[:most])}{more}" if parts else ""
 
 
 def _duration(seconds: float) -> str:

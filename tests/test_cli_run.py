@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -223,6 +224,7 @@ def test_a_stopped_driver_then_resume_runs_every_trial_exactly_once(tmp_path, st
         assert "--resume" in first_output
     done_first = {p.stem for p in (out / "trials").glob("*.json")}
     assert 1 <= len(done_first) < 6, first_output
+    assert re.search(r"\| grid_\w+__seed\d step \d+/1500", first_output), first_output  # progress per trial
     mtimes = {t: (out / "trials" / f"{t}.json").stat().st_mtime_ns for t in done_first}
     damaged = []
     if stop == signal.SIGINT:  # and every checkpoint cut short before the resume: restart, say so, lose nothing

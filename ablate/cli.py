@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
 
     run = commands.add_parser("run", help="run an experiment's variant x seed grid on Ray Tune")
     run.add_argument("experiment", help="path to an experiment YAML, e.g. experiments/quickstart.yaml")
+    run.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                     help="override the file: dotted keys, YAML values, e.g. train.steps=500 seeds=[0,1,2] "
+                          "factors.tau2_weight=[true]")
     run.add_argument("--dry-run", action="store_true", help="print the trial matrix and resources, run nothing")
     run.add_argument("--resume", action="store_true", help="finish what an interrupted run left undone")
     run.add_argument("--force", action="store_true", help="delete an existing output folder and start over")
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ExperimentError, ResultsError) as error:
         print(f"ablate: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `ablate run ... --dry-run | head`: the reader has gone, nothing to say
+        return 0
     except OSError as error:  # a full disk, a read-only folder: nothing half-written (writes are atomic)
         where = f" ({error.filename})" if error.filename else ""
         print(f"ablate: error: cannot write results{where}: {error.strerror or error}; free space or fix "
@@ -47,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    experiment = load_experiment(args.experiment)
+    experiment = load_experiment(args.experiment, args.overrides)
     if args.dry_run:
         _print_matrix(experiment)
         return 0
@@ -59,7 +64,8 @@ def _run(args) -> int:
     print(f"[ablate] {outcome.finished}/{outcome.expected} trials finished, {outcome.failed} failed; "
           f"tables in {outcome.output}", flush=True)
     if outcome.interrupted:
-        print(f"[ablate] interrupted: finish with `ablate run {args.experiment} --resume"
+        again = " ".join([args.experiment, *args.overrides])
+        print(f"[ablate] interrupted: finish with `ablate run {again} --resume"
               f"{' --output ' + args.output if args.output else ''}`", flush=True)
         return 130
     if not args.no_report:
@@ -86,6 +92,8 @@ def _report(folder: str, metric: str | None, steps: int | None, rebuild: bool) -
 def _print_matrix(experiment: Experiment) -> None:
     spec = experiment.spec
     cells = Counter(t.variant for t in experiment.trials)
+    if experiment.overrides:
+        print(f"overrides: {' '.join(experiment.overrides)}")
     print(f"experiment {experiment.name}: task {spec['task']}, k_max {experiment.k_max}, "
           f"{len(cells)} cells x {len(spec['seeds'])} seeds = {len(experiment.trials)} trials")
     for name, levels in experiment.factors.items():

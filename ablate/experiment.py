@@ -10,6 +10,7 @@ import difflib
 import itertools
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,7 @@ class Experiment:
     resources: dict
     max_concurrent: int | None
     task: dict  # what the report needs of the task: sample_format, primary_metric, metric_directions
+    overrides: tuple = ()  # the command-line overrides applied to the file, as given
 
     @property
     def k_max(self) -> int:
@@ -107,7 +109,8 @@ def _number(where: str, value, *, integer=False, minimum=None, positive=False, a
     return value
 
 
-def load_experiment(path: str | Path) -> Experiment:
+def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:
+    """Read, override (``train.steps=500``, ``seeds=[0,1,2]``, ...) and validate an experiment file."""
     path = Path(path)
     if not path.is_file():
         raise ExperimentError(f"{path}: no such experiment file")
@@ -116,9 +119,44 @@ def load_experiment(path: str | Path) -> Experiment:
     except yaml.YAMLError as error:
         raise ExperimentError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     try:
-        return parse_experiment(raw, source=path)
+        experiment = parse_experiment(apply_overrides(raw, overrides), source=path)
     except ExperimentError as error:
-        raise ExperimentError(f"{path}: {error}") from None
+        raise ExperimentError(f"{path}{' with ' + ' '.join(overrides) if overrides else ''}: {error}") from None
+    experiment.overrides = tuple(overrides)
+    return experiment
+
+
+def apply_overrides(raw, overrides: Sequence[str]) -> dict:
+    """Command-line overrides ``dotted.key=value`` (the value is YAML: ``[0, 1]``, ``true``, ``1e-3``)
+    applied to the parsed file, then validated exactly like the file. A factor override replaces that
+    factor's levels and keeps the others (the four toggles when the file names none)."""
+    if not overrides:
+        return raw
+    raw = dict(raw) if isinstance(raw, dict) else {}
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ExperimentError(f"override {override!r}: expected dotted.key=value, e.g. train.steps=500")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ExperimentError(f"override {override!r}: the value is not valid YAML "
+                                  f"({str(error).splitlines()[0]})") from None
+        head, _, rest = key.partition(".")
+        if not rest:
+            raw[head] = value
+            continue
+        if head not in TOP_LEVEL:
+            raise ExperimentError(f"{head}: unknown key{_suggest(head, TOP_LEVEL)}")
+        section = raw.get(head)
+        if section is None and head == "factors":
+            section = {name: list(levels) for name, levels in DEFAULT_FACTORS.items()}
+        section = dict(section or {}) if isinstance(section, dict) or section is None else section
+        if not isinstance(section, dict):
+            raise ExperimentError(f"{head}: is not a mapping, so {key} cannot be set")
+        section[rest] = value  # `factors.task_params.x` keeps its dotted name, as in the file
+        raw[head] = section
+    return raw
 
 
 def parse_experiment(raw, source: Path | None = None) -> Experiment:

@@ -77,6 +77,27 @@ def test_four_trial_grid_end_to_end(tmp_path, ray_session, capsys):
         assert err.startswith("ablate: error: ") and err.count("\n") == 1 and bad[1] in err
 
 
+def test_command_line_overrides_are_validated_recorded_and_bind_resume(tmp_path, ray_session, capsys):
+    path = write_experiment(tmp_path)
+    out = tmp_path / "results" / "grid"
+    assert main(["run", str(path), "train.stpes=5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.stpes: unknown key (did you mean 'steps'?)" in err
+    assert not out.exists()
+    assert main(["run", str(path), "seeds=[3]", "factors.tau2_weight=[true]", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "overrides: seeds=[3] factors.tau2_weight=[true]" in printed and "1 cells x 1 seeds = 1 trials" in printed
+    assert main(["run", str(path), "train.steps=20", "seeds=[3]", "--no-report"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["overrides"] == ["train.steps=20", "seeds=[3]"]
+    assert run["config"]["train"]["steps"] == 20 and run["seeds"] == [3]
+    assert len(pd.read_csv(out / "trials.csv")) == 2
+    capsys.readouterr()
+    assert main(["run", str(path), "train.steps=30", "seeds=[3]", "--resume"]) == 2
+    assert "the experiment changed" in capsys.readouterr().err
+    assert main(["run", str(path), "train.steps=20", "seeds=[3]", "--resume", "--no-report"]) == 0
+
+
 def test_existing_results_are_never_overwritten(tmp_path, ray_session, capsys):
     path = write_experiment(tmp_path, seeds=[0])
     assert main(["run", str(path), "--no-report"]) == 0

@@ -159,6 +159,12 @@ def _save_npz(path: Path, arrays: dict) -> None:
         np.savez_compressed(handle, **arrays)
 
 
+def record_names(folder: str | Path) -> frozenset[str]:
+    """The ids of the trials with a result record (cheap: no file is read)."""
+    records_dir = Path(folder) / RECORDS_DIR
+    return frozenset(p.stem for p in records_dir.glob("*.json")) if records_dir.is_dir() else frozenset()
+
+
 def read_trial_records(folder: str | Path) -> dict[str, dict]:
     """Every finished trial's result record, by trial id; a damaged one is a ResultsError naming it."""
     records_dir = Path(folder) / RECORDS_DIR

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
 # Read by Ray at import time, hence set before `import ray`:
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # token auth for the local Ray we start (Ray's advice)
@@ -117,13 +118,45 @@ def _run_locked(experiment: Experiment, output: Path, resume: bool, force: bool,
         started = time.time()
         provenance = {"versions": package_versions(), "git_commit": git_commit()}  # of the code that runs now
         tuner = _tuner(experiment, output, gpu, resume, verbose)
-        with sigterm_as_sigint():
+        live = LiveTables(lambda: write_results(experiment, output, started, resume, provenance, set()),
+                          output)
+        with sigterm_as_sigint(), live:
             grid = tuner.fit()
         fit_seconds = time.time() - started
         failed = {r.config["trial"]["trial_id"] for r in grid if r.error is not None}
         outcome = write_results(experiment, output, started, resume, provenance, failed)
     outcome.fit_seconds = fit_seconds
     return outcome
+
+
+class LiveTables(threading.Thread):
+    """Rewrites the tables (atomically) whenever a trial finishes, so `ablate report` works mid-run on
+    what is done. Polls the trial records every `every_seconds`; stopped (and joined) before the final
+    write. A failed refresh (e.g. a full disk) is left to the final write to report."""
+
+    def __init__(self, refresh: Callable[[], object], output: Path, every_seconds: float = 2.0) -> None:
+        super().__init__(daemon=True, name="ablate-live-tables")
+        self.refresh, self.output, self.every_seconds = refresh, output, every_seconds
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        seen = None
+        while not self.stopping.wait(self.every_seconds):
+            records = results.record_names(self.output)
+            if records and records != seen:
+                try:
+                    self.refresh()
+                    seen = records
+                except (OSError, ValueError):
+                    pass
+
+    def __enter__(self) -> "LiveTables":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self.join()
 
 
 @contextmanager
@@ -339,7 +372,8 @@ def _run_info(experiment: Experiment, output: Path, started: float, resumed: boo
     except ValueError:
         previous = {}
     now = time.time()
-    sessions = previous.get("sessions", []) + [{
+    earlier = [s for s in previous.get("sessions", []) if s.get("started") != _iso(started)]
+    sessions = earlier + [{  # this session's entry, rewritten by every refresh of the live tables
         "started": _iso(started), "finished": _iso(now), "wall_seconds": now - started, "resumed": resumed,
         **provenance}]
     toggles_varied = [name for name in TOGGLES if name in experiment.factors]

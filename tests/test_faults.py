@@ -28,9 +28,13 @@ def test_a_second_driver_on_the_same_folder_refuses_in_one_line(tmp_path, capsys
         assert main(["run", str(path), "--no-report", *extra]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"in use by another `ablate run` (pid {first.pid} on " in err
-    while not (out / "ray").exists() and time.time() < deadline:  # Tune runs: Ctrl-C stops it cleanly
-        time.sleep(0.2)
-    time.sleep(2.0)
+    # live tables: as soon as a trial has finished, the report works on what is done
+    while not (out / "trials.csv").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    assert main(["report", str(out)]) == 0
+    opening = (out / "report.md").read_text().split("\n\n")[1]
+    assert opening.startswith("**Partial: ") and " of 6 trials.**" in opening
+    assert first.poll() is None  # still running
     first.send_signal(signal.SIGINT)
     output = first.communicate(timeout=120)[0]
     assert first.returncode == 130, output

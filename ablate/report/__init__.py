@@ -68,6 +68,7 @@ def _write_empty_report(results: Results) -> Path:
     path = results.folder / "report.md"
     text = "\n\n".join([
         f"# Ablation report: {results.name}",
+        f"**Partial: 0 of {len(results.run.get('expected_trials') or [])} trials.** "
         "No trial has metric rows yet, so there is nothing to compare. "
         + divergence_sentence(divergence, results),
         "## Missing trials",

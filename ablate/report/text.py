@@ -122,7 +122,9 @@ def _opening(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame) -> s
     total = divergence[divergence["group"] == "all"].iloc[0]
     n_expected = int(total["n_trials"] + total["n_missing"])
     n_seeds = len(results.seeds)
-    parts = [f"At **{metric}** ({better(ctx.direction)}) with **K = {steps}** sampling steps "
+    partial = (f"**Partial: {int(total['n_trials'])} of {n_expected} trials.** "
+               if int(total["n_missing"]) else "")  # a run still going, or interrupted
+    parts = [f"{partial}At **{metric}** ({better(ctx.direction)}) with **K = {steps}** sampling steps "
              f"({n_seeds} seed(s), {total['n_ok']} of {n_expected} expected trials finished without "
              f"diverging; {scale_phrase(ctx.scale)}):"]
     mains = estimable[estimable["kind"] == "main"]

@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("folder", help="a results folder, e.g. results/quickstart")
     report.add_argument("--metric", help="primary metric (default: the task's)")
     report.add_argument("--steps", type=int, help="primary number of sampling steps (default: 4)")
+    report.add_argument("--format", default="png", help="figure formats, comma-separated: png,pdf,svg")
+    report.add_argument("--color-by", help="colour the other variants by this factor's level")
     report.add_argument("--rebuild", action="store_true",
                         help="rebuild metrics, curves and trials tables from the trial records first")
 
@@ -38,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
-        return _report(args.folder, args.metric, args.steps, rebuild=args.rebuild)
+        return _report(args.folder, args.metric, args.steps, rebuild=args.rebuild,
+                       formats=tuple(f.strip() for f in args.format.split(",") if f.strip()),
+                       color_by=args.color_by)
     except (ExperimentError, ResultsError) as error:
         print(f"ablate: error: {error}", file=sys.stderr)
         return 2
@@ -73,7 +77,8 @@ def _run(args) -> int:
     return 0 if outcome.failed == 0 else 1
 
 
-def _report(folder: str, metric: str | None, steps: int | None, rebuild: bool) -> int:
+def _report(folder: str, metric: str | None, steps: int | None, rebuild: bool,
+            formats: tuple[str, ...] = ("png",), color_by: str | None = None) -> int:
     from ablate.report import write_report
 
     if not (Path(folder) / "run.json").is_file():
@@ -82,7 +87,8 @@ def _report(folder: str, metric: str | None, steps: int | None, rebuild: bool) -
         rebuild_tables(folder)
         print(f"[ablate] rebuilt the tables of {folder} from its trial records")
     try:
-        path = write_report(folder, primary_metric=metric, primary_steps=steps)
+        path = write_report(folder, primary_metric=metric, primary_steps=steps, formats=formats,
+                            color_by=color_by)
     except ValueError as error:  # an unknown --metric or --steps: one line, not a traceback
         raise ExperimentError(str(error)) from error
     print(f"[ablate] report: {path}")

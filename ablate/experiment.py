@@ -21,7 +21,7 @@ from ablate.tasks import BUILTIN_TASKS, make_task
 from ablate.trial import DEFAULTS, TEACHERS, build_objective
 
 TOP_LEVEL = ("name", "task", "task_params", "objective", "factors", "baseline", "seeds", "train", "eval",
-             "resources", "max_concurrent", "primary", "output", "checkpoint_seconds", "max_failures")
+             "resources", "max_concurrent", "primary", "output", "checkpoint_seconds", "max_failures", "labels")
 OBJECTIVE_KEYS = ("k_max", "ramp", "step_sizes", "bootstrap_fraction", "bootstrap_weight", *TOGGLES)
 TRAIN_KEYS = {  # YAML key under `train:` -> trial config key
     "steps": "train_steps", "batch_size": "batch_size", "lr": "lr", "lr_final": "lr_final",
@@ -213,8 +213,12 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
     max_concurrent = _number("max_concurrent", raw.get("max_concurrent"), integer=True, positive=True,
                              allow_none=True)
 
+    labels = raw.get("labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise ExperimentError("labels: must map a cell label or a role (paper, simplified, baseline) to a "
+                              "display name, e.g. {paper: DreamerV4, simplified: port}")
     spec = {
-        "name": name, "task": task, "task_params": task_params, "objective": objective, "factors": factors,
+        "name": name, "task": task, "labels": {str(k): v for k, v in labels.items()}, "task_params": task_params, "objective": objective, "factors": factors,
         "baseline": baseline, "seeds": seeds, "train": train, "eval": evaluation, "resources": resources,
         "max_concurrent": max_concurrent, "primary": _section(raw, "primary", PRIMARY_KEYS),
         "output": raw.get("output"),

@@ -396,6 +396,7 @@ def _run_info(experiment: Experiment, output: Path, started: float, resumed: boo
         "primary_metric": primary.get("metric", task["primary_metric"]),
         "primary_steps": primary.get("steps", 4 if 4 in eval_steps else eval_steps[len(eval_steps) // 2]),
         "metric_directions": task["metric_directions"],
+        "labels": experiment.spec["labels"],  # display names for figures, by cell label or role
         "config": _jsonable(experiment.spec),  # resolved: the file with its overrides applied
         "overrides": list(experiment.overrides),
         **provenance,  # of the latest session; every session's own is in `sessions`

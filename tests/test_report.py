@@ -1,5 +1,6 @@
 """The report renders every figure for each task shape and states what is missing or impossible."""
 
+import json
 import re
 import shutil
 
@@ -194,3 +195,33 @@ def test_a_toggle_that_helps_by_a_factor_in_most_strata_is_never_called_indistin
     assert (effects.loc[effects["metric"] == "fd", "scale"] == "log").all()
     strata = pd.read_csv(tmp_path / "strata.csv").query("term == 'half_step' and steps == 4")
     assert len(strata) == 8 and (strata["ratio"] < 0.7).sum() == 6 and (strata["ratio"] > 1.3).sum() == 2
+
+
+def test_figures_for_a_paper_formats_display_names_colour_by_factor_and_latex(tmp_path, capsys):
+    from ablate.cli import main
+    from ablate.report.context import line_styles
+
+    make_synthetic_results(tmp_path, INJECTED, noise_sd=0.05, seeds=range(3), steps=[1, 4], metrics=["w2"])
+    run = json.loads((tmp_path / "run.json").read_text())
+    (tmp_path / "run.json").write_text(json.dumps({**run, "labels": {"paper": "DreamerV4"}}))
+    assert main(["report", str(tmp_path), "--format", "png,pdf,svg", "--color-by", "tau2_weight"]) == 0
+    figures = {p.name for p in (tmp_path / "figures").iterdir()}
+    for stem in ("steps_w2", "effects_forest", "interactions"):
+        assert {f"{stem}.png", f"{stem}.pdf", f"{stem}.svg"} <= figures
+    results = load(tmp_path)
+    styles = line_styles(list(results.variant_levels()["variant"]), results, "tau2_weight")
+    labels = [style["label"] for _, style, _ in styles if style.get("label")]
+    assert labels == ["tau2_weight = True", "tau2_weight = False", "DreamerV4", "simplified", "flow baseline"]
+    colours = {style["color"] for v, style, highlighted in styles if not highlighted}
+    assert len(colours) == 2  # one colour per level, no anonymous grey
+    ax = Figure().add_subplot()
+    plot_quality_vs_steps(ax, analysis.cell_summary(results), results, "w2", color_by="tau2_weight")
+    legend = ax.get_legend()
+    assert legend.get_bbox_to_anchor().x0 >= ax.bbox.x1 - 1  # the legend sits outside the data
+    tex = (tmp_path / "effects.tex").read_text()
+    assert "\\toprule" in tex and "\\bottomrule" in tex and "tau\\_sampling x half\\_step" in tex
+    for bad, named in ((["--format", "png,gif"]), "gif"), ((["--color-by", "nope"]), "nope"):
+        capsys.readouterr()
+        assert main(["report", str(tmp_path), *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and named in err

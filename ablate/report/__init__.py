@@ -14,26 +14,36 @@ or effects of their own.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from ablate import analysis
-from ablate.report.context import FLOOR_LABEL, Context, md_table, resolve_primary
+from ablate.report.context import FLOOR_LABEL, FORMATS, Context, md_table, resolve_primary
 from ablate.report.figures import (fig_curves, fig_forest, fig_half_normal, fig_horizon,
                                    fig_interactions, fig_samples, fig_steps, plot_quality_vs_steps)
-from ablate.report.text import divergence_sentence, render
+from ablate.report.text import divergence_sentence, effects_latex, render
 from ablate.results import Results, atomic_write, load
 
 __all__ = ["FLOOR_LABEL", "plot_quality_vs_steps", "write_report"]
 
 
 def write_report(folder: str | Path, primary_metric: str | None = None,
-                 primary_steps: int | None = None) -> Path:
-    """Analyse a results folder and write report.md, the analysis tables and figures/*.png.
+                 primary_steps: int | None = None, formats: Sequence[str] = ("png",),
+                 color_by: str | None = None) -> Path:
+    """Analyse a results folder and write report.md, the analysis tables, effects.tex and figures.
 
-    Returns the path of report.md. Partial results (missing or diverged trials) are analysed as
-    they are and listed, never treated as errors.
+    ``formats``: any of png, pdf, svg (every figure in each); ``color_by``: a factor whose levels
+    colour the variants other than the paper, simplified and baseline ones. Returns the path of
+    report.md. Partial results (missing or diverged trials) are analysed as they are and listed,
+    never treated as errors.
     """
+    formats = tuple(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if not formats or unknown:
+        raise ValueError(f"--format {','.join(formats)}: choose from {', '.join(FORMATS)}")
     results = load(folder)
+    if color_by is not None and color_by not in results.factor_names:
+        raise ValueError(f"--color-by {color_by!r} is not a factor of this run; have {results.factor_names}")
     if results.metrics.empty:
         return _write_empty_report(results)
     metric, steps, notes = resolve_primary(results, primary_metric, primary_steps)
@@ -48,9 +58,11 @@ def write_report(folder: str | Path, primary_metric: str | None = None,
         atomic_write(results.folder / f"{name}.csv", lambda tmp, table=table: table.to_csv(tmp, index=False))
     ctx = Context(results, tables["cells"], tables["effects"], analysis.noise_floors(results), metric,
                   steps, notes, analysis.metric_scales(results), tables["strata"], tables["power"],
-                  tables["comparisons"])
-    for stale in ctx.figure_dir.glob("*.png"):  # from an earlier report with other choices
-        stale.unlink()
+                  tables["comparisons"], formats, color_by)
+    atomic_write(results.folder / "effects.tex", lambda tmp: tmp.write_text(effects_latex(ctx)))
+    for fmt in FORMATS:  # figures of an earlier report with other choices
+        for stale in ctx.figure_dir.glob(f"*.{fmt}"):
+            stale.unlink()
     for draw in (fig_steps, fig_forest, fig_interactions, fig_curves, fig_samples, fig_horizon):
         draw(ctx)
     if ctx.single_seed:

@@ -19,7 +19,8 @@ from matplotlib.figure import Figure
 from ablate import analysis
 from ablate.results import Results, atomic_write
 
-DPI = 120
+DPI = 150
+FORMATS = ("png", "pdf", "svg")
 ALPHA = 0.05
 PAPER_STYLE = {"color": "tab:blue", "lw": 2.2, "zorder": 5}
 SIMPLIFIED_STYLE = {"color": "tab:red", "lw": 2.2, "zorder": 4}
@@ -45,6 +46,8 @@ class Context:
     strata: pd.DataFrame
     power: pd.DataFrame
     comparisons: pd.DataFrame
+    formats: tuple[str, ...] = ("png",)  # every figure is written in each (png, pdf, svg)
+    color_by: str | None = None  # colour the non-highlighted variants by this factor's level
     figures: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -134,14 +137,31 @@ def better(direction: str) -> str:
     return "lower is better" if direction == "min" else "higher is better"
 
 
+ROLE_NAMES = {"paper": "paper", "simplified": "simplified", "baseline": "flow baseline"}
+LEVEL_COLORS = ("tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+
+
+def display_name(variant: str, results: Results) -> str:
+    """The name a figure shows: run.json `labels` (the experiment's `labels:` map, by cell label or by
+    role) first, else "paper", "simplified", "flow baseline" for the three named cells, else the label."""
+    labels = results.run.get("labels") or {}
+    if variant in labels:
+        return str(labels[variant])
+    for role, named in (("paper", results.paper_variant), ("simplified", results.simplified_variant),
+                        ("baseline", results.baseline_variant)):
+        if variant == named:
+            return str(labels.get(role, ROLE_NAMES[role]))
+    return variant
+
+
 def style_of(variant: str, results: Results) -> dict:
     """Line style: the paper, simplified and baseline variants stand out, the rest are grey."""
     if variant == results.paper_variant:
-        return {**PAPER_STYLE, "label": f"paper: {variant}"}
+        return {**PAPER_STYLE, "label": display_name(variant, results)}
     if variant == results.simplified_variant:
-        return {**SIMPLIFIED_STYLE, "label": f"simplified: {variant}"}
+        return {**SIMPLIFIED_STYLE, "label": display_name(variant, results)}
     if variant == results.baseline_variant:
-        return {**BASELINE_STYLE, "label": f"baseline: {variant}"}
+        return {**BASELINE_STYLE, "label": display_name(variant, results)}
     return dict(OTHER_STYLE)
 
 
@@ -151,13 +171,32 @@ def highlighted(variants: Sequence[str], results: Results) -> list[str]:
     return [v for v in wanted if v in variants]
 
 
-def line_styles(variants: Sequence[str], results: Results) -> list[tuple[str, dict, bool]]:
-    """(variant, line style, highlighted) with grey variants first, so highlighted lines are on
-    top; only the first grey line gets a legend entry ("other variants")."""
+def line_styles(variants: Sequence[str], results: Results, color_by: str | None = None
+                ) -> list[tuple[str, dict, bool]]:
+    """(variant, line style, highlighted) with the other variants first, so highlighted lines are on
+    top. The others are grey with one legend entry ("other variants"), or, with ``color_by``, coloured
+    by their level of that factor with one legend entry per level."""
     first = highlighted(variants, results)
-    grey = [v for v in variants if v not in first]
-    styles = [(v, dict(OTHER_STYLE, label="other variants" if i == 0 else None), False)
-              for i, v in enumerate(grey)]
+    others = [v for v in variants if v not in first]
+    styles = []
+    if color_by is not None:
+        levels = results.factor_levels.get(color_by, [])
+        by_variant = results.variant_levels().set_index("variant")[color_by].to_dict() \
+            if color_by in results.variant_levels().columns else {}
+        def level_index(variant: str) -> int | None:
+            return next((i for i, lv in enumerate(levels) if lv == by_variant.get(variant)), None)
+
+        others.sort(key=lambda v: (level_index(v) is None, level_index(v) or 0))  # legend in level order
+        labelled = set()
+        for v in others:
+            level, index = by_variant.get(v), level_index(v)
+            color = LEVEL_COLORS[index % len(LEVEL_COLORS)] if index is not None else OTHER_STYLE["color"]
+            label = f"{color_by} = {level}" if index is not None and index not in labelled else None
+            labelled.add(index)
+            styles.append((v, dict(OTHER_STYLE, color=color, alpha=0.8, label=label), False))
+    else:
+        styles = [(v, dict(OTHER_STYLE, label="other variants" if i == 0 else None), False)
+                  for i, v in enumerate(others)]
     return styles + [(v, style_of(v, results), True) for v in first]
 
 
@@ -168,9 +207,13 @@ def save(ctx: Context, fig: Figure, name: str, caption: str, tight: bool = True)
     ``tight_layout`` or by hand do not need it, and each draw costs about a second.
     """
     ctx.figure_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(ctx.figure_dir / name,
-                 lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight" if tight else None))
-    ctx.figures.append((caption, f"figures/{name}"))
+    stem = Path(name).stem
+    for fmt in ctx.formats:
+        atomic_write(ctx.figure_dir / f"{stem}.{fmt}",
+                     lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=DPI,
+                                                      bbox_inches="tight" if tight else None))
+    shown = "png" if "png" in ctx.formats else ctx.formats[0]  # report.md embeds one of them
+    ctx.figures.append((caption, f"figures/{stem}.{shown}"))
 
 
 def main_metrics(results: Results) -> list[str]:

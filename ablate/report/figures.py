@@ -24,7 +24,7 @@ from ablate.results import OK, Results
 
 
 def plot_quality_vs_steps(ax: Axes, cells: pd.DataFrame, results: Results, metric: str,
-                          scale: str = "raw") -> None:
+                          scale: str = "raw", color_by: str | None = None) -> None:
     """Mean over seeds vs sampling steps (log2 axis) per variant, with 95 % Student-t CI bands.
 
     The paper, simplified and baseline variants are highlighted; the rest are thin grey lines. A
@@ -35,7 +35,7 @@ def plot_quality_vs_steps(ax: Axes, cells: pd.DataFrame, results: Results, metri
     """
     data = cells[cells["metric"] == metric].sort_values("steps")
     centre, low, high = ("gmean", "gmean_ci_low", "gmean_ci_high") if scale == "log" else ("mean", "ci_low", "ci_high")
-    for variant, style, is_highlighted in line_styles(list(pd.unique(data["variant"])), results):
+    for variant, style, is_highlighted in line_styles(list(pd.unique(data["variant"])), results, color_by):
         rows = data[data["variant"] == variant]
         ax.plot(rows["steps"], rows[centre], marker="o", ms=3, **style)
         band = rows[np.isfinite(rows[low].astype(float))]
@@ -88,7 +88,7 @@ def fig_steps(ctx: Context) -> None:
         fig = Figure(figsize=(7.5, 4))
         ax = fig.add_subplot()
         scale = ctx.scales.get(metric, "raw")
-        plot_quality_vs_steps(ax, ctx.cells, ctx.results, metric, scale)
+        plot_quality_vs_steps(ax, ctx.cells, ctx.results, metric, scale, ctx.color_by)
         average = "geometric mean" if scale == "log" else "mean"
         ax.set_title(f"{metric} vs sampling steps ({average} over seeds, 95% CI)", fontsize=10)
         save(ctx, fig, f"steps_{safe_name(metric)}.png", f"{metric} vs number of sampling steps")
@@ -202,7 +202,7 @@ def fig_curves(ctx: Context) -> None:
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, quantity in zip(axes.flat, quantities):
         mean = curves[curves["metric"] == quantity].groupby(["variant", "step"])["value"].mean()
-        for variant, style, _ in line_styles(list(mean.index.unique("variant")), ctx.results):
+        for variant, style, _ in line_styles(list(mean.index.unique("variant")), ctx.results, ctx.color_by):
             ax.plot(mean[variant].index, mean[variant].to_numpy(), **style)
         if (mean > 0).all() and mean.max() > 3 * mean.min():  # losses spanning a range
             ax.set_yscale("log")
@@ -361,7 +361,7 @@ def fig_horizon(ctx: Context) -> None:
         axes = fig.subplots(1, len(k_values), squeeze=False, sharey=True)[0]
         for ax, k in zip(axes, k_values):
             at_k = data[data["steps"] == k]
-            for variant, style, _ in line_styles(list(pd.unique(at_k["variant"])), results):
+            for variant, style, _ in line_styles(list(pd.unique(at_k["variant"])), results, ctx.color_by):
                 rows = at_k[at_k["variant"] == variant]
                 ax.plot(rows["t"], rows["mean"], marker=".", **style)
             ax.set_title(f"K = {k}", fontsize=9)

@@ -461,3 +461,24 @@ def render(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame) -> str
         ]),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def _latex(text: str) -> str:
+    return "".join("\\" + c if c in "_&%#$" else c for c in str(text))
+
+
+def effects_latex(ctx: Context) -> str:
+    """effects.tex: the primary metric's factor effects at the primary K as a booktabs table
+    (every term of the full factorial; ratios on a log-scale metric), ready for \\input{}."""
+    effects = ctx.primary_effects()
+    effects = effects[effects["kind"].map(_is_term)]
+    log = ctx.scale == "log"
+    value, low, high, p = (("ratio", "ratio_ci_low", "ratio_ci_high", "ratio_p_holm") if log
+                           else ("estimate", "ci_low", "ci_high", "p_holm"))
+    rows = [f"{_latex(r['term'].replace(':', ' x '))} & {fmt(r[value])} & [{fmt(r[low])}, {fmt(r[high])}] & "
+            f"{fmt(r[p])} \\\\" for _, r in effects.iterrows()]
+    what = "ratio (reference / other)" if log else "effect (reference $-$ other)"
+    return "\n".join([
+        f"% {ctx.metric} at K = {ctx.steps}, {len(ctx.results.seeds)} seeds; written by ablate report",
+        "\\begin{tabular}{lrrr}", "\\toprule",
+        f"term & {what} & 95\\% CI & Holm $p$ \\\\", "\\midrule", *rows, "\\bottomrule", "\\end{tabular}", ""])

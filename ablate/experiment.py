@@ -18,10 +18,12 @@ import yaml
 
 from ablate.objective import TOGGLES, ShortcutForcing, Variant
 from ablate.tasks import BUILTIN_TASKS, make_task
+from ablate.trackers import parse_loggers
 from ablate.trial import DEFAULTS, TEACHERS, build_objective
 
 TOP_LEVEL = ("name", "task", "task_params", "objective", "factors", "baseline", "seeds", "train", "eval",
-             "resources", "max_concurrent", "primary", "output", "checkpoint_seconds", "max_failures", "labels")
+             "resources", "max_concurrent", "primary", "output", "checkpoint_seconds", "max_failures", "labels",
+             "loggers")
 OBJECTIVE_KEYS = ("k_max", "ramp", "step_sizes", "bootstrap_fraction", "bootstrap_weight", *TOGGLES)
 TRAIN_KEYS = {  # YAML key under `train:` -> trial config key
     "steps": "train_steps", "batch_size": "batch_size", "lr": "lr", "lr_final": "lr_final",
@@ -217,8 +219,12 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise ExperimentError("labels: must map a cell label or a role (paper, simplified, baseline) to a "
                               "display name, e.g. {paper: DreamerV4, simplified: port}")
+    try:
+        loggers = parse_loggers(raw.get("loggers"), _suggest)
+    except ValueError as error:
+        raise ExperimentError(str(error)) from None
     spec = {
-        "name": name, "task": task, "labels": {str(k): v for k, v in labels.items()}, "task_params": task_params, "objective": objective, "factors": factors,
+        "name": name, "task": task, "labels": {str(k): v for k, v in labels.items()}, "loggers": loggers, "task_params": task_params, "objective": objective, "factors": factors,
         "baseline": baseline, "seeds": seeds, "train": train, "eval": evaluation, "resources": resources,
         "max_concurrent": max_concurrent, "primary": _section(raw, "primary", PRIMARY_KEYS),
         "output": raw.get("output"),

@@ -42,6 +42,7 @@ from ray import tune
 from ablate import results
 from ablate.experiment import Experiment, ExperimentError
 from ablate.objective import TOGGLES, Variant
+from ablate.trackers import eval_metrics, logger_callbacks
 from ablate.trial import Trial
 
 # Without Tune's own result.json loggers (disabled above), its ResultGrid warns that it cannot read them.
@@ -247,15 +248,18 @@ def _tuner(experiment: Experiment, output: Path, gpu: float, resume: bool, verbo
         return tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, restart_errored=True)
     device = "cuda" if gpu > 0 else "cpu"
     trials = [
-        {"trial_id": t.trial_id, "output": str(output), "checkpoint_seconds": experiment.spec["checkpoint_seconds"],
+        {"trial_id": t.trial_id, "variant": t.variant, "levels": t.levels, "seed": t.seed,
+         "output": str(output), "checkpoint_seconds": experiment.spec["checkpoint_seconds"],
          "config": {**t.config, "threads": max(1, int(cpu)), "device": device}}
         for t in experiment.trials
     ]
     callbacks = [ProgressView(len(trials))] if verbose else []
+    callbacks += logger_callbacks(experiment.spec["loggers"], output, experiment.name)
     return tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(trials)},
-        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=experiment.max_concurrent),
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=experiment.max_concurrent,
+                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
             name="tune", storage_path=str(output / "ray"), verbose=0, callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=experiment.spec["max_failures"]),
@@ -292,7 +296,13 @@ def train_one(params: dict) -> None:
         if watchdog is not None:
             watchdog.cancel()
     save_trial_result(output, trial_id, result, restored_at)
-    tune.report({"phase": "done", "step": trial.step, "status": result.status, "warning": warning})
+    tune.report({"phase": "done", "step": trial.step, "status": result.status, "warning": warning,
+                 **eval_metrics(result.metrics)})
+
+
+def _trial_name(trial) -> str:
+    """Tune's trial (and tracker run) name: ours, the cell label and seed."""
+    return trial.config["trial"]["trial_id"]
 
 
 def _restore(config: dict, checkpoint) -> tuple[Trial, int | None, str | None]:

@@ -58,6 +58,10 @@ def worker(monkeypatch):
     return install
 
 
+def alone_metrics() -> dict:
+    return run_trial(CONFIG).metrics
+
+
 def _params(output: Path, trial_id: str = "t0", checkpoint_seconds: float = 0.0) -> dict:
     return {"trial": {"trial_id": trial_id, "output": str(output), "checkpoint_seconds": checkpoint_seconds,
                       "config": dict(CONFIG)}}
@@ -82,7 +86,10 @@ def test_a_trial_checkpoints_every_interval_and_writes_its_result_once(tmp_path,
     runner.train_one(_params(tmp_path))
     steps = [r["step"] for r in recorder.reports if r["phase"] == "train"]
     assert steps == [10, 20, 30, 40, 50, 60] and [s["step"] for s in recorder.states] == steps
-    assert recorder.reports[-1] == {"phase": "done", "step": 60, "status": "ok", "warning": None}
+    final = recorder.reports[-1]
+    assert {k: final[k] for k in ("phase", "step", "status", "warning")} == {
+        "phase": "done", "step": 60, "status": "ok", "warning": None}
+    assert final["eval/mean_error/K8"] == alone_metrics()[8]["mean_error"]  # for the trackers
     record = _record(tmp_path)
     alone = run_trial(CONFIG)
     assert record["metrics"] == {str(k): v for k, v in alone.metrics.items()}

@@ -36,10 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--rebuild", action="store_true",
                         help="rebuild metrics, curves and trials tables from the trial records first")
 
+    compare = commands.add_parser("compare", help="two or more results folders side by side (compare.md)")
+    compare.add_argument("folders", nargs="+", help="results folders, e.g. results/toy2d results/digits")
+    compare.add_argument("--output", required=True, help="folder for compare.md, compare.csv and figures/")
+    compare.add_argument("--metric", help="the metric to compare (default: each folder's primary one)")
+    compare.add_argument("--steps", type=int, help="the K to compare (default: each folder's primary K)")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "compare":
+            return _compare(args)
         return _report(args.folder, args.metric, args.steps, rebuild=args.rebuild,
                        formats=tuple(f.strip() for f in args.format.split(",") if f.strip()),
                        color_by=args.color_by)
@@ -92,6 +100,20 @@ def _report(folder: str, metric: str | None, steps: int | None, rebuild: bool,
     except ValueError as error:  # an unknown --metric or --steps: one line, not a traceback
         raise ExperimentError(str(error)) from error
     print(f"[ablate] report: {path}")
+    return 0
+
+
+def _compare(args) -> int:
+    from ablate.compare import compare
+
+    for folder in args.folders:
+        if not (Path(folder) / "run.json").is_file():
+            raise ExperimentError(f"{folder} is not a results folder (no run.json)")
+    try:
+        path = compare(args.folders, args.output, args.metric, args.steps)
+    except ValueError as error:
+        raise ExperimentError(str(error)) from error
+    print(f"[ablate] comparison: {path}")
     return 0
 
 

@@ -1,0 +1,211 @@
+"""`ablate compare A B [C ...]`: several results folders (tasks, budgets, code versions) side by side.
+
+Per folder, each toggle's main effect at that folder's primary metric and K (or the ones asked for),
+with its seed-paired CI on the metric's own scale (from :func:`ablate.analysis.factor_effects`).
+Across folders, in the style of rliable (Agarwal et al. 2021), on per-task normalised scores:
+
+- a cell's score in a folder is its metric oriented so that higher is better and min-max scaled over
+  that folder's factorial cell means (0 = the worst cell, 1 = the best), so folders with different
+  metrics and scales can be pooled;
+- a toggle's **normalised effect** is the mean over folders of (score at the paper's level - score at
+  the other level), matched within seed and stratum;
+- its **probability of improvement** is the mean over folders of P(score at the paper's level >
+  score at the other level) for a matched pair (ties count half);
+- both with 95 % stratified bootstrap CIs (seeds resampled within each folder, folders resampled),
+  as rliable computes them. With few seeds per folder a bootstrap interval is too narrow (see
+  benchmarks/statistics_coverage.py); the per-folder seed-paired CIs are the ones to trust there.
+
+Written with numpy (rliable itself pulls in arch, seaborn and absl for the same arithmetic).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ablate import analysis
+from ablate.analysis.effects import metric_grids, ordered_levels
+from ablate.results import Results, atomic_write, load
+
+N_BOOTSTRAP = 2000
+COMPARE_COLUMNS = ["folder", "task", "metric", "steps", "scale", "term", "estimate", "ci_low", "ci_high",
+                   "p_holm", "ratio", "ratio_ci_low", "ratio_ci_high", "ratio_p_holm", "n_seeds", "normalised_effect",
+                   "probability_of_improvement"]
+
+
+@dataclass
+class Study:
+    """One folder at its chosen metric and K: per-seed normalised scores of matched cell pairs."""
+
+    name: str
+    results: Results
+    metric: str
+    steps: int
+    pairs: dict[str, np.ndarray]  # toggle -> (seeds, strata, 2) normalised scores, [..., 0] = paper's level
+
+
+def _study(folder: Path, metric: str | None, steps: int | None) -> Study:
+    results = load(folder)
+    metric = metric or results.run.get("primary_metric")
+    if metric not in analysis.quality_metrics(results.metric_names):
+        raise ValueError(f"{folder}: no quality metric {metric!r}; have {analysis.quality_metrics(results.metric_names)}")
+    steps = int(steps or results.run.get("primary_steps") or 4)
+    if steps not in results.eval_steps:
+        raise ValueError(f"{folder}: K = {steps} not evaluated; have {results.eval_steps}")
+    grid = metric_grids(results).get((metric, steps))
+    if grid is None or not np.isfinite(grid.values).any():
+        raise ValueError(f"{folder}: no finished values of {metric} at K = {steps}")
+    sign = -1.0 if results.metric_directions.get(metric, "min") == "min" else 1.0
+    oriented = sign * grid.values
+    means = np.nanmean(oriented, axis=1)
+    low, high = np.nanmin(means), np.nanmax(means)
+    scores = (oriented - low) / (high - low) if high > low else np.zeros_like(oriented)
+    pairs = {}
+    levels = ordered_levels(results, grid.factors)
+    for factor in (f for f in grid.factors if len(levels[f]) == 2):
+        others = [f for f in grid.factors if f != factor]
+        blocks = []
+        for combo in itertools.product(*[levels[f] for f in others]):
+            base = dict(zip(others, combo))
+            plus = grid.cell_index({**base, factor: levels[factor][0]})
+            minus = grid.cell_index({**base, factor: levels[factor][1]})
+            blocks.append(np.stack([scores[plus], scores[minus]], axis=-1))  # (seeds, 2)
+        pairs[factor] = np.stack(blocks, axis=1)  # (seeds, strata, 2)
+    return Study(folder.name, results, metric, steps, pairs)
+
+
+def _normalised_effect(pairs: np.ndarray) -> float:
+    return float(np.nanmean(pairs[..., 0] - pairs[..., 1]))
+
+
+def _probability_of_improvement(pairs: np.ndarray) -> float:
+    plus, minus = pairs[..., 0], pairs[..., 1]
+    keep = np.isfinite(plus) & np.isfinite(minus)
+    return float(np.mean((plus[keep] > minus[keep]) + 0.5 * (plus[keep] == minus[keep]))) if keep.any() else np.nan
+
+
+def _aggregate(studies: list[Study], toggle: str, statistic, rng: np.random.Generator) -> tuple[float, float, float]:
+    """Mean over folders of a per-folder statistic, with a stratified bootstrap CI (seeds within
+    folders, then folders)."""
+    have = [s for s in studies if toggle in s.pairs]
+    point = float(np.mean([statistic(s.pairs[toggle]) for s in have]))
+    draws = []
+    for _ in range(N_BOOTSTRAP):
+        chosen = [have[i] for i in rng.integers(0, len(have), len(have))] if len(have) > 1 else have
+        values = [statistic(s.pairs[toggle][rng.integers(0, len(s.pairs[toggle]), len(s.pairs[toggle]))])
+                  for s in chosen]
+        draws.append(np.mean(values))
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return point, float(low), float(high)
+
+
+def compare(folders: list[str | Path], output: str | Path, metric: str | None = None,
+            steps: int | None = None) -> Path:
+    """Write compare.md, compare.csv and figures/compare_*.png into ``output``; return compare.md."""
+    if len(folders) < 2:
+        raise ValueError("compare needs at least two results folders")
+    studies = [_study(Path(f), metric, steps) for f in folders]
+    output = Path(output)
+    if output.exists() and any(output.iterdir()) and not (output / "compare.md").exists():
+        raise ValueError(f"{output} exists and is not an earlier comparison: choose another --output")
+    (output / "figures").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for study in studies:
+        effects = analysis.factor_effects(study.results)
+        main = effects[(effects["metric"] == study.metric) & (effects["steps"] == study.steps)
+                       & (effects["kind"] == "main")]
+        for _, row in main.iterrows():
+            pairs = study.pairs.get(row["term"])
+            rows.append({"folder": study.name, "task": (study.results.run.get("task") or {}).get("name"),
+                         "metric": study.metric, "steps": study.steps, **{c: row[c] for c in (
+                             "scale", "term", "estimate", "ci_low", "ci_high", "p_holm", "ratio",
+                             "ratio_ci_low", "ratio_ci_high", "ratio_p_holm", "n_seeds")},
+                         "normalised_effect": _normalised_effect(pairs) if pairs is not None else np.nan,
+                         "probability_of_improvement": _probability_of_improvement(pairs) if pairs is not None else np.nan})
+    table = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+    rng = np.random.default_rng(0)
+    toggles = list(pd.unique(table["term"]))
+    aggregate = []
+    for toggle in toggles:
+        effect = _aggregate(studies, toggle, _normalised_effect, rng)
+        improvement = _aggregate(studies, toggle, _probability_of_improvement, rng)
+        aggregate.append({"term": toggle, "n_folders": sum(toggle in s.pairs for s in studies),
+                          "normalised_effect": effect[0], "effect_ci_low": effect[1], "effect_ci_high": effect[2],
+                          "probability_of_improvement": improvement[0], "poi_ci_low": improvement[1],
+                          "poi_ci_high": improvement[2]})
+    aggregate = pd.DataFrame(aggregate)
+    atomic_write(output / "compare.csv", lambda tmp: table.to_csv(tmp, index=False))
+    atomic_write(output / "compare_aggregate.csv", lambda tmp: aggregate.to_csv(tmp, index=False))
+    _figure(studies, table, aggregate, output)
+    text = _markdown(studies, table, aggregate)
+    atomic_write(output / "compare.md", lambda tmp: tmp.write_text(text))
+    return output / "compare.md"
+
+
+def _figure(studies: list[Study], table: pd.DataFrame, aggregate: pd.DataFrame, output: Path) -> None:
+    toggles = list(aggregate["term"])
+    fig = Figure(figsize=(9, 0.9 + 0.55 * len(toggles)))
+    ax_effect, ax_poi = fig.subplots(1, 2, sharey=True)
+    y = np.arange(len(toggles))[::-1]
+    for i, study in enumerate(studies):
+        values = table[table["folder"] == study.name].set_index("term").reindex(toggles)
+        ax_effect.plot(values["normalised_effect"], y + 0.12 * (i + 1), "o", ms=4, label=study.name)
+        ax_poi.plot(values["probability_of_improvement"], y + 0.12 * (i + 1), "o", ms=4)
+    for ax, (value, low, high), null, label in (
+            (ax_effect, ("normalised_effect", "effect_ci_low", "effect_ci_high"), 0.0,
+             "normalised effect: paper's level − other"),
+            (ax_poi, ("probability_of_improvement", "poi_ci_low", "poi_ci_high"), 0.5,
+             "P(paper's level beats the other)")):
+        est = aggregate[value].to_numpy(float)
+        err = np.abs(np.vstack([est - aggregate[low], aggregate[high] - est]).astype(float))
+        ax.errorbar(est, y, xerr=err, fmt="s", color="black", capsize=3, label="all folders (95% CI)")
+        ax.axvline(null, color="0.4", lw=0.8)
+        ax.set_xlabel(label, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    ax_effect.set_yticks(y, toggles, fontsize=8)
+    ax_effect.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(0.0, -0.25), ncol=3)
+    fig.suptitle("Toggles across folders (per-task normalised scores, stratified bootstrap)", fontsize=10)
+    fig.tight_layout()
+    atomic_write(output / "figures" / "compare.png", lambda tmp: fig.savefig(tmp, format="png", dpi=150,
+                                                                              bbox_inches="tight"))
+
+
+def _markdown(studies: list[Study], table: pd.DataFrame, aggregate: pd.DataFrame) -> str:
+    def ci(low, high) -> str:
+        return f"[{low:.3g}, {high:.3g}]" if np.isfinite(low) and np.isfinite(high) else "no CI"
+
+    per_folder = ["| folder | task | metric (K) | toggle | effect on its scale, 95% CI | Holm p | normalised effect | P(improvement) |",
+                  "|---|---|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        log = r["scale"] == "log"
+        effect = (f"x{r['ratio']:.3g} {ci(r['ratio_ci_low'], r['ratio_ci_high'])}" if log
+                  else f"{r['estimate']:+.3g} {ci(r['ci_low'], r['ci_high'])}")
+        per_folder.append(f"| {r['folder']} | {r['task']} | {r['metric']} (K = {r['steps']}) | `{r['term']}` | "
+                          f"{effect} | {r['ratio_p_holm' if log else 'p_holm']:.3g} | {r['normalised_effect']:+.3f} | "
+                          f"{r['probability_of_improvement']:.2f} |")
+    overall = ["| toggle | folders | normalised effect, 95% CI | P(paper's level beats the other), 95% CI |",
+               "|---|---|---|---|"]
+    for _, r in aggregate.iterrows():
+        overall.append(f"| `{r['term']}` | {r['n_folders']} | {r['normalised_effect']:+.3f} "
+                       f"{ci(r['effect_ci_low'], r['effect_ci_high'])} | {r['probability_of_improvement']:.2f} "
+                       f"{ci(r['poi_ci_low'], r['poi_ci_high'])} |")
+    seeds = ", ".join(f"{s.name}: {len(s.results.seeds)}" for s in studies)
+    return "\n\n".join([
+        "# Comparison: " + ", ".join(s.name for s in studies),
+        "Each folder at its primary metric and K unless `--metric`/`--steps` were given. Effects are the "
+        "paper's level against the other, on each metric's own scale, with the seed-paired 95% CIs of "
+        "`effects.csv`. Across folders, each cell's score is its metric oriented so that higher is better "
+        "and min-max scaled over that folder's cells (0 = worst cell, 1 = best); the normalised effect and "
+        "the probability that the paper's level beats the other (matched within seed and stratum) are "
+        "averaged over folders, with stratified bootstrap 95% CIs (seeds within folders, then folders), as "
+        f"rliable does. Seeds per folder: {seeds}; with fewer than about 10 a bootstrap CI is too narrow "
+        "(see benchmarks/statistics_coverage.py): read the per-folder CIs first.",
+        "## Across folders", "\n".join(overall),
+        "![Toggles across folders](figures/compare.png)",
+        "## Per folder", "\n".join(per_folder),
+    ]) + "\n"

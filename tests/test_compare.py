@@ -1,0 +1,42 @@
+"""`ablate compare`: folders side by side, effects per folder and rliable-style aggregates."""
+
+import pandas as pd
+
+from ablate.cli import main
+from ablate.synthetic import make_synthetic_results
+
+
+def test_compare_two_studies_with_opposite_metric_directions(tmp_path, capsys):
+    # w2 (lower is better): the paper's tau_sampling level raises it, i.e. hurts; accuracy (higher is
+    # better): the same +0.4 helps. The weight does nothing in either.
+    make_synthetic_results(tmp_path / "a", {"tau_sampling": 0.4}, noise_sd=0.02, seeds=range(3), steps=[1, 4],
+                           metrics=["w2"], seed=1, name="a")
+    make_synthetic_results(tmp_path / "b", {"tau_sampling": 0.4}, noise_sd=0.02, seeds=range(3), steps=[1, 4],
+                           metrics=["accuracy"], metric_directions={"accuracy": "max"}, seed=2, name="b")
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(out)]) == 0
+    table = pd.read_csv(out / "compare.csv").set_index(["folder", "term"])
+    assert table.loc[("a", "tau_sampling"), "normalised_effect"] < -0.5
+    assert table.loc[("b", "tau_sampling"), "normalised_effect"] > 0.5
+    assert table.loc[("a", "tau_sampling"), "probability_of_improvement"] == 0.0
+    assert table.loc[("b", "tau_sampling"), "probability_of_improvement"] == 1.0
+    assert table.loc[("a", "tau_sampling"), "ci_low"] <= 0.4 <= table.loc[("a", "tau_sampling"), "ci_high"]
+    aggregate = pd.read_csv(out / "compare_aggregate.csv").set_index("term")
+    weight = aggregate.loc["tau2_weight"]
+    assert weight["effect_ci_low"] <= weight["normalised_effect"] <= weight["effect_ci_high"]
+    assert abs(weight["normalised_effect"]) < 0.1 and weight["n_folders"] == 2
+    text = (out / "compare.md").read_text()
+    assert "## Across folders" in text and "figures/compare.png" in text and (out / "figures" / "compare.png").exists()
+
+
+def test_compare_errors_are_one_line(tmp_path, capsys):
+    make_synthetic_results(tmp_path / "a", {}, noise_sd=0.02, seeds=range(2), steps=[4], metrics=["w2"])
+    for args, named in ((["compare", str(tmp_path / "a"), "--output", str(tmp_path / "o")], "at least two"),
+                        (["compare", str(tmp_path / "a"), str(tmp_path), "--output", str(tmp_path / "o")],
+                         "not a results folder"),
+                        (["compare", str(tmp_path / "a"), str(tmp_path / "a"), "--output", str(tmp_path / "o"),
+                          "--metric", "fd"], "no quality metric 'fd'")):
+        capsys.readouterr()
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and named in err

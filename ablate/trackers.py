@@ -80,6 +80,8 @@ def logger_callbacks(loggers: Mapping[str, dict], output: Path, experiment_name:
         elif name == "wandb":
             from ray.air.integrations.wandb import WandbLoggerCallback
 
+            if settings.get("mode") in ("offline", "disabled"):  # Ray asks for an API key unless this is set
+                os.environ.setdefault("WANDB_MODE", settings["mode"])
             callbacks.append(WandbLoggerCallback(**{"project": experiment_name, **settings}))
     return callbacks
 

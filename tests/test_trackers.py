@@ -52,3 +52,15 @@ def test_tensorboard_and_mlflow_receive_curves_params_and_eval_metrics(tmp_path,
     assert run.data.params["trial/variant"] == "grid_vboot_vstep_now2" and run.data.params["trial/seed"] == "1"
     assert run.data.params["trial/levels/tau2_weight"] == "False"
     assert "eval/mean_error/K8" in run.data.metrics and "loss" in run.data.metrics
+
+
+@pytest.mark.slow
+def test_wandb_offline_writes_one_run_per_trial(tmp_path, ray_session, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_MODE", "offline")  # what ablate sets for mode: offline, undone after the test
+    path = write_experiment(tmp_path, seeds=[0],
+                            loggers=[{"wandb": {"project": "ablate-test", "mode": "offline", "dir": str(tmp_path)}}])
+    assert main(["run", str(path), "--no-report"]) == 0
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(list(run.glob("*.wandb")) for run in runs)

@@ -206,19 +206,23 @@ def fig_curves(ctx: Context) -> None:
             ax.plot(mean[variant].index, mean[variant].to_numpy(), **style)
         if (mean > 0).all() and mean.max() > 3 * mean.min():  # losses spanning a range
             ax.set_yscale("log")
-            # plain-text labels: the default mathtext ones cost a second of parsing per figure
-            ax.yaxis.set_major_formatter(ticker.LogFormatter())
-            ax.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False))
+            plain_log_axis(ax.yaxis)
         ax.set_xlabel("training step")
         ax.set_ylabel(quantity)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, frameon=False, loc="upper right")
     for ax in axes.flat[len(quantities):]:
         ax.set_visible(False)
     fig.suptitle("Training curves (mean over finished seeds)", fontsize=10)
     fig.tight_layout()
-    save(ctx, fig, "training_curves.png", "Training curves per variant (mean over seeds)",
-          tight=False)
+    _legend_outside(fig, axes.flat[0])
+    save(ctx, fig, "training_curves.png", "Training curves per variant (mean over seeds)")
+
+
+def _legend_outside(fig: Figure, ax: Axes) -> None:
+    """One legend for the whole figure, to the right of every axes, never over the data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
 
 
 def _sample_trials(results: Results) -> dict[str, Path]:
@@ -368,8 +372,7 @@ def fig_horizon(ctx: Context) -> None:
             ax.set_xlabel("horizon step t")
             ax.grid(alpha=0.3)
         axes[0].set_ylabel(f"{base} per horizon step")
-        axes[0].legend(fontsize=7, frameon=False, loc="upper left")
         fig.suptitle(f"Growth of {base} over the horizon (mean over seeds)", fontsize=10)
         fig.tight_layout()
-        save(ctx, fig, f"horizon_{safe_name(base)}.png", f"{base} over the prediction horizon",
-              tight=False)
+        _legend_outside(fig, axes[0])
+        save(ctx, fig, f"horizon_{safe_name(base)}.png", f"{base} over the prediction horizon")

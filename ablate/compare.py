@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 
 from ablate import analysis
 from ablate.analysis.effects import metric_grids, ordered_levels
-from ablate.results import Results, atomic_write, load
+from ablate.results import Results, atomic_write, default_primary_steps, load
 
 N_BOOTSTRAP = 2000
 COMPARE_COLUMNS = ["folder", "task", "metric", "steps", "scale", "term", "estimate", "ci_low", "ci_high",
@@ -54,7 +54,7 @@ def _study(folder: Path, metric: str | None, steps: int | None) -> Study:
     metric = metric or results.run.get("primary_metric")
     if metric not in analysis.quality_metrics(results.metric_names):
         raise ValueError(f"{folder}: no quality metric {metric!r}; have {analysis.quality_metrics(results.metric_names)}")
-    steps = int(steps or results.run.get("primary_steps") or 4)
+    steps = int(steps or results.run.get("primary_steps") or default_primary_steps(results.eval_steps))
     if steps not in results.eval_steps:
         raise ValueError(f"{folder}: K = {steps} not evaluated; have {results.eval_steps}")
     grid = metric_grids(results).get((metric, steps))

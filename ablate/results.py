@@ -128,6 +128,15 @@ def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
         _parquet_safe(frame).to_parquet(path, index=False)
 
 
+DEFAULT_PRIMARY_STEPS = 4  # the few-step regime the shortcut objective is for
+
+
+def default_primary_steps(eval_steps: Sequence[int]) -> int:
+    """The K a report leads with when none is given: 4 where evaluated, else the middle one."""
+    steps = sorted(int(k) for k in eval_steps)
+    return DEFAULT_PRIMARY_STEPS if DEFAULT_PRIMARY_STEPS in steps else steps[len(steps) // 2]
+
+
 def record_path(folder: str | Path, trial_id: str) -> Path:
     """Where a finished trial's result file lives; its existence means the trial is done."""
     return Path(folder) / RECORDS_DIR / f"{trial_id}.json"

@@ -404,7 +404,7 @@ def _run_info(experiment: Experiment, output: Path, started: float, resumed: boo
         "simplified_variant": Variant(**{**fixed, **simplified_levels}).label + extras_reference,
         "baseline_variant": "flow" + extras_reference if experiment.spec["baseline"] else None,
         "primary_metric": primary.get("metric", task["primary_metric"]),
-        "primary_steps": primary.get("steps", 4 if 4 in eval_steps else eval_steps[len(eval_steps) // 2]),
+        "primary_steps": primary.get("steps", results.default_primary_steps(eval_steps)),
         "metric_directions": task["metric_directions"],
         "labels": experiment.spec["labels"],  # display names for figures, by cell label or role
         "config": _jsonable(experiment.spec),  # resolved: the file with its overrides applied

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablate.results import DIVERGED, OK, TRIALS_COLUMNS, write_tables
+from ablate.results import DIVERGED, OK, TRIALS_COLUMNS, default_primary_steps, write_tables
 
 TOGGLES: list[dict] = [
     {"name": "tau_sampling", "levels": ["grid", "continuous"], "reference": "grid"},
@@ -231,7 +231,7 @@ def make_synthetic_results(
                 np.savez_compressed(folder / "samples" / f"{trial_id}.npz", **arrays)
 
     now = datetime.now(timezone.utc).isoformat()
-    primary_steps = 4 if 4 in steps else sorted(steps)[len(steps) // 2]
+    primary_steps = default_primary_steps(steps)
     run_info = {
         "name": name,
         "task": {"name": _TASKS.get(sample_format, sample_format), "sample_format": sample_format},

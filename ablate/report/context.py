@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ablate import analysis
-from ablate.results import Results, atomic_write
+from ablate.results import Results, atomic_write, default_primary_steps
 
 DPI = 150
 FORMATS = ("png", "pdf", "svg")
@@ -286,7 +286,8 @@ def resolve_primary(
     if steps is None:
         steps = results.run.get("primary_steps")
         if steps is None or int(steps) not in available:
-            notes.append(f"run.json primary_steps {steps!r} not evaluated; using K = {max(available)}.")
-            steps = max(available)
+            fallback = default_primary_steps(available)
+            notes.append(f"run.json primary_steps {steps!r} not evaluated; using K = {fallback}.")
+            steps = fallback
     return metric, int(steps), notes
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from ablate.objective import TOGGLES, ShortcutForcing, Variant
+from ablate.families import BASELINE_FAMILY, family_spec, load_family
+from ablate.objective import TOGGLES, ShortcutForcing
 from ablate.tasks import BUILTIN_TASKS, make_task
 from ablate.trackers import parse_loggers
 from ablate.trial import DEFAULTS, TEACHERS, build_objective
@@ -24,7 +25,7 @@ from ablate.trial import DEFAULTS, TEACHERS, build_objective
 TOP_LEVEL = ("name", "task", "task_params", "objective", "factors", "baseline", "seeds", "train", "eval",
              "resources", "max_concurrent", "primary", "output", "checkpoint_seconds", "max_failures", "labels",
              "loggers")
-OBJECTIVE_KEYS = ("k_max", "ramp", "step_sizes", "bootstrap_fraction", "bootstrap_weight", *TOGGLES)
+OBJECTIVE_KEYS = ("family", "k_max", "ramp", "step_sizes", "bootstrap_fraction", "bootstrap_weight", *TOGGLES)
 TRAIN_KEYS = {  # YAML key under `train:` -> trial config key
     "steps": "train_steps", "batch_size": "batch_size", "lr": "lr", "lr_final": "lr_final",
     "grad_clip": "grad_clip", "teacher": "teacher", "teacher_decay": "teacher_decay", "eval_ema": "eval_ema",
@@ -183,6 +184,10 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
     _check_keys("objective", raw.get("objective") or {}, OBJECTIVE_KEYS)
     objective.update(raw.get("objective") or {})
     objective["k_max"] = _number("objective.k_max", objective["k_max"], integer=True, positive=True)
+    try:  # the family must import here, before any trial runs
+        load_family(family_spec(str(objective["family"])))
+    except ValueError as error:
+        raise ExperimentError(str(error)) from None
 
     train = {k: DEFAULTS[v] for k, v in TRAIN_KEYS.items()}
     _check_keys("train", raw.get("train") or {}, TRAIN_KEYS)
@@ -298,13 +303,15 @@ def _cell_config(spec: dict, levels: dict, baseline: bool) -> dict:
     o, t, e = spec["objective"], spec["train"], spec["eval"]
     config = {k: o[k] for k in OBJECTIVE_KEYS}
     config.update({TRAIN_KEYS[k]: v for k, v in t.items()})
-    config.update(task=spec["task"], task_params=dict(spec["task_params"]), baseline=baseline,
+    config.update(task=spec["task"], task_params=dict(spec["task_params"]),
                   eval_steps=e["steps"], eval_seed=e["seed"])
     for name, level in levels.items():
         if name.startswith("task_params."):
             config["task_params"][name.split(".", 1)[1]] = level
         elif level is not None:
             config[TRAIN_KEYS.get(name, name)] = level
+    # what a Ray worker imports: the family's "module:attribute" (the baseline cells: the flow family)
+    config["family"] = family_spec(BASELINE_FAMILY if baseline else str(config["family"]))
     return config
 
 
@@ -322,7 +329,7 @@ def _expand(spec: dict, factors: dict) -> list[TrialSpec]:
     trials = []
     for levels, baseline in cells:
         config = _cell_config(spec, levels, baseline)
-        label = cell_label(config, levels, baseline)
+        label = cell_label(config, levels)
         _check_cell(config, label)
         for seed in spec["seeds"]:
             trial_id = re.sub(r"[^A-Za-z0-9_.=-]+", "-", f"{label}__seed{seed}")
@@ -330,10 +337,10 @@ def _expand(spec: dict, factors: dict) -> list[TrialSpec]:
     return trials
 
 
-def cell_label(config: dict, levels: dict, baseline: bool) -> str:
-    head = "flow" if baseline else Variant(*(config[name] for name in TOGGLES)).label
+def cell_label(config: dict, levels: dict) -> str:
+    """The family's name for the cell, then ``,factor=level`` for every factor that is not a toggle."""
     extras = "".join(f",{name}={level}" for name, level in levels.items() if name not in TOGGLES)
-    return head + extras
+    return load_family(config["family"]).cell_label(config) + extras
 
 
 def _check_cell(config: dict, label: str) -> None:

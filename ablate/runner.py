@@ -41,6 +41,7 @@ from ray import tune
 
 from ablate import results
 from ablate.experiment import Experiment, ExperimentError
+from ablate.families import flow
 from ablate.objective import TOGGLES, Variant
 from ablate.trackers import eval_metrics, logger_callbacks
 from ablate.trial import Trial
@@ -402,7 +403,7 @@ def _run_info(experiment: Experiment, output: Path, started: float, resumed: boo
         "expected_trials": experiment.expected_trials(),
         "paper_variant": Variant(**{**fixed, **{n: TOGGLES[n][0] for n in toggles_varied}}).label + extras_reference,
         "simplified_variant": Variant(**{**fixed, **simplified_levels}).label + extras_reference,
-        "baseline_variant": "flow" + extras_reference if experiment.spec["baseline"] else None,
+        "baseline_variant": flow.LABEL + extras_reference if experiment.spec["baseline"] else None,
         "primary_metric": primary.get("metric", task["primary_metric"]),
         "primary_steps": primary.get("steps", results.default_primary_steps(eval_steps)),
         "metric_directions": task["metric_directions"],

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ablate.objective import ShortcutForcing, Variant
+from ablate.families import DEFAULT_FAMILY, load_family
+from ablate.objective import ShortcutForcing
 from ablate.results import CURVE_METRICS, DIVERGED, OK
 from ablate.tasks import Evaluation, Sampler, make_task
 
@@ -27,7 +28,7 @@ RUNNING = "running"  # until training ends as OK or DIVERGED (the results contra
 DEFAULTS: dict = {
     "task": "toy2d",
     "task_params": {},
-    "baseline": False,  # True: the flow-only baseline (every row at d_min, K plain Euler steps)
+    "family": DEFAULT_FAMILY,  # the objective family (ablate.families): shortcut_forcing, flow, or "module:attr"
     "tau_sampling": "grid",
     "bootstrap_space": "velocity",
     "half_step": "velocity",
@@ -69,16 +70,8 @@ def resolve_config(config: dict) -> dict:
 
 
 def build_objective(config: dict) -> ShortcutForcing:
-    """The baseline is the same objective with every row a flow row and continuous tau (plain flow matching)."""
-    if config["baseline"]:
-        variant = Variant(tau_sampling="continuous")
-        bootstrap_fraction = 0.0
-    else:
-        variant = Variant(config["tau_sampling"], config["bootstrap_space"], config["half_step"],
-                          config["tau2_weight"])
-        bootstrap_fraction = config["bootstrap_fraction"]
-    return ShortcutForcing(variant, k_max=config["k_max"], ramp=config["ramp"], step_sizes=config["step_sizes"],
-                           bootstrap_fraction=bootstrap_fraction, bootstrap_weight=config["bootstrap_weight"])
+    """The objective of the config's family (ablate.families): shortcut forcing, the flow baseline, ..."""
+    return load_family(config["family"]).build(config)
 
 
 @torch.no_grad()
@@ -186,8 +179,7 @@ class Trial:
         """Metrics per K with the evaluation weights; non-finite metrics mark the trial diverged."""
         model = self.eval_model if self.eval_model is not None else self.model
         model.eval()
-        model_d = self.objective.d_min if self.config["baseline"] else None
-        sampler = Sampler(model, self.objective, model_d)
+        sampler = Sampler(model, self.objective, load_family(self.config["family"]).sampler_d(self.objective))
         generator = torch.Generator().manual_seed(self.config["eval_seed"])
         evaluation = self.task.evaluate(sampler, self.eval_steps, generator)
         model.train()

@@ -284,3 +284,16 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
         assert (trials["status"] == "ok").all() and trials["node"].nunique() == 2
     finally:
         cluster.shutdown()
+
+
+def test_a_new_objective_family_is_one_module_and_one_registry_line(tmp_path, ray_session, monkeypatch):
+    from ablate import families
+
+    monkeypatch.setitem(families.FAMILIES, "toy", f"{Path(__file__).with_name('toy_family.py')}:FAMILY")
+    path = write_experiment(tmp_path, objective={"k_max": 8, "family": "toy"}, seeds=[0],
+                            factors={"lr": [1e-3, 3e-4]})
+    assert main(["run", str(path), "--no-report"]) == 0
+    trials = pd.read_csv(tmp_path / "results" / "grid" / "trials.csv")
+    assert sorted(trials["variant"]) == ["flow_told_step,lr=0.0003", "flow_told_step,lr=0.001"]
+    assert (trials["status"] == "ok").all()
+    assert main(["run", str(write_experiment(tmp_path, name="bad", objective={"family": "nope"})), "--dry-run"]) == 2

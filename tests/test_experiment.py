@@ -26,7 +26,7 @@ def test_default_factors_are_the_four_toggles_with_the_paper_as_reference():
                                     "half_step": "velocity", "tau2_weight": True}
     assert len(experiment.trials) == 17 * 2
     flow = [t for t in experiment.trials if t.variant == "flow"]
-    assert len(flow) == 2 and all(t.config["baseline"] for t in flow)
+    assert len(flow) == 2 and all(t.config["family"] == "ablate.families.flow:FAMILY" for t in flow)
     assert all(v is None for v in flow[0].levels.values())
 
 

@@ -63,7 +63,7 @@ def test_nan_loss_is_recorded_as_diverged_not_raised():
 def test_flow_baseline_trains_and_is_evaluated_told_d_min(baseline, monkeypatch):
     """Every call of the model class (student, teacher and the evaluated EMA copy) is recorded: the
     baseline only ever sees d = d_min; a shortcut model is evaluated told d = 1/K."""
-    trial = Trial({**BASE, "baseline": baseline})
+    trial = Trial({**BASE, "family": "flow" if baseline else "shortcut_forcing"})
     assert (trial.objective.bootstrap_fraction == 0.0) == baseline
     seen = []
     original = type(trial.model).forward

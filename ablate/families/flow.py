@@ -1,0 +1,32 @@
+"""The flow-only baseline: plain flow matching / diffusion forcing with x-prediction and the ramp weight.
+
+The same objective with every row a flow row (d = d_min) and continuous tau; sampled with K plain
+Euler steps while being told d = d_min, the only step size it was trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ablate.objective import ShortcutForcing, Variant
+
+LABEL = "flow"
+
+
+class FlowBaselineFamily:
+    name = "flow"
+
+    def build(self, config: Mapping[str, Any]) -> ShortcutForcing:
+        return ShortcutForcing(Variant(tau_sampling="continuous"), k_max=config["k_max"], ramp=config["ramp"],
+                               step_sizes=config["step_sizes"], bootstrap_fraction=0.0,
+                               bootstrap_weight=config["bootstrap_weight"])
+
+    def sampler_d(self, objective: ShortcutForcing) -> float:
+        return objective.d_min
+
+    def cell_label(self, config: Mapping[str, Any]) -> str:
+        return LABEL
+
+
+FAMILY = FlowBaselineFamily()

@@ -1,0 +1,30 @@
+"""Shortcut forcing (DreamerV4, Eq. 1-8): the family of the 16 variants of the four toggles."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ablate.objective import TOGGLES, ShortcutForcing, Variant
+
+
+class ShortcutForcingFamily:
+    name = "shortcut_forcing"
+
+    def build(self, config: Mapping[str, Any]) -> ShortcutForcing:
+        return ShortcutForcing(self.variant(config), k_max=config["k_max"], ramp=config["ramp"],
+                               step_sizes=config["step_sizes"], bootstrap_fraction=config["bootstrap_fraction"],
+                               bootstrap_weight=config["bootstrap_weight"])
+
+    def sampler_d(self, objective: ShortcutForcing) -> None:
+        return None  # the K-step sampler tells the model d = 1/K
+
+    def cell_label(self, config: Mapping[str, Any]) -> str:
+        return self.variant(config).label
+
+    @staticmethod
+    def variant(config: Mapping[str, Any]) -> Variant:
+        return Variant(*(config[name] for name in TOGGLES))
+
+
+FAMILY = ShortcutForcingFamily()

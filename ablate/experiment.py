@@ -17,7 +17,8 @@ from pathlib import Path
 import yaml
 
 from ablate.families import BASELINE_FAMILY, family_spec, load_family
-from ablate.objective import TOGGLES, ShortcutForcing
+from ablate.objective import ShortcutForcing
+from ablate.variants import TOGGLES
 from ablate.tasks import BUILTIN_TASKS, make_task
 from ablate.trackers import parse_loggers
 from ablate.trial import DEFAULTS, TEACHERS, build_objective

@@ -11,79 +11,19 @@ its equation number, so the file can be checked line by line against docs/object
 
 from __future__ import annotations
 
-import itertools
 import math
-from dataclasses import asdict, dataclass
-from typing import Callable, ClassVar
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
 
+from ablate.variants import TOGGLES, Variant, check_choice  # noqa: F401 (TOGGLES, Variant re-exported)
+
 Model = Callable[..., Tensor]
 
-TOGGLES: dict[str, tuple] = {  # the paper's level first
-    "tau_sampling": ("grid", "continuous"),
-    "bootstrap_space": ("velocity", "x"),
-    "half_step": ("velocity", "renoise"),
-    "tau2_weight": (True, False),
-}
 RAMPS = ("both", "flow", "none")
 STEP_SIZE_DISTRIBUTIONS = ("uniform", "inverse")
-
-
-def _check_choice(name: str, value, allowed: tuple) -> None:
-    if type(value) not in {type(a) for a in allowed} or value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}")
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One corner of the 2^4 ablation matrix. Defaults are the paper's formulation."""
-
-    tau_sampling: str = "grid"
-    bootstrap_space: str = "velocity"
-    half_step: str = "velocity"
-    tau2_weight: bool = True
-
-    _SHORT: ClassVar[dict] = {
-        "tau_sampling": {"grid": "grid", "continuous": "cont"},
-        "bootstrap_space": {"velocity": "vboot", "x": "xboot"},
-        "half_step": {"velocity": "vstep", "renoise": "renoise"},
-        "tau2_weight": {True: "w2", False: "now2"},
-    }
-
-    def __post_init__(self) -> None:
-        for name, allowed in TOGGLES.items():
-            _check_choice(name, getattr(self, name), allowed)
-
-    @classmethod
-    def paper(cls) -> Variant:
-        return cls("grid", "velocity", "velocity", True)
-
-    @classmethod
-    def simplified(cls) -> Variant:
-        """The reviewed re-implementation before its fixes (findings 1-4 of the code review)."""
-        return cls("continuous", "x", "renoise", False)
-
-    @classmethod
-    def all(cls) -> list[Variant]:
-        """All 16 combinations, the paper's first and the simplified code last."""
-        return [cls(*levels) for levels in itertools.product(*TOGGLES.values())]
-
-    @property
-    def label(self) -> str:
-        """Short readable name, e.g. `grid_vboot_vstep_w2` (paper), `cont_xboot_renoise_now2` (simplified)."""
-        return "_".join(self._SHORT[name][getattr(self, name)] for name in TOGGLES)
-
-    @classmethod
-    def from_label(cls, label: str) -> Variant:
-        by_label = {v.label: v for v in cls.all()}
-        if label not in by_label:
-            raise ValueError(f"variant label {label!r} is unknown; choose one of {', '.join(by_label)}")
-        return by_label[label]
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -203,8 +143,8 @@ class ShortcutForcing:
             raise ValueError(f"variant={variant!r} must be a Variant (e.g. Variant.paper())")
         if isinstance(k_max, bool) or not isinstance(k_max, int) or k_max < 1 or k_max & (k_max - 1):
             raise ValueError(f"k_max={k_max!r} must be a power of two: 1, 2, 4, ..., 64, ...")
-        _check_choice("ramp", ramp, RAMPS)
-        _check_choice("step_sizes", step_sizes, STEP_SIZE_DISTRIBUTIONS)
+        check_choice("ramp", ramp, RAMPS)
+        check_choice("step_sizes", step_sizes, STEP_SIZE_DISTRIBUTIONS)
         if bootstrap_fraction is not None and not (0.0 <= float(bootstrap_fraction) <= 1.0):
             raise ValueError(f"bootstrap_fraction={bootstrap_fraction!r} must be None or a number in [0, 1]")
         if bootstrap_fraction and k_max == 1:

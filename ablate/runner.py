@@ -42,7 +42,7 @@ from ray import tune
 from ablate import results
 from ablate.experiment import Experiment, ExperimentError
 from ablate.families import flow
-from ablate.objective import TOGGLES, Variant
+from ablate.variants import TOGGLES, Variant
 from ablate.trackers import eval_metrics, logger_callbacks
 from ablate.trial import Trial
 

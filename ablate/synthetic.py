@@ -18,29 +18,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablate.results import DIVERGED, OK, TRIALS_COLUMNS, default_primary_steps, write_tables
+from ablate.results import CURVE_METRICS, DIVERGED, OK, TRIALS_COLUMNS, default_primary_steps, write_tables
+from ablate.variants import TOGGLES as VARIANT_TOGGLES
+from ablate.variants import Variant
 
-TOGGLES: list[dict] = [
-    {"name": "tau_sampling", "levels": ["grid", "continuous"], "reference": "grid"},
-    {"name": "bootstrap_space", "levels": ["velocity", "x"], "reference": "velocity"},
-    {"name": "half_step", "levels": ["velocity", "renoise"], "reference": "velocity"},
-    {"name": "tau2_weight", "levels": [True, False], "reference": True},
-]
-_SHORT = {
-    "tau_sampling": {"grid": "grid", "continuous": "cont"},
-    "bootstrap_space": {"velocity": "vboot", "x": "xboot"},
-    "half_step": {"velocity": "vstep", "renoise": "renoise"},
-    "tau2_weight": {True: "w2", False: "now2"},
-}
-_TASKS = {"points": "toy2d", "image": "digits", "video": "moving_dots"}
+TOGGLES: list[dict] = [{"name": name, "levels": list(levels), "reference": levels[0]}
+                       for name, levels in VARIANT_TOGGLES.items()]
+_TASKS = {"points": "toy2d", "image": "digits", "video": "sequence"}
 _TRAIN_STEPS = np.arange(0, 201, 20)
-_CURVE_METRICS = ("loss", "flow_loss", "bootstrap_loss", "grad_norm")
 
 
 def variant_label(levels: Mapping[str, Any]) -> str:
     """The results-folder cell label: toggles as ``grid_vboot_vstep_w2`` then ``,key=value``."""
-    label = "_".join(_SHORT[t["name"]][levels[t["name"]]] for t in TOGGLES)
-    extras = [f"{k}={v}" for k, v in levels.items() if k not in _SHORT]
+    label = Variant(*(levels[name] for name in VARIANT_TOGGLES)).label
+    extras = [f"{k}={v}" for k, v in levels.items() if k not in VARIANT_TOGGLES]
     return ",".join([label, *extras])
 
 
@@ -222,7 +213,7 @@ def make_synthetic_results(
                 if diverged and step > diverged_step:
                     loss = np.inf
                 values = (loss, 0.6 * loss, 0.4 * loss, 1.0 + 0.1 * rng.random())
-                for metric, value in zip(_CURVE_METRICS, values):
+                for metric, value in zip(CURVE_METRICS, values):
                     if metric != "bootstrap_loss" or levels:
                         curve_rows.append({**ident, "step": int(step), "metric": metric, "value": value})
             if not diverged:
@@ -242,7 +233,7 @@ def make_synthetic_results(
         "expected_trials": expected,
         "paper_variant": variant_label({f["name"]: f["reference"] for f in factors}),
         "simplified_variant": variant_label(
-            {f["name"]: (f["levels"][1] if f["name"] in _SHORT else f["reference"]) for f in factors}
+            {f["name"]: (f["levels"][1] if f["name"] in VARIANT_TOGGLES else f["reference"]) for f in factors}
         ),
         "baseline_variant": "flow" if baseline else None,
         "primary_metric": metrics[0],

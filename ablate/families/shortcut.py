@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ablate.objective import TOGGLES, ShortcutForcing, Variant
+from ablate.objective import ShortcutForcing
+from ablate.variants import TOGGLES, Variant
 
 
 class ShortcutForcingFamily:

@@ -17,9 +17,13 @@ def main(argv: list[str] | None = None) -> int:
 
     run = commands.add_parser("run", help="run an experiment's variant x seed grid on Ray Tune")
     run.add_argument("experiment", help="path to an experiment YAML, e.g. experiments/quickstart.yaml")
-    run.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                     help="override the file: dotted keys, YAML values, e.g. train.steps=500 seeds=[0,1,2] "
-                          "factors.tau2_weight=[true]")
+    run.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="override the file: dotted keys, YAML values, e.g. train.steps=500 seeds=[0,1,2] "
+        "factors.tau2_weight=[true]",
+    )
     run.add_argument("--dry-run", action="store_true", help="print the trial matrix and resources, run nothing")
     run.add_argument("--resume", action="store_true", help="finish what an interrupted run left undone")
     run.add_argument("--force", action="store_true", help="delete an existing output folder and start over")
@@ -27,14 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     run.add_argument("--no-report", action="store_true", help="write the tables but not the report")
 
-    report = commands.add_parser("report", help="write report.md, figures and the analysis tables (cells, effects, strata, power, comparisons)")
+    report = commands.add_parser(
+        "report", help="write report.md, figures and the analysis tables (cells, effects, strata, power, comparisons)"
+    )
     report.add_argument("folder", help="a results folder, e.g. results/quickstart")
     report.add_argument("--metric", help="primary metric (default: the task's)")
     report.add_argument("--steps", type=int, help="primary number of sampling steps (default: 4)")
     report.add_argument("--format", default="png", help="figure formats, comma-separated: png,pdf,svg")
     report.add_argument("--color-by", help="colour the other variants by this factor's level")
-    report.add_argument("--rebuild", action="store_true",
-                        help="rebuild metrics, curves and trials tables from the trial records first")
+    report.add_argument(
+        "--rebuild", action="store_true", help="rebuild metrics, curves and trials tables from the trial records first"
+    )
 
     compare = commands.add_parser("compare", help="two or more results folders side by side (compare.md)")
     compare.add_argument("folders", nargs="+", help="results folders, e.g. results/toy2d results/digits")
@@ -48,9 +55,14 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "compare":
             return _compare(args)
-        return _report(args.folder, args.metric, args.steps, rebuild=args.rebuild,
-                       formats=tuple(f.strip() for f in args.format.split(",") if f.strip()),
-                       color_by=args.color_by)
+        return _report(
+            args.folder,
+            args.metric,
+            args.steps,
+            rebuild=args.rebuild,
+            formats=tuple(f.strip() for f in args.format.split(",") if f.strip()),
+            color_by=args.color_by,
+        )
     except (ExperimentError, ResultsError) as error:
         print(f"ablate: error: {error}", file=sys.stderr)
         return 2
@@ -58,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except OSError as error:  # a full disk, a read-only folder: nothing half-written (writes are atomic)
         where = f" ({error.filename})" if error.filename else ""
-        print(f"ablate: error: cannot write results{where}: {error.strerror or error}; free space or fix "
-              "permissions, then finish with --resume", file=sys.stderr)
+        print(
+            f"ablate: error: cannot write results{where}: {error.strerror or error}; free space or fix "
+            "permissions, then finish with --resume",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -73,20 +88,32 @@ def _run(args) -> int:
     output = resolve_output(experiment, args.output)
     print(f"[ablate] {experiment.name}: {len(experiment.trials)} trials -> {output}", flush=True)
     outcome = run_experiment(experiment, output, resume=args.resume, force=args.force, address=args.address)
-    print(f"[ablate] {outcome.finished}/{outcome.expected} trials finished, {outcome.failed} failed; "
-          f"tables in {outcome.output}", flush=True)
+    print(
+        f"[ablate] {outcome.finished}/{outcome.expected} trials finished, {outcome.failed} failed; "
+        f"tables in {outcome.output}",
+        flush=True,
+    )
     if outcome.interrupted:
         again = " ".join([args.experiment, *args.overrides])
-        print(f"[ablate] interrupted: finish with `ablate run {again} --resume"
-              f"{' --output ' + args.output if args.output else ''}`", flush=True)
+        print(
+            f"[ablate] interrupted: finish with `ablate run {again} --resume"
+            f"{' --output ' + args.output if args.output else ''}`",
+            flush=True,
+        )
         return 130
     if not args.no_report:
         _report(str(outcome.output), None, None, rebuild=False)
     return 0 if outcome.failed == 0 else 1
 
 
-def _report(folder: str, metric: str | None, steps: int | None, rebuild: bool,
-            formats: tuple[str, ...] = ("png",), color_by: str | None = None) -> int:
+def _report(
+    folder: str,
+    metric: str | None,
+    steps: int | None,
+    rebuild: bool,
+    formats: tuple[str, ...] = ("png",),
+    color_by: str | None = None,
+) -> int:
     from ablate.report import write_report
 
     if not (Path(folder) / "run.json").is_file():
@@ -95,8 +122,7 @@ def _report(folder: str, metric: str | None, steps: int | None, rebuild: bool,
         rebuild_tables(folder)
         print(f"[ablate] rebuilt the tables of {folder} from its trial records")
     try:
-        path = write_report(folder, primary_metric=metric, primary_steps=steps, formats=formats,
-                            color_by=color_by)
+        path = write_report(folder, primary_metric=metric, primary_steps=steps, formats=formats, color_by=color_by)
     except ValueError as error:  # an unknown --metric or --steps: one line, not a traceback
         raise ExperimentError(str(error)) from error
     print(f"[ablate] report: {path}")
@@ -122,14 +148,20 @@ def _print_matrix(experiment: Experiment) -> None:
     cells = Counter(t.variant for t in experiment.trials)
     if experiment.overrides:
         print(f"overrides: {' '.join(experiment.overrides)}")
-    print(f"experiment {experiment.name}: task {spec['task']}, k_max {experiment.k_max}, "
-          f"{len(cells)} cells x {len(spec['seeds'])} seeds = {len(experiment.trials)} trials")
+    print(
+        f"experiment {experiment.name}: task {spec['task']}, k_max {experiment.k_max}, "
+        f"{len(cells)} cells x {len(spec['seeds'])} seeds = {len(experiment.trials)} trials"
+    )
     for name, levels in experiment.factors.items():
         print(f"  factor {name}: {levels} (reference {experiment.reference[name]!r})")
-    print(f"  seeds: {spec['seeds']}; train steps {spec['train']['steps']}, batch {spec['train']['batch_size']}, "
-          f"teacher {spec['train']['teacher']}")
-    print(f"  resources per trial: cpu {experiment.resources['cpu']}, gpu {experiment.resources['gpu']}; "
-          f"max concurrent: {experiment.max_concurrent or 'as many as fit'}")
+    print(
+        f"  seeds: {spec['seeds']}; train steps {spec['train']['steps']}, batch {spec['train']['batch_size']}, "
+        f"teacher {spec['train']['teacher']}"
+    )
+    print(
+        f"  resources per trial: cpu {experiment.resources['cpu']}, gpu {experiment.resources['gpu']}; "
+        f"max concurrent: {experiment.max_concurrent or 'as many as fit'}"
+    )
     for trial in experiment.trials:
         print(f"  {trial.trial_id}")
 

@@ -33,9 +33,25 @@ from ablate.analysis.effects import metric_grids, ordered_levels
 from ablate.results import Results, atomic_write, default_primary_steps, load
 
 N_BOOTSTRAP = 2000
-COMPARE_COLUMNS = ["folder", "task", "metric", "steps", "scale", "term", "estimate", "ci_low", "ci_high",
-                   "p_holm", "ratio", "ratio_ci_low", "ratio_ci_high", "ratio_p_holm", "n_seeds", "normalised_effect",
-                   "probability_of_improvement"]
+COMPARE_COLUMNS = [
+    "folder",
+    "task",
+    "metric",
+    "steps",
+    "scale",
+    "term",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "p_holm",
+    "ratio",
+    "ratio_ci_low",
+    "ratio_ci_high",
+    "ratio_p_holm",
+    "n_seeds",
+    "normalised_effect",
+    "probability_of_improvement",
+]
 
 
 @dataclass
@@ -53,7 +69,9 @@ def _study(folder: Path, metric: str | None, steps: int | None) -> Study:
     results = load(folder)
     metric = metric or results.run.get("primary_metric")
     if metric not in analysis.quality_metrics(results.metric_names):
-        raise ValueError(f"{folder}: no quality metric {metric!r}; have {analysis.quality_metrics(results.metric_names)}")
+        raise ValueError(
+            f"{folder}: no quality metric {metric!r}; have {analysis.quality_metrics(results.metric_names)}"
+        )
     steps = int(steps or results.run.get("primary_steps") or default_primary_steps(results.eval_steps))
     if steps not in results.eval_steps:
         raise ValueError(f"{folder}: K = {steps} not evaluated; have {results.eval_steps}")
@@ -97,15 +115,15 @@ def _aggregate(studies: list[Study], toggle: str, statistic, rng: np.random.Gene
     draws = []
     for _ in range(N_BOOTSTRAP):
         chosen = [have[i] for i in rng.integers(0, len(have), len(have))] if len(have) > 1 else have
-        values = [statistic(s.pairs[toggle][rng.integers(0, len(s.pairs[toggle]), len(s.pairs[toggle]))])
-                  for s in chosen]
+        values = [
+            statistic(s.pairs[toggle][rng.integers(0, len(s.pairs[toggle]), len(s.pairs[toggle]))]) for s in chosen
+        ]
         draws.append(np.mean(values))
     low, high = np.percentile(draws, [2.5, 97.5])
     return point, float(low), float(high)
 
 
-def compare(folders: list[str | Path], output: str | Path, metric: str | None = None,
-            steps: int | None = None) -> Path:
+def compare(folders: list[str | Path], output: str | Path, metric: str | None = None, steps: int | None = None) -> Path:
     """Write compare.md, compare.csv and figures/compare_*.png into ``output``; return compare.md."""
     if len(folders) < 2:
         raise ValueError("compare needs at least two results folders")
@@ -117,16 +135,37 @@ def compare(folders: list[str | Path], output: str | Path, metric: str | None = 
     rows = []
     for study in studies:
         effects = analysis.factor_effects(study.results)
-        main = effects[(effects["metric"] == study.metric) & (effects["steps"] == study.steps)
-                       & (effects["kind"] == "main")]
+        main = effects[
+            (effects["metric"] == study.metric) & (effects["steps"] == study.steps) & (effects["kind"] == "main")
+        ]
         for _, row in main.iterrows():
             pairs = study.pairs.get(row["term"])
-            rows.append({"folder": study.name, "task": (study.results.run.get("task") or {}).get("name"),
-                         "metric": study.metric, "steps": study.steps, **{c: row[c] for c in (
-                             "scale", "term", "estimate", "ci_low", "ci_high", "p_holm", "ratio",
-                             "ratio_ci_low", "ratio_ci_high", "ratio_p_holm", "n_seeds")},
-                         "normalised_effect": _normalised_effect(pairs) if pairs is not None else np.nan,
-                         "probability_of_improvement": _probability_of_improvement(pairs) if pairs is not None else np.nan})
+            rows.append(
+                {
+                    "folder": study.name,
+                    "task": (study.results.run.get("task") or {}).get("name"),
+                    "metric": study.metric,
+                    "steps": study.steps,
+                    **{
+                        c: row[c]
+                        for c in (
+                            "scale",
+                            "term",
+                            "estimate",
+                            "ci_low",
+                            "ci_high",
+                            "p_holm",
+                            "ratio",
+                            "ratio_ci_low",
+                            "ratio_ci_high",
+                            "ratio_p_holm",
+                            "n_seeds",
+                        )
+                    },
+                    "normalised_effect": _normalised_effect(pairs) if pairs is not None else np.nan,
+                    "probability_of_improvement": _probability_of_improvement(pairs) if pairs is not None else np.nan,
+                }
+            )
     table = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
     rng = np.random.default_rng(0)
     toggles = list(pd.unique(table["term"]))
@@ -134,10 +173,18 @@ def compare(folders: list[str | Path], output: str | Path, metric: str | None = 
     for toggle in toggles:
         effect = _aggregate(studies, toggle, _normalised_effect, rng)
         improvement = _aggregate(studies, toggle, _probability_of_improvement, rng)
-        aggregate.append({"term": toggle, "n_folders": sum(toggle in s.pairs for s in studies),
-                          "normalised_effect": effect[0], "effect_ci_low": effect[1], "effect_ci_high": effect[2],
-                          "probability_of_improvement": improvement[0], "poi_ci_low": improvement[1],
-                          "poi_ci_high": improvement[2]})
+        aggregate.append(
+            {
+                "term": toggle,
+                "n_folders": sum(toggle in s.pairs for s in studies),
+                "normalised_effect": effect[0],
+                "effect_ci_low": effect[1],
+                "effect_ci_high": effect[2],
+                "probability_of_improvement": improvement[0],
+                "poi_ci_low": improvement[1],
+                "poi_ci_high": improvement[2],
+            }
+        )
     aggregate = pd.DataFrame(aggregate)
     atomic_write(output / "compare.csv", lambda tmp: table.to_csv(tmp, index=False))
     atomic_write(output / "compare_aggregate.csv", lambda tmp: aggregate.to_csv(tmp, index=False))
@@ -157,10 +204,14 @@ def _figure(studies: list[Study], table: pd.DataFrame, aggregate: pd.DataFrame, 
         ax_effect.plot(values["normalised_effect"], y + 0.12 * (i + 1), "o", ms=4, label=study.name)
         ax_poi.plot(values["probability_of_improvement"], y + 0.12 * (i + 1), "o", ms=4)
     for ax, (value, low, high), null, label in (
-            (ax_effect, ("normalised_effect", "effect_ci_low", "effect_ci_high"), 0.0,
-             "normalised effect: paper's level − other"),
-            (ax_poi, ("probability_of_improvement", "poi_ci_low", "poi_ci_high"), 0.5,
-             "P(paper's level beats the other)")):
+        (
+            ax_effect,
+            ("normalised_effect", "effect_ci_low", "effect_ci_high"),
+            0.0,
+            "normalised effect: paper's level − other",
+        ),
+        (ax_poi, ("probability_of_improvement", "poi_ci_low", "poi_ci_high"), 0.5, "P(paper's level beats the other)"),
+    ):
         est = aggregate[value].to_numpy(float)
         err = np.abs(np.vstack([est - aggregate[low], aggregate[high] - est]).astype(float))
         ax.errorbar(est, y, xerr=err, fmt="s", color="black", capsize=3, label="all folders (95% CI)")
@@ -171,41 +222,61 @@ def _figure(studies: list[Study], table: pd.DataFrame, aggregate: pd.DataFrame, 
     ax_effect.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(0.0, -0.25), ncol=3)
     fig.suptitle("Toggles across folders (per-task normalised scores, stratified bootstrap)", fontsize=10)
     fig.tight_layout()
-    atomic_write(output / "figures" / "compare.png", lambda tmp: fig.savefig(tmp, format="png", dpi=150,
-                                                                              bbox_inches="tight"))
+    atomic_write(
+        output / "figures" / "compare.png", lambda tmp: fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+    )
 
 
 def _markdown(studies: list[Study], table: pd.DataFrame, aggregate: pd.DataFrame) -> str:
     def ci(low, high) -> str:
         return f"[{low:.3g}, {high:.3g}]" if np.isfinite(low) and np.isfinite(high) else "no CI"
 
-    per_folder = ["| folder | task | metric (K) | toggle | effect on its scale, 95% CI | Holm p | normalised effect | P(improvement) |",
-                  "|---|---|---|---|---|---|---|---|"]
+    per_folder = [
+        "| folder | task | metric (K) | toggle | effect on its scale, 95% CI | Holm p | normalised effect "
+        "| P(improvement) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for _, r in table.iterrows():
         log = r["scale"] == "log"
-        effect = (f"x{r['ratio']:.3g} {ci(r['ratio_ci_low'], r['ratio_ci_high'])}" if log
-                  else f"{r['estimate']:+.3g} {ci(r['ci_low'], r['ci_high'])}")
-        per_folder.append(f"| {r['folder']} | {r['task']} | {r['metric']} (K = {r['steps']}) | `{r['term']}` | "
-                          f"{effect} | {r['ratio_p_holm' if log else 'p_holm']:.3g} | {r['normalised_effect']:+.3f} | "
-                          f"{r['probability_of_improvement']:.2f} |")
-    overall = ["| toggle | folders | normalised effect, 95% CI | P(paper's level beats the other), 95% CI |",
-               "|---|---|---|---|"]
+        effect = (
+            f"x{r['ratio']:.3g} {ci(r['ratio_ci_low'], r['ratio_ci_high'])}"
+            if log
+            else f"{r['estimate']:+.3g} {ci(r['ci_low'], r['ci_high'])}"
+        )
+        per_folder.append(
+            f"| {r['folder']} | {r['task']} | {r['metric']} (K = {r['steps']}) | `{r['term']}` | "
+            f"{effect} | {r['ratio_p_holm' if log else 'p_holm']:.3g} | {r['normalised_effect']:+.3f} | "
+            f"{r['probability_of_improvement']:.2f} |"
+        )
+    overall = [
+        "| toggle | folders | normalised effect, 95% CI | P(paper's level beats the other), 95% CI |",
+        "|---|---|---|---|",
+    ]
     for _, r in aggregate.iterrows():
-        overall.append(f"| `{r['term']}` | {r['n_folders']} | {r['normalised_effect']:+.3f} "
-                       f"{ci(r['effect_ci_low'], r['effect_ci_high'])} | {r['probability_of_improvement']:.2f} "
-                       f"{ci(r['poi_ci_low'], r['poi_ci_high'])} |")
+        overall.append(
+            f"| `{r['term']}` | {r['n_folders']} | {r['normalised_effect']:+.3f} "
+            f"{ci(r['effect_ci_low'], r['effect_ci_high'])} | {r['probability_of_improvement']:.2f} "
+            f"{ci(r['poi_ci_low'], r['poi_ci_high'])} |"
+        )
     seeds = ", ".join(f"{s.name}: {len(s.results.seeds)}" for s in studies)
-    return "\n\n".join([
-        "# Comparison: " + ", ".join(s.name for s in studies),
-        "Each folder at its primary metric and K unless `--metric`/`--steps` were given. Effects are the "
-        "paper's level against the other, on each metric's own scale, with the seed-paired 95% CIs of "
-        "`effects.csv`. Across folders, each cell's score is its metric oriented so that higher is better "
-        "and min-max scaled over that folder's cells (0 = worst cell, 1 = best); the normalised effect and "
-        "the probability that the paper's level beats the other (matched within seed and stratum) are "
-        "averaged over folders, with stratified bootstrap 95% CIs (seeds within folders, then folders), as "
-        f"rliable does. Seeds per folder: {seeds}; with fewer than about 10 a bootstrap CI is too narrow "
-        "(see benchmarks/statistics_coverage.py): read the per-folder CIs first.",
-        "## Across folders", "\n".join(overall),
-        "![Toggles across folders](figures/compare.png)",
-        "## Per folder", "\n".join(per_folder),
-    ]) + "\n"
+    return (
+        "\n\n".join(
+            [
+                "# Comparison: " + ", ".join(s.name for s in studies),
+                "Each folder at its primary metric and K unless `--metric`/`--steps` were given. Effects are the "
+                "paper's level against the other, on each metric's own scale, with the seed-paired 95% CIs of "
+                "`effects.csv`. Across folders, each cell's score is its metric oriented so that higher is better "
+                "and min-max scaled over that folder's cells (0 = worst cell, 1 = best); the normalised effect and "
+                "the probability that the paper's level beats the other (matched within seed and stratum) are "
+                "averaged over folders, with stratified bootstrap 95% CIs (seeds within folders, then folders), as "
+                f"rliable does. Seeds per folder: {seeds}; with fewer than about 10 a bootstrap CI is too narrow "
+                "(see benchmarks/statistics_coverage.py): read the per-folder CIs first.",
+                "## Across folders",
+                "\n".join(overall),
+                "![Toggles across folders](figures/compare.png)",
+                "## Per folder",
+                "\n".join(per_folder),
+            ]
+        )
+        + "\n"
+    )

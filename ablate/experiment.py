@@ -18,19 +18,43 @@ import yaml
 
 from ablate.families import BASELINE_FAMILY, family_spec, load_family
 from ablate.objective import ShortcutForcing
-from ablate.variants import TOGGLES
 from ablate.tasks import BUILTIN_TASKS, make_task
 from ablate.trackers import parse_loggers
 from ablate.trial import DEFAULTS, TEACHERS, build_objective
+from ablate.variants import TOGGLES
 
-TOP_LEVEL = ("name", "task", "task_params", "objective", "factors", "baseline", "seeds", "train", "eval",
-             "resources", "max_concurrent", "primary", "output", "checkpoint_seconds", "max_failures", "labels",
-             "loggers")
+TOP_LEVEL = (
+    "name",
+    "task",
+    "task_params",
+    "objective",
+    "factors",
+    "baseline",
+    "seeds",
+    "train",
+    "eval",
+    "resources",
+    "max_concurrent",
+    "primary",
+    "output",
+    "checkpoint_seconds",
+    "max_failures",
+    "labels",
+    "loggers",
+)
 OBJECTIVE_KEYS = ("family", "k_max", "ramp", "step_sizes", "bootstrap_fraction", "bootstrap_weight", *TOGGLES)
 TRAIN_KEYS = {  # YAML key under `train:` -> trial config key
-    "steps": "train_steps", "batch_size": "batch_size", "lr": "lr", "lr_final": "lr_final",
-    "grad_clip": "grad_clip", "teacher": "teacher", "teacher_decay": "teacher_decay", "eval_ema": "eval_ema",
-    "log_every": "log_every", "divergence_loss": "divergence_loss", "timeout_seconds": "timeout_seconds",
+    "steps": "train_steps",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "lr_final": "lr_final",
+    "grad_clip": "grad_clip",
+    "teacher": "teacher",
+    "teacher_decay": "teacher_decay",
+    "eval_ema": "eval_ema",
+    "log_every": "log_every",
+    "divergence_loss": "divergence_loss",
+    "timeout_seconds": "timeout_seconds",
 }
 EVAL_KEYS = ("steps", "seed")
 RESOURCE_KEYS = ("cpu", "gpu")
@@ -144,8 +168,9 @@ def apply_overrides(raw, overrides: Sequence[str]) -> dict:
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as error:
-            raise ExperimentError(f"override {override!r}: the value is not valid YAML "
-                                  f"({str(error).splitlines()[0]})") from None
+            raise ExperimentError(
+                f"override {override!r}: the value is not valid YAML ({str(error).splitlines()[0]})"
+            ) from None
         head, _, rest = key.partition(".")
         if not rest:
             raw[head] = value
@@ -174,8 +199,10 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
 
     task = raw.get("task", "toy2d")
     if not isinstance(task, str):
-        raise ExperimentError(f"task: must be a built-in name ({', '.join(BUILTIN_TASKS)}), "
-                              f"'module:function' or a path to a .py file, got {task!r}")
+        raise ExperimentError(
+            f"task: must be a built-in name ({', '.join(BUILTIN_TASKS)}), "
+            f"'module:function' or a path to a .py file, got {task!r}"
+        )
     task = _absolute_task_path(task, source)
     task_params = raw.get("task_params") or {}
     if not isinstance(task_params, dict):
@@ -218,21 +245,33 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
         resources["gpu"] = _number("resources.gpu", resources["gpu"], minimum=0)
         if resources["gpu"] > 1 and resources["gpu"] != int(resources["gpu"]):
             raise ExperimentError(f"resources.gpu: a share above 1 must be whole, got {resources['gpu']}")
-    max_concurrent = _number("max_concurrent", raw.get("max_concurrent"), integer=True, positive=True,
-                             allow_none=True)
+    max_concurrent = _number("max_concurrent", raw.get("max_concurrent"), integer=True, positive=True, allow_none=True)
 
     labels = raw.get("labels") or {}
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-        raise ExperimentError("labels: must map a cell label or a role (paper, simplified, baseline) to a "
-                              "display name, e.g. {paper: DreamerV4, simplified: port}")
+        raise ExperimentError(
+            "labels: must map a cell label or a role (paper, simplified, baseline) to a "
+            "display name, e.g. {paper: DreamerV4, simplified: port}"
+        )
     try:
         loggers = parse_loggers(raw.get("loggers"), _suggest)
     except ValueError as error:
         raise ExperimentError(str(error)) from None
     spec = {
-        "name": name, "task": task, "labels": {str(k): v for k, v in labels.items()}, "loggers": loggers, "task_params": task_params, "objective": objective, "factors": factors,
-        "baseline": baseline, "seeds": seeds, "train": train, "eval": evaluation, "resources": resources,
-        "max_concurrent": max_concurrent, "primary": _section(raw, "primary", PRIMARY_KEYS),
+        "name": name,
+        "task": task,
+        "labels": {str(k): v for k, v in labels.items()},
+        "loggers": loggers,
+        "task_params": task_params,
+        "objective": objective,
+        "factors": factors,
+        "baseline": baseline,
+        "seeds": seeds,
+        "train": train,
+        "eval": evaluation,
+        "resources": resources,
+        "max_concurrent": max_concurrent,
+        "primary": _section(raw, "primary", PRIMARY_KEYS),
         "output": raw.get("output"),
         "checkpoint_seconds": _number("checkpoint_seconds", raw.get("checkpoint_seconds", 10.0), positive=True),
         "max_failures": _number("max_failures", raw.get("max_failures", 2), integer=True, minimum=0),
@@ -268,15 +307,18 @@ def _check_train(train: dict) -> dict:
     for key in ("lr", "lr_final", "divergence_loss"):
         train[key] = _number(f"train.{key}", train[key], positive=True)
     train["grad_clip"] = _number("train.grad_clip", train["grad_clip"], positive=True, allow_none=True)
-    train["timeout_seconds"] = _number("train.timeout_seconds", train["timeout_seconds"], positive=True,
-                                       allow_none=True)
+    train["timeout_seconds"] = _number(
+        "train.timeout_seconds", train["timeout_seconds"], positive=True, allow_none=True
+    )
     train["eval_ema"] = _number("train.eval_ema", train["eval_ema"], minimum=0, allow_none=True)
     train["teacher_decay"] = _number("train.teacher_decay", train["teacher_decay"], minimum=0)
     for key in ("teacher_decay", "eval_ema"):
         if train[key] is not None and not train[key] < 1:
             raise ExperimentError(f"train.{key}: an EMA decay must be in [0, 1), got {train[key]}")
     if train["teacher"] not in TEACHERS:
-        raise ExperimentError(f"train.teacher: {train['teacher']!r} is not allowed{_suggest(train['teacher'], TEACHERS)}")
+        raise ExperimentError(
+            f"train.teacher: {train['teacher']!r} is not allowed{_suggest(train['teacher'], TEACHERS)}"
+        )
     return train
 
 
@@ -293,8 +335,9 @@ def _parse_factors(factors) -> dict[str, list]:
         if name in TOGGLES:
             for level in levels:
                 if level not in TOGGLES[name] or type(level) is not type(TOGGLES[name][0]):
-                    raise ExperimentError(f"factors.{name}: level {level!r} is not allowed"
-                                          f"{_suggest(level, TOGGLES[name])}")
+                    raise ExperimentError(
+                        f"factors.{name}: level {level!r} is not allowed{_suggest(level, TOGGLES[name])}"
+                    )
         parsed[str(name)] = list(levels)
     return parsed
 
@@ -304,8 +347,7 @@ def _cell_config(spec: dict, levels: dict, baseline: bool) -> dict:
     o, t, e = spec["objective"], spec["train"], spec["eval"]
     config = {k: o[k] for k in OBJECTIVE_KEYS}
     config.update({TRAIN_KEYS[k]: v for k, v in t.items()})
-    config.update(task=spec["task"], task_params=dict(spec["task_params"]),
-                  eval_steps=e["steps"], eval_seed=e["seed"])
+    config.update(task=spec["task"], task_params=dict(spec["task_params"]), eval_steps=e["steps"], eval_seed=e["seed"])
     for name, level in levels.items():
         if name.startswith("task_params."):
             config["task_params"][name.split(".", 1)[1]] = level
@@ -356,8 +398,10 @@ def _check_cell(config: dict, label: str) -> None:
             raise ExperimentError(f"eval.steps: must be a non-empty list of step counts, got {steps!r}")
         for k in steps:
             if k not in objective.step_counts:
-                raise ExperimentError(f"eval.steps: {k!r} is not a power of two <= k_max="
-                                      f"{objective.k_max}; allowed: {list(objective.step_counts)}")
+                raise ExperimentError(
+                    f"eval.steps: {k!r} is not a power of two <= k_max="
+                    f"{objective.k_max}; allowed: {list(objective.step_counts)}"
+                )
 
 
 def _check_task(spec: dict, factors: dict) -> dict:
@@ -375,5 +419,8 @@ def _check_task(spec: dict, factors: dict) -> dict:
         except Exception as error:  # a user's task may raise anything: still one line, before any trial
             raise ExperimentError(f"task: building {spec['task']!r} failed: {type(error).__name__}: {error}") from None
         first = task if first is None else first
-    return {"sample_format": first.sample_format, "primary_metric": first.primary_metric,
-            "metric_directions": dict(first.metric_directions)}
+    return {
+        "sample_format": first.sample_format,
+        "primary_metric": first.primary_metric,
+        "metric_directions": dict(first.metric_directions),
+    }

@@ -69,8 +69,7 @@ def gaussian_fit(features: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(axis=0), np.atleast_2d(np.cov(f, rowvar=False))
 
 
-def frechet_distance_from_stats(mu_a: np.ndarray, sigma_a: np.ndarray, mu_b: np.ndarray, sigma_b: np.ndarray
-                                ) -> float:
+def frechet_distance_from_stats(mu_a: np.ndarray, sigma_a: np.ndarray, mu_b: np.ndarray, sigma_b: np.ndarray) -> float:
     """Frechet distance of two Gaussians.
 
     tr((S_a S_b)^(1/2)) is computed as the sum of the square roots of the eigenvalues of S_a S_b (as
@@ -101,12 +100,14 @@ def _unbiased_mmd2(x: np.ndarray, y: np.ndarray) -> float:
     dim = x.shape[1]
     k_xx, k_yy, k_xy = ((x @ x.T) / dim + 1) ** 3, ((y @ y.T) / dim + 1) ** 3, ((x @ y.T) / dim + 1) ** 3
     m, n = len(x), len(y)
-    return float((k_xx.sum() - np.trace(k_xx)) / (m * (m - 1)) + (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
-                 - 2 * k_xy.mean())
+    return float(
+        (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1)) + (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1)) - 2 * k_xy.mean()
+    )
 
 
-def kernel_inception_distance(features_a: ArrayLike, features_b: ArrayLike, subset_size: int = 1000,
-                              n_subsets: int = 10, seed: int = 0) -> float:
+def kernel_inception_distance(
+    features_a: ArrayLike, features_b: ArrayLike, subset_size: int = 1000, n_subsets: int = 10, seed: int = 0
+) -> float:
     """KID: the unbiased polynomial-kernel MMD^2, on all points when both sets fit in one subset, else the
     mean over `n_subsets` random subsets of `subset_size` (drawn with a fixed seed, so it is deterministic)."""
     a, b = as_float64(features_a), as_float64(features_b)
@@ -118,10 +119,14 @@ def kernel_inception_distance(features_a: ArrayLike, features_b: ArrayLike, subs
         return _unbiased_mmd2(a, b)
     size = min(subset_size, len(a), len(b))
     rng = np.random.default_rng(seed)
-    return float(np.mean([
-        _unbiased_mmd2(a[rng.choice(len(a), size, replace=False)], b[rng.choice(len(b), size, replace=False)])
-        for _ in range(n_subsets)
-    ]))
+    return float(
+        np.mean(
+            [
+                _unbiased_mmd2(a[rng.choice(len(a), size, replace=False)], b[rng.choice(len(b), size, replace=False)])
+                for _ in range(n_subsets)
+            ]
+        )
+    )
 
 
 def class_entropy(predicted: ArrayLike, n_classes: int) -> float:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -142,8 +142,9 @@ def record_path(folder: str | Path, trial_id: str) -> Path:
     return Path(folder) / RECORDS_DIR / f"{trial_id}.json"
 
 
-def write_trial_result(folder: str | Path, trial_id: str, record: dict,
-                       samples: Mapping[int, np.ndarray] | None = None) -> None:
+def write_trial_result(
+    folder: str | Path, trial_id: str, record: dict, samples: Mapping[int, np.ndarray] | None = None
+) -> None:
     """Samples first, then the result record, each atomically (temporary file + rename): a result
     file always means a finished trial, and an interrupted write leaves no partial file behind.
 
@@ -158,9 +159,13 @@ def write_trial_result(folder: str | Path, trial_id: str, record: dict,
         atomic_write(samples_dir / f"{trial_id}.npz", lambda tmp: _save_npz(tmp, arrays))
     path = record_path(folder, trial_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_text(path, json.dumps({**record, "trial_id": trial_id,
-                                  "metrics": {str(k): v for k, v in record["metrics"].items()}},
-                                 default=_json_default))
+    _write_text(
+        path,
+        json.dumps(
+            {**record, "trial_id": trial_id, "metrics": {str(k): v for k, v in record["metrics"].items()}},
+            default=_json_default,
+        ),
+    )
 
 
 def _save_npz(path: Path, arrays: dict) -> None:
@@ -185,8 +190,10 @@ def read_trial_records(folder: str | Path) -> dict[str, dict]:
             records[path.stem] = json.loads(path.read_text())
             records[path.stem]["metrics"], records[path.stem]["curves"], records[path.stem]["status"]
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ResultsError(f"{path} is damaged ({_reason(error)}): delete it and run `ablate run "
-                               "EXPERIMENT --resume` to run that trial again") from None
+            raise ResultsError(
+                f"{path} is damaged ({_reason(error)}): delete it and run `ablate run "
+                "EXPERIMENT --resume` to run that trial again"
+            ) from None
     return records
 
 
@@ -204,7 +211,9 @@ def rebuild_tables(folder: str | Path) -> None:
 
 
 def collect_tables(
-    expected: Sequence[Mapping], factor_names: Sequence[str], records: Mapping[str, dict],
+    expected: Sequence[Mapping],
+    factor_names: Sequence[str],
+    records: Mapping[str, dict],
     failed: set[str] = frozenset(),
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """metrics, curves and trials tables over the expected trials (dicts of ``trial_id``, ``variant``,
@@ -213,8 +222,12 @@ def collect_tables(
     metric_keys = sorted({(int(k), m) for r in records.values() for k, per_k in r["metrics"].items() for m in per_k})
     metric_rows, curve_rows, trial_rows = [], [], []
     for spec in expected:
-        ident = {"trial_id": spec["trial_id"], "variant": spec["variant"],
-                 **{f: spec.get(f) for f in factor_names}, "seed": spec["seed"]}
+        ident = {
+            "trial_id": spec["trial_id"],
+            "variant": spec["variant"],
+            **{f: spec.get(f) for f in factor_names},
+            "seed": spec["seed"],
+        }
         record = records.get(spec["trial_id"])
         status = record["status"] if record else FAILED if spec["trial_id"] in failed else MISSING
         row = {c: record.get(c) if record else None for c in TRIALS_COLUMNS[4:]}
@@ -227,12 +240,16 @@ def collect_tables(
             value = record["metrics"].get(str(k), {}).get(name, float("nan"))
             metric_rows.append({**ident, "status": status, "steps": k, "metric": name, "value": value})
         for point in record["curves"]:
-            curve_rows.extend({**ident, "status": status, "step": point["step"], "metric": name,
-                               "value": point[name]} for name in CURVE_METRICS)
+            curve_rows.extend(
+                {**ident, "status": status, "step": point["step"], "metric": name, "value": point[name]}
+                for name in CURVE_METRICS
+            )
     head = ["trial_id", "variant", *factor_names]
-    return (pd.DataFrame(metric_rows, columns=head + METRICS_COLUMNS[2:]),
-            pd.DataFrame(curve_rows, columns=head + CURVES_COLUMNS[2:]),
-            pd.DataFrame(trial_rows, columns=head + TRIALS_COLUMNS[2:]))
+    return (
+        pd.DataFrame(metric_rows, columns=head + METRICS_COLUMNS[2:]),
+        pd.DataFrame(curve_rows, columns=head + CURVES_COLUMNS[2:]),
+        pd.DataFrame(trial_rows, columns=head + TRIALS_COLUMNS[2:]),
+    )
 
 
 def _reason(error: BaseException) -> str:
@@ -280,10 +297,7 @@ def _canonical_factors(frame: pd.DataFrame, factors: list[dict]) -> pd.DataFrame
             continue
         lookup = {_level_key(level): level for level in factor.get("levels", [])}
         out[name] = pd.Series(
-            [
-                None if _level_key(v) is None else lookup.get(_level_key(v), v)
-                for v in out[name].tolist()
-            ],
+            [None if _level_key(v) is None else lookup.get(_level_key(v), v) for v in out[name].tolist()],
             index=out.index,
             dtype=object,
         )
@@ -303,8 +317,7 @@ def _read_table(folder: Path, name: str) -> pd.DataFrame:
             return pd.read_parquet(parquet)
         return pd.read_csv(csv, dtype=_TEXT_COLUMNS)
     except Exception as error:  # pyarrow, pandas and the OS raise many types for a damaged file
-        raise ResultsError(f"{path} is damaged ({_reason(error)}): "
-                           + REBUILD_HINT.format(folder=folder)) from None
+        raise ResultsError(f"{path} is damaged ({_reason(error)}): " + REBUILD_HINT.format(folder=folder)) from None
 
 
 def _read_run(folder: Path) -> dict:
@@ -314,8 +327,10 @@ def _read_run(folder: Path) -> dict:
     try:
         run = json.loads(run_path.read_text())
     except (OSError, ValueError) as error:
-        raise ResultsError(f"{run_path} is damaged ({_reason(error)}): run `ablate run EXPERIMENT --resume "
-                           f"--output {folder}` to write it again") from None
+        raise ResultsError(
+            f"{run_path} is damaged ({_reason(error)}): run `ablate run EXPERIMENT --resume "
+            f"--output {folder}` to write it again"
+        ) from None
     if not isinstance(run, dict):
         raise ResultsError(f"{run_path} is damaged (not a JSON object)")
     return run
@@ -422,6 +437,8 @@ def load(folder: str | Path) -> Results:
     for name, table in (("metrics", metrics), ("curves", curves), ("trials", trials)):
         required = {"metrics": METRICS_COLUMNS, "curves": CURVES_COLUMNS, "trials": TRIALS_COLUMNS[:4]}[name]
         if len(table.columns) and not set(required) <= set(table.columns):
-            raise ResultsError(f"{folder / (name + '.csv')} lacks columns "
-                               f"{sorted(set(required) - set(table.columns))}: " + REBUILD_HINT.format(folder=folder))
+            raise ResultsError(
+                f"{folder / (name + '.csv')} lacks columns "
+                f"{sorted(set(required) - set(table.columns))}: " + REBUILD_HINT.format(folder=folder)
+            )
     return Results(folder=folder, metrics=metrics, curves=curves, trials=trials, run=run)

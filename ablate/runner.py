@@ -20,12 +20,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
 # Read by Ray at import time, hence set before `import ray`:
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # token auth for the local Ray we start (Ray's advice)
@@ -42,15 +42,26 @@ from ray import tune
 from ablate import results
 from ablate.experiment import Experiment, ExperimentError
 from ablate.families import flow
-from ablate.variants import TOGGLES, Variant
 from ablate.trackers import eval_metrics, logger_callbacks
 from ablate.trial import Trial
+from ablate.variants import TOGGLES, Variant
 
 # Without Tune's own result.json loggers (disabled above), its ResultGrid warns that it cannot read them.
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
-PACKAGES = ("ablate", "torch", "ray", "numpy", "pandas", "scipy", "statsmodels", "POT", "scikit-learn",
-            "matplotlib", "pyyaml")
+PACKAGES = (
+    "ablate",
+    "torch",
+    "ray",
+    "numpy",
+    "pandas",
+    "scipy",
+    "statsmodels",
+    "POT",
+    "scikit-learn",
+    "matplotlib",
+    "pyyaml",
+)
 GPU_AUTO_SHARE = 0.25  # `gpu: auto` on a cluster with GPUs: four trials share one GPU
 LOCK_NAME = ".ablate.lock"  # held by the one driver running into a results folder
 
@@ -77,8 +88,9 @@ def check_output(experiment: Experiment, output: Path, resume: bool, force: bool
         raise ExperimentError(f"{output} is a file, not a results folder: choose another --output")
     exists = output.exists() and any(p.name != LOCK_NAME for p in output.iterdir())
     if exists and not (resume or force):
-        raise ExperimentError(f"{output} already exists: add --resume to finish what is missing, "
-                              "or --force to delete it and start over")
+        raise ExperimentError(
+            f"{output} already exists: add --resume to finish what is missing, or --force to delete it and start over"
+        )
     if resume:
         saved = output / "experiment.json"
         if not saved.is_file():
@@ -86,11 +98,14 @@ def check_output(experiment: Experiment, output: Path, resume: bool, force: bool
         try:
             recorded = json.loads(saved.read_text())
         except ValueError:
-            raise ExperimentError(f"{saved} is damaged: cannot tell which experiment {output} holds; use "
-                                  "--force or another output folder") from None
+            raise ExperimentError(
+                f"{saved} is damaged: cannot tell which experiment {output} holds; use --force or another output folder"
+            ) from None
         if recorded != _jsonable(experiment.spec):
-            raise ExperimentError(f"the experiment changed since {output} was started: resume with the same "
-                                  "file, or use --force / another output folder")
+            raise ExperimentError(
+                f"the experiment changed since {output} was started: resume with the same "
+                "file, or use --force / another output folder"
+            )
 
 
 def run_experiment(
@@ -108,8 +123,9 @@ def run_experiment(
         return _run_locked(experiment, output, resume, force, address, verbose)
 
 
-def _run_locked(experiment: Experiment, output: Path, resume: bool, force: bool, address: str | None,
-                verbose: bool) -> RunOutcome:
+def _run_locked(
+    experiment: Experiment, output: Path, resume: bool, force: bool, address: str | None, verbose: bool
+) -> RunOutcome:
     with ray_session(address) as cluster:
         gpu = _gpu_share(experiment.resources["gpu"], cluster)
         if force:
@@ -120,8 +136,7 @@ def _run_locked(experiment: Experiment, output: Path, resume: bool, force: bool,
         started = time.time()
         provenance = {"versions": package_versions(), "git_commit": git_commit()}  # of the code that runs now
         tuner = _tuner(experiment, output, gpu, resume, verbose)
-        live = LiveTables(lambda: write_results(experiment, output, started, resume, provenance, set()),
-                          output)
+        live = LiveTables(lambda: write_results(experiment, output, started, resume, provenance, set()), output)
         with sigterm_as_sigint(), live:
             grid = tuner.fit()
         fit_seconds = time.time() - started
@@ -152,7 +167,7 @@ class LiveTables(threading.Thread):
                 except (OSError, ValueError):
                     pass
 
-    def __enter__(self) -> "LiveTables":
+    def __enter__(self) -> LiveTables:
         self.start()
         return self
 
@@ -179,13 +194,16 @@ def folder_lock(output: Path):
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise ExperimentError(f"{output} is in use by another `ablate run` ({holder}): wait for it to finish, "
-                              "or use another --output") from None
+        raise ExperimentError(
+            f"{output} is in use by another `ablate run` ({holder}): wait for it to finish, or use another --output"
+        ) from None
     handle.seek(0)
     stale = handle.read().strip()
     if stale:
-        print(f"[ablate] note: an earlier run ({stale}) ended without releasing {output / LOCK_NAME}; "
-              "taking it over", flush=True)
+        print(
+            f"[ablate] note: an earlier run ({stale}) ended without releasing {output / LOCK_NAME}; taking it over",
+            flush=True,
+        )
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {_iso(time.time())}")
@@ -226,8 +244,9 @@ def _gpu_share(requested, cluster: dict) -> float:
     if requested == "auto":
         return GPU_AUTO_SHARE if gpus > 0 else 0.0
     if requested > 0 and gpus == 0:
-        raise ExperimentError(f"resources.gpu: {requested} requested, but the Ray cluster has no GPU "
-                              "(use gpu: 0 or gpu: auto)")
+        raise ExperimentError(
+            f"resources.gpu: {requested} requested, but the Ray cluster has no GPU (use gpu: 0 or gpu: auto)"
+        )
     return float(requested)
 
 
@@ -249,9 +268,15 @@ def _tuner(experiment: Experiment, output: Path, gpu: float, resume: bool, verbo
         return tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, restart_errored=True)
     device = "cuda" if gpu > 0 else "cpu"
     trials = [
-        {"trial_id": t.trial_id, "variant": t.variant, "levels": t.levels, "seed": t.seed,
-         "output": str(output), "checkpoint_seconds": experiment.spec["checkpoint_seconds"],
-         "config": {**t.config, "threads": max(1, int(cpu)), "device": device}}
+        {
+            "trial_id": t.trial_id,
+            "variant": t.variant,
+            "levels": t.levels,
+            "seed": t.seed,
+            "output": str(output),
+            "checkpoint_seconds": experiment.spec["checkpoint_seconds"],
+            "config": {**t.config, "threads": max(1, int(cpu)), "device": device},
+        }
         for t in experiment.trials
     ]
     callbacks = [ProgressView(len(trials))] if verbose else []
@@ -259,10 +284,17 @@ def _tuner(experiment: Experiment, output: Path, gpu: float, resume: bool, verbo
     return tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(trials)},
-        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=experiment.max_concurrent,
-                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+        tune_config=tune.TuneConfig(
+            reuse_actors=True,
+            max_concurrent_trials=experiment.max_concurrent,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
         run_config=tune.RunConfig(
-            name="tune", storage_path=str(output / "ray"), verbose=0, callbacks=callbacks,
+            name="tune",
+            storage_path=str(output / "ray"),
+            verbose=0,
+            callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=experiment.spec["max_failures"]),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
@@ -297,8 +329,15 @@ def train_one(params: dict) -> None:
         if watchdog is not None:
             watchdog.cancel()
     save_trial_result(output, trial_id, result, restored_at)
-    tune.report({"phase": "done", "step": trial.step, "status": result.status, "warning": warning,
-                 **eval_metrics(result.metrics)})
+    tune.report(
+        {
+            "phase": "done",
+            "step": trial.step,
+            "status": result.status,
+            "warning": warning,
+            **eval_metrics(result.metrics),
+        }
+    )
 
 
 def _trial_name(trial) -> str:
@@ -325,10 +364,19 @@ def _give_up(output: Path, trial_id: str, trial: Trial, timeout: float) -> None:
     """The watchdog: past `train.timeout_seconds` the trial is recorded as failed (reason timeout)
     and its worker process ends, even if it is stuck inside a call; Tune's retry then finds the
     record and returns at once, and the grid goes on."""
-    record = {"node": ray.get_runtime_context().get_node_id(), "restored_at_step": None,
-              "status": results.FAILED, "reason": "timeout", "diverged_step": None,
-              "train_seconds": trial.train_seconds, "eval_seconds": 0.0, "metrics": {},
-              "curves": list(trial.curves), "config": trial.config, "timeout_seconds": timeout}
+    record = {
+        "node": ray.get_runtime_context().get_node_id(),
+        "restored_at_step": None,
+        "status": results.FAILED,
+        "reason": "timeout",
+        "diverged_step": None,
+        "train_seconds": trial.train_seconds,
+        "eval_seconds": 0.0,
+        "metrics": {},
+        "curves": list(trial.curves),
+        "config": trial.config,
+        "timeout_seconds": timeout,
+    }
     results.write_trial_result(output, trial_id, record)
     os._exit(1)
 
@@ -337,17 +385,24 @@ def _report_with_checkpoint(trial: Trial, warning: str | None = None) -> None:
     loss = trial.curves[-1]["loss"] if trial.curves else float("nan")
     with tempfile.TemporaryDirectory() as folder:
         torch.save(trial.state_dict(), Path(folder) / "state.pt")
-        tune.report({"phase": "train", "step": trial.step, "loss": loss, "status": trial.status,
-                     "warning": warning}, checkpoint=tune.Checkpoint.from_directory(folder))
+        tune.report(
+            {"phase": "train", "step": trial.step, "loss": loss, "status": trial.status, "warning": warning},
+            checkpoint=tune.Checkpoint.from_directory(folder),
+        )
 
 
 def save_trial_result(output: Path, trial_id: str, result, restored_at: int | None = None) -> None:
     """The finished trial's record and samples, written through the results contract (atomically)."""
     record = {
-        "node": ray.get_runtime_context().get_node_id(), "restored_at_step": restored_at,
-        "status": result.status, "diverged_step": result.diverged_step,
-        "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
-        "metrics": result.metrics, "curves": result.curves, "config": result.config,
+        "node": ray.get_runtime_context().get_node_id(),
+        "restored_at_step": restored_at,
+        "status": result.status,
+        "diverged_step": result.diverged_step,
+        "train_seconds": result.train_seconds,
+        "eval_seconds": result.eval_seconds,
+        "metrics": result.metrics,
+        "curves": result.curves,
+        "config": result.config,
     }
     results.write_trial_result(output, trial_id, record, result.samples)
 
@@ -355,8 +410,9 @@ def save_trial_result(output: Path, trial_id: str, result, restored_at: int | No
 # --- back in the driver -----------------------------------------------------------------------------------
 
 
-def write_results(experiment: Experiment, output: Path, started: float, resumed: bool, provenance: dict,
-                  failed: set[str]) -> RunOutcome:
+def write_results(
+    experiment: Experiment, output: Path, started: float, resumed: bool, provenance: dict, failed: set[str]
+) -> RunOutcome:
     """Turn the per-trial result files into the tidy tables and run.json (the report's contract)."""
     metrics, curves, trials = collect_tables(experiment, output, failed)
     finished = int(trials["status"].isin([results.OK, results.DIVERGED]).sum())
@@ -367,11 +423,13 @@ def write_results(experiment: Experiment, output: Path, started: float, resumed:
     return RunOutcome(output, len(experiment.trials), finished, n_failed, interrupted)
 
 
-def collect_tables(experiment: Experiment, output: Path, failed: set[str] = frozenset()
-                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def collect_tables(
+    experiment: Experiment, output: Path, failed: set[str] = frozenset()
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The contract's tables over the experiment's expected trials, from the trial records in `output`."""
-    return results.collect_tables(experiment.expected_trials(), list(experiment.factors),
-                                  results.read_trial_records(output), failed)
+    return results.collect_tables(
+        experiment.expected_trials(), list(experiment.factors), results.read_trial_records(output), failed
+    )
 
 
 def _run_info(experiment: Experiment, output: Path, started: float, resumed: bool, provenance: dict) -> dict:
@@ -384,19 +442,30 @@ def _run_info(experiment: Experiment, output: Path, started: float, resumed: boo
         previous = {}
     now = time.time()
     earlier = [s for s in previous.get("sessions", []) if s.get("started") != _iso(started)]
-    sessions = earlier + [{  # this session's entry, rewritten by every refresh of the live tables
-        "started": _iso(started), "finished": _iso(now), "wall_seconds": now - started, "resumed": resumed,
-        **provenance}]
+    sessions = earlier + [
+        {  # this session's entry, rewritten by every refresh of the live tables
+            "started": _iso(started),
+            "finished": _iso(now),
+            "wall_seconds": now - started,
+            "resumed": resumed,
+            **provenance,
+        }
+    ]
     toggles_varied = [name for name in TOGGLES if name in experiment.factors]
     simplified_levels = {n: getattr(Variant.simplified(), n) for n in toggles_varied}
     extras_reference = "".join(f",{n}={experiment.reference[n]}" for n in experiment.factors if n not in TOGGLES)
     fixed = {n: experiment.trials[0].config[n] for n in TOGGLES}
     return {
         "name": experiment.name,
-        "task": {"name": experiment.spec["task"], "params": experiment.spec["task_params"],
-                 "sample_format": task["sample_format"]},
-        "factors": [{"name": n, "levels": levels, "reference": experiment.reference[n]}
-                    for n, levels in experiment.factors.items()],
+        "task": {
+            "name": experiment.spec["task"],
+            "params": experiment.spec["task_params"],
+            "sample_format": task["sample_format"],
+        },
+        "factors": [
+            {"name": n, "levels": levels, "reference": experiment.reference[n]}
+            for n, levels in experiment.factors.items()
+        ],
         "seeds": experiment.spec["seeds"],
         "eval_steps": eval_steps,
         "k_max": experiment.k_max,
@@ -432,10 +501,15 @@ def git_commit() -> str | None:
     """The commit of the ablate checkout in use, with `-dirty` when it has uncommitted changes."""
     repo = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("-dirty" if dirty else "")
@@ -471,16 +545,20 @@ class ProgressView(tune.Callback):
             self.done_before = done
         running = sum(t.status == "RUNNING" for t in trials)
         failed = sum(t.status == "ERROR" for t in trials)
-        diverged = sum(t.status == "TERMINATED" and (t.last_result or {}).get("status") == results.DIVERGED
-                       for t in trials)
+        diverged = sum(
+            t.status == "TERMINATED" and (t.last_result or {}).get("status") == results.DIVERGED for t in trials
+        )
         elapsed = time.monotonic() - self.start
         new = max(done - self.done_before, 0)
         remaining = self.total - done - failed
         eta = f"ETA {_duration(elapsed / new * remaining)}" if new and remaining else "ETA ?" if remaining else "done"
         counts = (done, diverged, failed)
         if counts != self.last_counts or time.monotonic() - self.last_time > self.every_seconds:
-            print(f"[ablate] {done}/{self.total} trials done ({diverged} diverged), {running} running, "
-                  f"{failed} failed | {_duration(elapsed)} elapsed, {eta}{_running_steps(trials)}", flush=True)
+            print(
+                f"[ablate] {done}/{self.total} trials done ({diverged} diverged), {running} running, "
+                f"{failed} failed | {_duration(elapsed)} elapsed, {eta}{_running_steps(trials)}",
+                flush=True,
+            )
             self.last_counts, self.last_time = counts, time.monotonic()
 
 
@@ -489,8 +567,10 @@ def _running_steps(trials, most: int = 4) -> str:
     parts = []
     for t in trials:
         if t.status == "RUNNING" and (t.last_result or {}).get("phase") == "train":
-            parts.append(f"{t.config['trial']['trial_id']} step {t.last_result['step']}/"
-                         f"{t.config['trial']['config']['train_steps']}")
+            parts.append(
+                f"{t.config['trial']['trial_id']} step {t.last_result['step']}/"
+                f"{t.config['trial']['config']['train_steps']}"
+            )
     more = f", +{len(parts) - most} more" if len(parts) > most else ""
     return f" | {', '.join(parts[:most])}{more}" if parts else ""
 

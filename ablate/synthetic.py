@@ -22,8 +22,9 @@ from ablate.results import CURVE_METRICS, DIVERGED, OK, TRIALS_COLUMNS, default_
 from ablate.variants import TOGGLES as VARIANT_TOGGLES
 from ablate.variants import Variant
 
-TOGGLES: list[dict] = [{"name": name, "levels": list(levels), "reference": levels[0]}
-                       for name, levels in VARIANT_TOGGLES.items()]
+TOGGLES: list[dict] = [
+    {"name": name, "levels": list(levels), "reference": levels[0]} for name, levels in VARIANT_TOGGLES.items()
+]
 _TASKS = {"points": "toy2d", "image": "digits", "video": "sequence"}
 _TRAIN_STEPS = np.arange(0, 201, 20)
 
@@ -51,11 +52,7 @@ def _penalty(direction: str, amount: float, at_k_max: bool) -> float:
 
 
 def _coded(levels: Mapping[str, Any], factors: list[dict]) -> dict[str, int]:
-    return {
-        f["name"]: 1 if levels[f["name"]] == f["reference"] else -1
-        for f in factors
-        if len(f["levels"]) == 2
-    }
+    return {f["name"]: 1 if levels[f["name"]] == f["reference"] else -1 for f in factors if len(f["levels"]) == 2}
 
 
 def _shift(effects: Mapping[str, float], coded: Mapping[str, int]) -> float:
@@ -139,8 +136,7 @@ def make_synthetic_results(
     folder = Path(folder)
     rng = np.random.default_rng(seed)
     factors = [dict(f) for f in TOGGLES] + [
-        {"name": k, "levels": list(v), "reference": list(v)[0]}
-        for k, v in (extra_factors or {}).items()
+        {"name": k, "levels": list(v), "reference": list(v)[0]} for k, v in (extra_factors or {}).items()
     ]
     _check_effects(effects, factors)
     if not metrics:
@@ -157,10 +153,7 @@ def make_synthetic_results(
     diverge_cells, drop_trials = list(diverge_cells), list(drop_trials)
 
     factor_names = [f["name"] for f in factors]
-    cells = [
-        dict(zip(factor_names, combo))
-        for combo in itertools.product(*[f["levels"] for f in factors])
-    ]
+    cells = [dict(zip(factor_names, combo)) for combo in itertools.product(*[f["levels"] for f in factors])]
     if baseline:
         cells.append({})
     unknown = set(k_max_penalty) - {variant_label(levels) if levels else "flow" for levels in cells}
@@ -183,8 +176,7 @@ def make_synthetic_results(
         }
         means |= {(f"{m}_floor", k): value for m, value in noise_floors.items() for k in steps}
         truth += [
-            {"variant": variant, "steps": k, "metric": metric, "true_mean": mean}
-            for (metric, k), mean in means.items()
+            {"variant": variant, "steps": k, "metric": metric, "true_mean": mean} for (metric, k), mean in means.items()
         ]
         for s in seeds:
             trial_id = f"trial_{trial_index:04d}"

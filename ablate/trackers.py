@@ -73,10 +73,14 @@ def logger_callbacks(loggers: Mapping[str, dict], output: Path, experiment_name:
             uri = settings.get("tracking_uri", (output / "mlruns").resolve().as_uri())
             if uri.startswith("file:"):  # MLflow 3 asks for this opt-in to keep writing local file stores
                 os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            callbacks.append(MLflowLoggerCallback(
-                tracking_uri=uri,
-                experiment_name=settings.get("experiment_name", experiment_name),
-                tags=settings.get("tags"), save_artifact=False))
+            callbacks.append(
+                MLflowLoggerCallback(
+                    tracking_uri=uri,
+                    experiment_name=settings.get("experiment_name", experiment_name),
+                    tags=settings.get("tags"),
+                    save_artifact=False,
+                )
+            )
         elif name == "wandb":
             from ray.air.integrations.wandb import WandbLoggerCallback
 

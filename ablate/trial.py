@@ -222,9 +222,14 @@ class Trial:
 
     def result(self, evaluation: Evaluation | None, eval_seconds: float) -> TrialResult:
         return TrialResult(
-            config=self.config, status=self.status, diverged_step=self.diverged_step, curves=self.curves,
-            metrics=evaluation.metrics if evaluation else {}, samples=evaluation.samples if evaluation else {},
-            train_seconds=self.train_seconds, eval_seconds=eval_seconds,
+            config=self.config,
+            status=self.status,
+            diverged_step=self.diverged_step,
+            curves=self.curves,
+            metrics=evaluation.metrics if evaluation else {},
+            samples=evaluation.samples if evaluation else {},
+            train_seconds=self.train_seconds,
+            eval_seconds=eval_seconds,
         )
 
     def finish(self) -> TrialResult:

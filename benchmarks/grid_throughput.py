@@ -51,8 +51,10 @@ def main() -> None:
     efficiency = compute / (outcome.fit_seconds * slots)
     print(f"{len(experiment.trials)} trials of {args.experiment}, {slots} slots")
     print(f"one after another in one process: {sequential:.1f} s")
-    print(f"through Ray Tune: {outcome.fit_seconds:.1f} s for the Tune run, {total:.1f} s with Ray start-up "
-          f"and tables; speed-up {sequential / total:.2f}x")
+    print(
+        f"through Ray Tune: {outcome.fit_seconds:.1f} s for the Tune run, {total:.1f} s with Ray start-up "
+        f"and tables; speed-up {sequential / total:.2f}x"
+    )
     print(f"sum of trial compute time inside Ray: {compute:.1f} s")
     print(f"scheduling efficiency = {compute:.1f} / ({outcome.fit_seconds:.1f} x {slots}) = {efficiency:.3f}")
 

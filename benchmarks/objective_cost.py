@@ -72,6 +72,7 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()
+
         return step
 
     tau, d = ShortcutForcing(k_max=args.k_max).sample_tau_d((args.batch,), generator=generator)
@@ -93,18 +94,26 @@ def main() -> None:
         median_seconds(fn, 3)  # warm-up
     # interleave the measurements so drift in machine load hits every row alike
     samples: dict[str, list[float]] = {name: [] for name in ["forward", "forward_backward", "flow", *variants]}
-    fns = {"forward": forward, "forward_backward": forward_backward, "flow": step_of(flow),
-           **{name: step_of(obj) for name, obj in variants.items()}}
+    fns = {
+        "forward": forward,
+        "forward_backward": forward_backward,
+        "flow": step_of(flow),
+        **{name: step_of(obj) for name, obj in variants.items()},
+    }
     for _ in range(args.repeats):
         for name, fn in fns.items():
             samples[name].append(median_seconds(fn, 1))
     t = {name: statistics.median(values) for name, values in samples.items()}
 
     floor = 1 + 2 * f_boot * t["forward"] / t["forward_backward"]
-    print(f"MLP {args.features}->{args.width}x4, batch {args.batch}, k_max {args.k_max}, {args.threads} thread(s); "
-          f"f_boot = {f_boot:.3f}")
-    print(f"forward {t['forward'] * 1e3:.2f} ms, forward+backward {t['forward_backward'] * 1e3:.2f} ms, "
-          f"flow-only step {t['flow'] * 1e3:.2f} ms; floor = {floor:.3f}")
+    print(
+        f"MLP {args.features}->{args.width}x4, batch {args.batch}, k_max {args.k_max}, {args.threads} thread(s); "
+        f"f_boot = {f_boot:.3f}"
+    )
+    print(
+        f"forward {t['forward'] * 1e3:.2f} ms, forward+backward {t['forward_backward'] * 1e3:.2f} ms, "
+        f"flow-only step {t['flow'] * 1e3:.2f} ms; floor = {floor:.3f}"
+    )
     print(f"{'variant':<26}{'step ms':>9}{'vs flow':>9}{'vs floor':>10}")
     for name in variants:
         ratio = t[name] / t["flow"]

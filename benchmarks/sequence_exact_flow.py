@@ -17,7 +17,12 @@ from ablate.objective import ShortcutForcing
 from ablate.tasks.sequence import make_sequence_task
 
 WORLDS = [  # (size, object_size, slip): the experiment's world first
-    (8, 2, 0.5), (8, 1, 0.5), (16, 2, 0.5), (8, 2, 1.0), (8, 1, 1.0), (8, 2, 0.0),
+    (8, 2, 0.5),
+    (8, 1, 0.5),
+    (16, 2, 0.5),
+    (8, 2, 1.0),
+    (8, 1, 1.0),
+    (8, 2, 0.0),
 ]
 
 

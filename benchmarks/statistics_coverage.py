@@ -87,8 +87,11 @@ SCENARIOS = [
     Scenario("equal variances", BASE_EFFECTS, equal_variances),
     Scenario("30x variance spread", BASE_EFFECTS, spread_variances),
     Scenario("one wild cell", BASE_EFFECTS, one_wild_cell),
-    Scenario("strong 3- and 4-way interactions",
-             {**BASE_EFFECTS, ("a", "b", "c"): 0.3, ("a", "b", "c", "d"): 0.2}, spread_variances),
+    Scenario(
+        "strong 3- and 4-way interactions",
+        {**BASE_EFFECTS, ("a", "b", "c"): 0.3, ("a", "b", "c", "d"): 0.2},
+        spread_variances,
+    ),
 ]
 
 
@@ -102,23 +105,34 @@ def simulate(scenario: Scenario, n: int, reps: int, rng: np.random.Generator) ->
 
 # ---- cell-mean intervals: arrays (reps, 16) of low and high ----
 
-def bootstrap_cells(values: np.ndarray, method: str,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+
+def bootstrap_cells(values: np.ndarray, method: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # degenerate-distribution warnings
-        ci = stats.bootstrap((values,), np.mean, axis=-1, vectorized=True, n_resamples=N_RESAMPLES,
-                             confidence_level=CONFIDENCE, method=method, batch=100, rng=rng
-                             ).confidence_interval
+        ci = stats.bootstrap(
+            (values,),
+            np.mean,
+            axis=-1,
+            vectorized=True,
+            n_resamples=N_RESAMPLES,
+            confidence_level=CONFIDENCE,
+            method=method,
+            batch=100,
+            rng=rng,
+        ).confidence_interval
     return ci.low, ci.high
 
 
 def student_t_cells(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     intervals = [[t_interval(cell, CONFIDENCE) for cell in grid] for grid in values]
-    return (np.array([[i.low for i in row] for row in intervals]),
-            np.array([[i.high for i in row] for row in intervals]))
+    return (
+        np.array([[i.low for i in row] for row in intervals]),
+        np.array([[i.high for i in row] for row in intervals]),
+    )
 
 
 # ---- effect intervals: arrays (reps, terms) of low and high ----
+
 
 def ols_effects(values: np.ndarray, terms: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """Least squares on intercept + the given term columns + seed dummies, pooled residual error.
@@ -132,8 +146,8 @@ def ols_effects(values: np.ndarray, terms: list[int]) -> tuple[np.ndarray, np.nd
     y = values.reshape(reps, -1)
     coef = y @ np.linalg.pinv(design).T
     sigma2 = ((y - coef @ design.T) ** 2).sum(axis=1) / df
-    unscaled = np.diag(np.linalg.inv(design.T @ design))[1:1 + len(terms)]
-    estimate = 2 * coef[:, 1:1 + len(terms)]
+    unscaled = np.diag(np.linalg.inv(design.T @ design))[1 : 1 + len(terms)]
+    estimate = 2 * coef[:, 1 : 1 + len(terms)]
     half = stats.t.ppf(0.5 + CONFIDENCE / 2, df) * 2 * np.sqrt(sigma2[:, None] * unscaled[None, :])
     return estimate - half, estimate + half
 
@@ -150,6 +164,7 @@ def seed_paired_effects(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # ---- summarising ----
 
+
 @dataclass(frozen=True)
 class Row:
     scenario: str
@@ -160,8 +175,9 @@ class Row:
     width: float
 
 
-def summarise(scenario: str, n: int, target: str, method: str, low: np.ndarray, high: np.ndarray,
-              truth: np.ndarray) -> Row:
+def summarise(
+    scenario: str, n: int, target: str, method: str, low: np.ndarray, high: np.ndarray, truth: np.ndarray
+) -> Row:
     covered = (low <= truth) & (truth <= high)
     return Row(scenario, n, target, method, float(covered.mean()), float((high - low).mean()))
 
@@ -169,30 +185,46 @@ def summarise(scenario: str, n: int, target: str, method: str, low: np.ndarray, 
 def evaluate(scenario: Scenario, n: int, reps: int, rng: np.random.Generator) -> list[Row]:
     values = simulate(scenario, n, reps, rng)
     means, effects = scenario.true_means()[None, :], scenario.true_effects()[None, :]
-    rows = [summarise(scenario.name, n, "cell", "percentile bootstrap",
-                      *bootstrap_cells(values, "percentile", rng), means)]
+    rows = [
+        summarise(scenario.name, n, "cell", "percentile bootstrap", *bootstrap_cells(values, "percentile", rng), means)
+    ]
     if n == 5:
-        rows.append(summarise(scenario.name, n, "cell", "BCa bootstrap",
-                              *bootstrap_cells(values, "BCa", rng), means))
+        rows.append(summarise(scenario.name, n, "cell", "BCa bootstrap", *bootstrap_cells(values, "BCa", rng), means))
     rows.append(summarise(scenario.name, n, "cell", "student t", *student_t_cells(values), means))
 
     low, high = ols_effects(values, LOW_ORDER)
-    rows.append(summarise(scenario.name, n, "effect", "OLS main + 2-way + seed block (10 terms)",
-                          low, high, effects[:, LOW_ORDER]))
-    methods = {"full-factorial OLS, pooled error": ols_effects(values, list(range(len(TERMS)))),
-               "seed-paired t": seed_paired_effects(values)}
+    rows.append(
+        summarise(
+            scenario.name, n, "effect", "OLS main + 2-way + seed block (10 terms)", low, high, effects[:, LOW_ORDER]
+        )
+    )
+    methods = {
+        "full-factorial OLS, pooled error": ols_effects(values, list(range(len(TERMS)))),
+        "seed-paired t": seed_paired_effects(values),
+    }
     has_high_order = bool(np.any(effects[0, HIGH_ORDER]))
     for method, (low, high) in methods.items():
         rows.append(summarise(scenario.name, n, "effect", method, low, high, effects))
         if has_high_order:
-            rows.append(summarise(scenario.name, n, "effect", f"{method} (3-/4-way only)",
-                                  low[:, HIGH_ORDER], high[:, HIGH_ORDER], effects[:, HIGH_ORDER]))
+            rows.append(
+                summarise(
+                    scenario.name,
+                    n,
+                    "effect",
+                    f"{method} (3-/4-way only)",
+                    low[:, HIGH_ORDER],
+                    high[:, HIGH_ORDER],
+                    effects[:, HIGH_ORDER],
+                )
+            )
     return rows
 
 
 def print_table(rows: list[Row], reps: int) -> None:
-    print(f"Coverage of nominal 95 % intervals: {reps} simulated grids per scenario x seed count "
-          f"(16 cells, seed sd {SEED_SD}, base cell sd {BASE_SIGMA})")
+    print(
+        f"Coverage of nominal 95 % intervals: {reps} simulated grids per scenario x seed count "
+        f"(16 cells, seed sd {SEED_SD}, base cell sd {BASE_SIGMA})"
+    )
     header = f"{'scenario':<34} {'seeds':>5}  {'target':<6}  {'method':<48} {'coverage':>8} {'width':>8}"
     print(header)
     print("-" * len(header))
@@ -201,8 +233,10 @@ def print_table(rows: list[Row], reps: int) -> None:
         if previous is not None and (row.scenario, row.n) != previous:
             print()
         previous = (row.scenario, row.n)
-        print(f"{row.scenario:<34} {row.n:>5}  {row.target:<6}  {row.method:<48} "
-              f"{100 * row.coverage:>7.1f}% {row.width:>8.3f}")
+        print(
+            f"{row.scenario:<34} {row.n:>5}  {row.target:<6}  {row.method:<48} "
+            f"{100 * row.coverage:>7.1f}% {row.width:>8.3f}"
+        )
 
 
 def main() -> None:
@@ -211,8 +245,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20240601, help="random seed of the whole run")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    rows = [row for scenario in SCENARIOS for n in SEED_COUNTS
-            for row in evaluate(scenario, n, args.reps, rng)]
+    rows = [row for scenario in SCENARIOS for n in SEED_COUNTS for row in evaluate(scenario, n, args.reps, rng)]
     print_table(rows, args.reps)
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import TINY_TASK
 
 from ablate.cli import main
 from ablate.trial import run_trial
-from conftest import TINY_TASK
 
 pytestmark = pytest.mark.slow
 
@@ -47,11 +47,11 @@ def test_four_trial_grid_end_to_end(tmp_path, ray_session, capsys):
     out = tmp_path / "results" / "grid"
     trials = pd.read_csv(out / "trials.csv")
     assert sorted(trials["trial_id"]) == sorted(
-        f"{v}__seed{s}" for v in ("grid_vboot_vstep_w2", "grid_vboot_vstep_now2") for s in (0, 1))
+        f"{v}__seed{s}" for v in ("grid_vboot_vstep_w2", "grid_vboot_vstep_now2") for s in (0, 1)
+    )
     assert (trials["status"] == "ok").all()
     metrics = pd.read_parquet(out / "metrics.parquet")
-    assert list(metrics.columns) == ["trial_id", "variant", "tau2_weight", "seed", "status", "steps", "metric",
-                                     "value"]
+    assert list(metrics.columns) == ["trial_id", "variant", "tau2_weight", "seed", "status", "steps", "metric", "value"]
     assert len(metrics) == 4 * 3 * 2 and metrics["value"].notna().all()
     assert set(pd.read_csv(out / "curves.csv")["metric"]) == {"loss", "flow_loss", "bootstrap_loss", "grad_norm"}
     run = json.loads((out / "run.json").read_text())
@@ -61,8 +61,9 @@ def test_four_trial_grid_end_to_end(tmp_path, ray_session, capsys):
     assert sorted(p.name for p in (out / "samples").iterdir()) == sorted(f"{t}.npz" for t in trials["trial_id"])
     # the Ray run is the same computation as the trial run alone
     alone = run_trial({**json.loads((out / "trials" / "grid_vboot_vstep_w2__seed1.json").read_text())["config"]})
-    row = metrics[(metrics.trial_id == "grid_vboot_vstep_w2__seed1") & (metrics.steps == 8)
-                  & (metrics.metric == "mean_error")]
+    row = metrics[
+        (metrics.trial_id == "grid_vboot_vstep_w2__seed1") & (metrics.steps == 8) & (metrics.metric == "mean_error")
+    ]
     assert row["value"].item() == pytest.approx(alone.metrics[8]["mean_error"], rel=1e-6)
     printed = capsys.readouterr().out
     assert "[ablate] 4/4 trials done" in printed and "+----" not in printed  # our line, not Tune's tables
@@ -127,9 +128,20 @@ def test_resume_refuses_a_changed_experiment(tmp_path, ray_session, capsys):
 
 
 def test_diverged_trials_are_recorded_and_the_grid_goes_on(tmp_path, ray_session):
-    path = write_experiment(tmp_path, factors={"lr": [1e-3, 1e9]}, seeds=[0],
-                            train={"steps": 60, "batch_size": 16, "log_every": 10, "grad_clip": None,
-                                   "teacher": "self", "eval_ema": None, "lr_final": 1e-4})
+    path = write_experiment(
+        tmp_path,
+        factors={"lr": [1e-3, 1e9]},
+        seeds=[0],
+        train={
+            "steps": 60,
+            "batch_size": 16,
+            "log_every": 10,
+            "grad_clip": None,
+            "teacher": "self",
+            "eval_ema": None,
+            "lr_final": 1e-4,
+        },
+    )
     assert main(["run", str(path), "--no-report"]) == 0
     out = tmp_path / "results" / "grid"
     trials = pd.read_csv(out / "trials.csv").set_index("lr")
@@ -142,8 +154,13 @@ def test_diverged_trials_are_recorded_and_the_grid_goes_on(tmp_path, ray_session
 
 def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path, ray_session):
     marker = tmp_path / "crashed"
-    path = write_experiment(tmp_path, factors={"tau2_weight": [True]}, seeds=[0], checkpoint_seconds=1e-6,
-                            task_params={"crash_once_after": 25, "crash_marker": str(marker)})
+    path = write_experiment(
+        tmp_path,
+        factors={"tau2_weight": [True]},
+        seeds=[0],
+        checkpoint_seconds=1e-6,
+        task_params={"crash_once_after": 25, "crash_marker": str(marker)},
+    )
     assert main(["run", str(path), "--no-report"]) == 0
     assert marker.exists()  # it did crash once
     out = tmp_path / "results" / "grid"
@@ -156,8 +173,7 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path, ray_session):
 
 
 def test_a_trial_that_keeps_crashing_is_recorded_as_failed_and_the_grid_goes_on(tmp_path, ray_session, capsys):
-    path = write_experiment(tmp_path, factors={"task_params.crash_once_after": [10**9, 5]}, seeds=[0],
-                            max_failures=1)
+    path = write_experiment(tmp_path, factors={"task_params.crash_once_after": [10**9, 5]}, seeds=[0], max_failures=1)
     assert main(["run", str(path), "--no-report"]) == 1
     trials = pd.read_csv(tmp_path / "results" / "grid" / "trials.csv")
     assert sorted(trials["status"]) == ["failed", "ok"]
@@ -210,11 +226,22 @@ def test_a_gpu_request_on_a_cluster_without_gpus_is_refused(tmp_path, ray_sessio
 
 
 def run_cli(args, env_extra=None, **kwargs):
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AIR_NEW_OUTPUT": "0", "OMP_NUM_THREADS": "1",
-           **(env_extra or {})}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AIR_NEW_OUTPUT": "0",
+        "OMP_NUM_THREADS": "1",
+        **(env_extra or {}),
+    }
     env.pop("RAY_ADDRESS", None)
-    return subprocess.Popen([sys.executable, "-m", "ablate.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ablate.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
@@ -222,8 +249,9 @@ def test_a_stopped_driver_then_resume_runs_every_trial_exactly_once(tmp_path, st
     """Ctrl-C and a scheduler's SIGTERM stop cleanly (exit 130, Tune's state saved); SIGKILL leaves
     Tune's state behind the trials' result files, and --resume must still not re-run a finished
     trial (each one's result file is written once) nor lose one."""
-    path = write_experiment(tmp_path, seeds=[0, 1, 2], checkpoint_seconds=0.5,
-                            train={"steps": 1500, "batch_size": 16, "log_every": 50})
+    path = write_experiment(
+        tmp_path, seeds=[0, 1, 2], checkpoint_seconds=0.5, train={"steps": 1500, "batch_size": 16, "log_every": 50}
+    )
     out = tmp_path / "results" / "grid"
     driver = run_cli(["run", str(path), "--no-report"], start_new_session=True)
     deadline = time.time() + 240
@@ -275,8 +303,7 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
     try:
-        path = write_experiment(tmp_path, seeds=[0, 1, 2],
-                                train={"steps": 300, "batch_size": 16, "log_every": 50})
+        path = write_experiment(tmp_path, seeds=[0, 1, 2], train={"steps": 300, "batch_size": 16, "log_every": 50})
         driver = run_cli(["run", str(path), "--no-report", "--address", cluster.address])
         output = driver.communicate(timeout=300)[0]
         assert driver.returncode == 0, output
@@ -290,8 +317,7 @@ def test_a_new_objective_family_is_one_module_and_one_registry_line(tmp_path, ra
     from ablate import families
 
     monkeypatch.setitem(families.FAMILIES, "toy", f"{Path(__file__).with_name('toy_family.py')}:FAMILY")
-    path = write_experiment(tmp_path, objective={"k_max": 8, "family": "toy"}, seeds=[0],
-                            factors={"lr": [1e-3, 3e-4]})
+    path = write_experiment(tmp_path, objective={"k_max": 8, "family": "toy"}, seeds=[0], factors={"lr": [1e-3, 3e-4]})
     assert main(["run", str(path), "--no-report"]) == 0
     trials = pd.read_csv(tmp_path / "results" / "grid" / "trials.csv")
     assert sorted(trials["variant"]) == ["flow_told_step,lr=0.0003", "flow_told_step,lr=0.001"]

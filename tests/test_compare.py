@@ -9,10 +9,27 @@ from ablate.synthetic import make_synthetic_results
 def test_compare_two_studies_with_opposite_metric_directions(tmp_path, capsys):
     # w2 (lower is better): the paper's tau_sampling level raises it, i.e. hurts; accuracy (higher is
     # better): the same +0.4 helps. The weight does nothing in either.
-    make_synthetic_results(tmp_path / "a", {"tau_sampling": 0.4}, noise_sd=0.02, seeds=range(3), steps=[1, 4],
-                           metrics=["w2"], seed=1, name="a")
-    make_synthetic_results(tmp_path / "b", {"tau_sampling": 0.4}, noise_sd=0.02, seeds=range(3), steps=[1, 4],
-                           metrics=["accuracy"], metric_directions={"accuracy": "max"}, seed=2, name="b")
+    make_synthetic_results(
+        tmp_path / "a",
+        {"tau_sampling": 0.4},
+        noise_sd=0.02,
+        seeds=range(3),
+        steps=[1, 4],
+        metrics=["w2"],
+        seed=1,
+        name="a",
+    )
+    make_synthetic_results(
+        tmp_path / "b",
+        {"tau_sampling": 0.4},
+        noise_sd=0.02,
+        seeds=range(3),
+        steps=[1, 4],
+        metrics=["accuracy"],
+        metric_directions={"accuracy": "max"},
+        seed=2,
+        name="b",
+    )
     out = tmp_path / "cmp"
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(out)]) == 0
     table = pd.read_csv(out / "compare.csv").set_index(["folder", "term"])
@@ -31,11 +48,14 @@ def test_compare_two_studies_with_opposite_metric_directions(tmp_path, capsys):
 
 def test_compare_errors_are_one_line(tmp_path, capsys):
     make_synthetic_results(tmp_path / "a", {}, noise_sd=0.02, seeds=range(2), steps=[4], metrics=["w2"])
-    for args, named in ((["compare", str(tmp_path / "a"), "--output", str(tmp_path / "o")], "at least two"),
-                        (["compare", str(tmp_path / "a"), str(tmp_path), "--output", str(tmp_path / "o")],
-                         "not a results folder"),
-                        (["compare", str(tmp_path / "a"), str(tmp_path / "a"), "--output", str(tmp_path / "o"),
-                          "--metric", "fd"], "no quality metric 'fd'")):
+    for args, named in (
+        (["compare", str(tmp_path / "a"), "--output", str(tmp_path / "o")], "at least two"),
+        (["compare", str(tmp_path / "a"), str(tmp_path), "--output", str(tmp_path / "o")], "not a results folder"),
+        (
+            ["compare", str(tmp_path / "a"), str(tmp_path / "a"), "--output", str(tmp_path / "o"), "--metric", "fd"],
+            "no quality metric 'fd'",
+        ),
+    ):
         capsys.readouterr()
         assert main(args) == 2
         err = capsys.readouterr().err

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
+from conftest import TINY_TASK
 
 from ablate.experiment import ExperimentError, load_experiment, parse_experiment
-from conftest import TINY_TASK
 
 EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml"))
 
@@ -20,10 +20,15 @@ def test_shipped_experiments_parse(path):
 
 
 def test_default_factors_are_the_four_toggles_with_the_paper_as_reference():
-    experiment = parse_experiment({"name": "x", "task": TINY_TASK, "objective": {"k_max": 8}, "seeds": [0, 1],
-                                   "baseline": True})
-    assert experiment.reference == {"tau_sampling": "grid", "bootstrap_space": "velocity",
-                                    "half_step": "velocity", "tau2_weight": True}
+    experiment = parse_experiment(
+        {"name": "x", "task": TINY_TASK, "objective": {"k_max": 8}, "seeds": [0, 1], "baseline": True}
+    )
+    assert experiment.reference == {
+        "tau_sampling": "grid",
+        "bootstrap_space": "velocity",
+        "half_step": "velocity",
+        "tau2_weight": True,
+    }
     assert len(experiment.trials) == 17 * 2
     flow = [t for t in experiment.trials if t.variant == "flow"]
     assert len(flow) == 2 and all(t.config["family"] == "ablate.families.flow:FAMILY" for t in flow)
@@ -31,11 +36,16 @@ def test_default_factors_are_the_four_toggles_with_the_paper_as_reference():
 
 
 def test_training_objective_and_task_keys_can_be_factors():
-    experiment = parse_experiment({
-        "name": "x", "task": TINY_TASK, "objective": {"k_max": 8}, "seeds": [3],
-        "factors": {"lr": ["1e-3", 3e-4], "k_max": [4, 8], "task_params.separation": [1.0, 3.0]},
-        "eval": {"steps": [1, 4]},
-    })
+    experiment = parse_experiment(
+        {
+            "name": "x",
+            "task": TINY_TASK,
+            "objective": {"k_max": 8},
+            "seeds": [3],
+            "factors": {"lr": ["1e-3", 3e-4], "k_max": [4, 8], "task_params.separation": [1.0, 3.0]},
+            "eval": {"steps": [1, 4]},
+        }
+    )
     assert len(experiment.trials) == 8
     configs = [t.config for t in experiment.trials]
     assert {c["lr"] for c in configs} == {1e-3, 3e-4}  # "1e-3" (a string to YAML 1.1) is read as a number

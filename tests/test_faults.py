@@ -7,10 +7,10 @@ import time
 
 import pandas as pd
 import pytest
+from test_cli_run import run_cli, write_experiment
 
 from ablate import results
 from ablate.cli import main
-from test_cli_run import run_cli, write_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -71,8 +71,9 @@ def test_a_damaged_table_is_one_line_and_is_rebuilt_from_the_trial_records(finis
     assert err.count("\n") == 1 and f"{record} is damaged" in err
 
 
-def test_a_full_disk_while_writing_the_tables_loses_nothing_and_resume_finishes(tmp_path, ray_session,
-                                                                               capsys, monkeypatch):
+def test_a_full_disk_while_writing_the_tables_loses_nothing_and_resume_finishes(
+    tmp_path, ray_session, capsys, monkeypatch
+):
     path = write_experiment(tmp_path)
     out = tmp_path / "results" / "grid"
 
@@ -96,9 +97,12 @@ def test_a_full_disk_while_writing_the_tables_loses_nothing_and_resume_finishes(
 
 
 def test_a_hung_trial_fails_with_reason_timeout_and_the_grid_goes_on(tmp_path, ray_session, capsys):
-    path = write_experiment(tmp_path, seeds=[0],
-                            factors={"tau2_weight": [True], "task_params.hang_at_batch": [None, 5]},
-                            train={"steps": 40, "batch_size": 16, "log_every": 10, "timeout_seconds": 5})
+    path = write_experiment(
+        tmp_path,
+        seeds=[0],
+        factors={"tau2_weight": [True], "task_params.hang_at_batch": [None, 5]},
+        train={"steps": 40, "batch_size": 16, "log_every": 10, "timeout_seconds": 5},
+    )
     started = time.time()
     assert main(["run", str(path), "--no-report"]) == 1  # a trial failed
     assert time.time() - started < 120

@@ -66,7 +66,8 @@ def test_frechet_distance_matches_the_gaussian_closed_form():
     dim, mu, scale = 4, np.array([1.0, 0.0, -2.0, 0.5]), 3.0
     expected = mu @ mu + dim * (1 - scale) ** 2  # ||mu||^2 + tr(I + s^2 I - 2 s I)
     assert frechet_distance_from_stats(np.zeros(dim), np.eye(dim), mu, scale**2 * np.eye(dim)) == pytest.approx(
-        expected, rel=1e-9)
+        expected, rel=1e-9
+    )
 
 
 def test_frechet_distance_is_zero_on_itself_finite_when_singular_and_monotone():

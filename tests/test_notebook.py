@@ -34,13 +34,13 @@ def test_notebook_is_committed_without_outputs():
 @pytest.mark.slow
 def test_notebook_executes_against_a_results_folder(tmp_path, monkeypatch, this_python_kernel):
     folder = tmp_path / "results"
-    make_synthetic_results(folder, {"tau_sampling": 0.4}, noise_sd=0.05, seeds=range(2),
-                           steps=[1, 4], metrics=["w2"])
+    make_synthetic_results(folder, {"tau_sampling": 0.4}, noise_sd=0.05, seeds=range(2), steps=[1, 4], metrics=["w2"])
     monkeypatch.setenv("ABLATE_RESULTS", str(folder))
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend returns PNGs
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, kernel_name="python3", timeout=120,
-                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    NotebookClient(
+        nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    ).execute()
     outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
     assert not [out for out in outputs if out.output_type == "error"]
     text = "\n".join(str(out.get("data", {}).get("text/plain", out.get("text", ""))) for out in outputs)

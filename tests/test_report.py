@@ -30,16 +30,35 @@ def _check_figures(folder, report: str, expected: set[str]) -> None:
 
 @pytest.mark.slow
 def test_points_report_with_partial_and_diverged_trials(tmp_path):
-    make_synthetic_results(tmp_path, INJECTED, noise_sd=0.05, seeds=range(3), steps=[1, 4, 16],
-                           metrics=["w2", "mmd"], diverge_cells=[("grid_xboot_vstep_w2", 0)],
-                           drop_trials=[("cont_vboot_vstep_now2", 2)], sample_format="points")
+    make_synthetic_results(
+        tmp_path,
+        INJECTED,
+        noise_sd=0.05,
+        seeds=range(3),
+        steps=[1, 4, 16],
+        metrics=["w2", "mmd"],
+        diverge_cells=[("grid_xboot_vstep_w2", 0)],
+        drop_trials=[("cont_vboot_vstep_now2", 2)],
+        sample_format="points",
+    )
     path = write_report(tmp_path)
     report = path.read_text()
     assert path == tmp_path / "report.md"
     assert (tmp_path / "cells.csv").exists() and (tmp_path / "effects.csv").exists()
-    _check_figures(tmp_path, report, {
-        "steps_w2.png", "steps_mmd.png", "effects_forest.png", "interactions.png",
-        "training_curves.png", "samples_K1.png", "samples_K4.png", "samples_K16.png"})
+    _check_figures(
+        tmp_path,
+        report,
+        {
+            "steps_w2.png",
+            "steps_mmd.png",
+            "effects_forest.png",
+            "interactions.png",
+            "training_curves.png",
+            "samples_K1.png",
+            "samples_K4.png",
+            "samples_K16.png",
+        },
+    )
     opening = report.split("\n\n")[1]
     assert "**w2**" in opening and "**K = 4**" in opening
     assert "`tau_sampling`: grid (reference) vs continuous changes w2 by +0.4" in opening
@@ -65,12 +84,20 @@ def test_points_report_with_partial_and_diverged_trials(tmp_path):
 
 @pytest.mark.slow
 def test_image_report_with_a_single_seed_says_no_ci_and_draws_half_normal(tmp_path):
-    make_synthetic_results(tmp_path, INJECTED, noise_sd=0.05, seeds=[0], steps=[1, 4],
-                           metrics=["fid", "accuracy"], metric_directions={"accuracy": "max"},
-                           sample_format="image")
+    make_synthetic_results(
+        tmp_path,
+        INJECTED,
+        noise_sd=0.05,
+        seeds=[0],
+        steps=[1, 4],
+        metrics=["fid", "accuracy"],
+        metric_directions={"accuracy": "max"},
+        sample_format="image",
+    )
     report = write_report(tmp_path).read_text()
-    _check_figures(tmp_path, report, {"half_normal.png", "samples_K1.png", "samples_K4.png",
-                                      "steps_fid.png", "steps_accuracy.png"})
+    _check_figures(
+        tmp_path, report, {"half_normal.png", "samples_K1.png", "samples_K4.png", "steps_fid.png", "steps_accuracy.png"}
+    )
     assert "Single seed: no CI over seeds is possible" in report
     assert "no CI possible with fewer than two seeds" in report
     cells = pd.read_csv(tmp_path / "cells.csv")
@@ -79,12 +106,21 @@ def test_image_report_with_a_single_seed_says_no_ci_and_draws_half_normal(tmp_pa
 
 @pytest.mark.slow
 def test_video_report_with_horizon_metrics_and_whole_cells_diverged(tmp_path):
-    make_synthetic_results(tmp_path, INJECTED, noise_sd=0.05, seeds=range(2), steps=[1, 4],
-                           metrics=["mse"], horizon=3, sample_format="video",
-                           diverge_cells=[{"tau2_weight": False}])
+    make_synthetic_results(
+        tmp_path,
+        INJECTED,
+        noise_sd=0.05,
+        seeds=range(2),
+        steps=[1, 4],
+        metrics=["mse"],
+        horizon=3,
+        sample_format="video",
+        diverge_cells=[{"tau2_weight": False}],
+    )
     report = write_report(tmp_path).read_text()
-    _check_figures(tmp_path, report, {"horizon_mse.png", "samples_K1.png", "samples_K4.png",
-                                      "steps_mse.png", "effects_forest.png"})
+    _check_figures(
+        tmp_path, report, {"horizon_mse.png", "samples_K1.png", "samples_K4.png", "steps_mse.png", "effects_forest.png"}
+    )
     assert "steps_mse_h1.png" not in report  # per-horizon metrics get the horizon figure only
     opening = report.split("\n\n")[1]
     assert "Not every cell has a finished trial in every seed" in opening
@@ -96,8 +132,9 @@ def test_video_report_with_horizon_metrics_and_whole_cells_diverged(tmp_path):
 
 @pytest.mark.slow
 def test_primary_override_and_missing_samples(tmp_path):
-    make_synthetic_results(tmp_path, INJECTED, noise_sd=0.05, seeds=range(2), steps=[1, 4],
-                           metrics=["w2", "mmd"], baseline=False)
+    make_synthetic_results(
+        tmp_path, INJECTED, noise_sd=0.05, seeds=range(2), steps=[1, 4], metrics=["w2", "mmd"], baseline=False
+    )
     shutil.rmtree(tmp_path / "samples")
     with pytest.raises(ValueError, match="nope"):
         write_report(tmp_path, primary_metric="nope")
@@ -109,9 +146,16 @@ def test_primary_override_and_missing_samples(tmp_path):
 
 
 def test_report_before_any_trial_finished_lists_what_is_missing(tmp_path):
-    make_synthetic_results(tmp_path, {}, noise_sd=0.05, seeds=[0], steps=[1], metrics=["w2"],
-                           drop_trials=[{"tau_sampling": "grid"}, {"tau_sampling": "continuous"}],
-                           baseline=False)
+    make_synthetic_results(
+        tmp_path,
+        {},
+        noise_sd=0.05,
+        seeds=[0],
+        steps=[1],
+        metrics=["w2"],
+        drop_trials=[{"tau_sampling": "grid"}, {"tau_sampling": "continuous"}],
+        baseline=False,
+    )
     report = write_report(tmp_path).read_text()
     assert "No trial has metric rows yet" in report
     assert report.count("| trial_0") == 16
@@ -120,9 +164,17 @@ def test_report_before_any_trial_finished_lists_what_is_missing(tmp_path):
 @pytest.mark.slow
 def test_noise_floors_are_quoted_and_drawn_never_compared(tmp_path):
     paper = "grid_vboot_vstep_w2"
-    make_synthetic_results(tmp_path, INJECTED, noise_sd=0.05, seeds=range(3), steps=[1, 4, 16],
-                           metrics=["w2", "energy"], noise_floors={"w2": 0.6, "energy": 0.3},
-                           k_max_penalty={paper: 0.5}, baseline=True)
+    make_synthetic_results(
+        tmp_path,
+        INJECTED,
+        noise_sd=0.05,
+        seeds=range(3),
+        steps=[1, 4, 16],
+        metrics=["w2", "energy"],
+        noise_floors={"w2": 0.6, "energy": 0.3},
+        k_max_penalty={paper: 0.5},
+        baseline=True,
+    )
     shutil.rmtree(tmp_path / "samples")  # sample figures are not under test here
     report = write_report(tmp_path).read_text()
     _check_figures(tmp_path, report, {"steps_w2.png", "steps_energy.png", "effects_forest.png"})
@@ -143,9 +195,16 @@ def test_noise_floors_are_quoted_and_drawn_never_compared(tmp_path):
 
 
 def test_quality_vs_steps_draws_the_noise_floor_as_a_dashed_line(tmp_path):
-    make_synthetic_results(tmp_path, {}, noise_sd=0.05, seeds=range(2), steps=[1, 4],
-                           metrics=["w2", "mmd"], noise_floors={"w2": 0.6},
-                           diverge_cells=[("flow", 0)])  # a diverged trial's NaN floor is skipped
+    make_synthetic_results(
+        tmp_path,
+        {},
+        noise_sd=0.05,
+        seeds=range(2),
+        steps=[1, 4],
+        metrics=["w2", "mmd"],
+        noise_floors={"w2": 0.6},
+        diverge_cells=[("flow", 0)],
+    )  # a diverged trial's NaN floor is skipped
     results = load(tmp_path)
     cells = analysis.cell_summary(results)
     lines = {}
@@ -161,8 +220,14 @@ def test_quality_vs_steps_draws_the_noise_floor_as_a_dashed_line(tmp_path):
 def test_two_seeds_are_called_a_demo_yet_a_large_paired_gap_is_seen(tmp_path):
     """Paired by seed, 2 seeds give a t(1) interval: wide, honest, and still narrower than a gap of
     1.5 with a noise sd of 0.05."""
-    make_synthetic_results(tmp_path, {"tau_sampling": -0.5, "bootstrap_space": -0.5, "half_step": -0.5},
-                           noise_sd=0.05, seeds=range(2), steps=[4], metrics=["w2"])
+    make_synthetic_results(
+        tmp_path,
+        {"tau_sampling": -0.5, "bootstrap_space": -0.5, "half_step": -0.5},
+        noise_sd=0.05,
+        seeds=range(2),
+        steps=[4],
+        metrics=["w2"],
+    )
     opening = write_report(tmp_path).read_text().split("\n\n")[1]
     assert "**Two seeds: a demo, not a conclusion.**" in opening
     assert "paired over 2 seed(s)" in opening and "it is worse" in opening
@@ -175,8 +240,11 @@ def _digits_like(folder) -> str:
     results = load(folder)
     m = results.metrics
     renoise = {("velocity", True): 1.5, ("velocity", False): 0.9, ("x", True): 6.0, ("x", False): 20.9}
-    base = np.where(m["half_step"] == "velocity", 0.85, [renoise.get((b, w), 1.0)
-                    for b, w in zip(m["bootstrap_space"], m["tau2_weight"])])
+    base = np.where(
+        m["half_step"] == "velocity",
+        0.85,
+        [renoise.get((b, w), 1.0) for b, w in zip(m["bootstrap_space"], m["tau2_weight"])],
+    )
     catastrophic = (m["half_step"] == "velocity") & (m["bootstrap_space"] == "velocity") & (m["tau2_weight"] == False)  # noqa: E712
     base = np.where(catastrophic, 30.0, base)
     base = np.where(m["variant"] == "flow", 2.0, base)

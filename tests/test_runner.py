@@ -15,12 +15,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_TASK
 from ray import tune
 
 from ablate import results, runner
 from ablate.experiment import ExperimentError, parse_experiment
 from ablate.trial import run_trial
-from conftest import TINY_TASK
 
 CONFIG = dict(task=TINY_TASK, k_max=8, train_steps=60, batch_size=32, log_every=10, eval_steps=[1, 2, 8])
 
@@ -47,8 +47,7 @@ class RecordingTune:
 def worker(monkeypatch):
     """Install a recorder as the worker's `tune` and a fixed node id; returns a function that
     installs a fresh recorder (optionally with a checkpoint to restore)."""
-    monkeypatch.setattr(runner.ray, "get_runtime_context",
-                        lambda: SimpleNamespace(get_node_id=lambda: "node-a"))
+    monkeypatch.setattr(runner.ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "node-a"))
 
     def install(checkpoint=None) -> RecordingTune:
         recorder = RecordingTune(checkpoint)
@@ -63,8 +62,14 @@ def alone_metrics() -> dict:
 
 
 def _params(output: Path, trial_id: str = "t0", checkpoint_seconds: float = 0.0) -> dict:
-    return {"trial": {"trial_id": trial_id, "output": str(output), "checkpoint_seconds": checkpoint_seconds,
-                      "config": dict(CONFIG)}}
+    return {
+        "trial": {
+            "trial_id": trial_id,
+            "output": str(output),
+            "checkpoint_seconds": checkpoint_seconds,
+            "config": dict(CONFIG),
+        }
+    }
 
 
 def _record(output: Path, trial_id: str = "t0") -> dict:
@@ -88,7 +93,11 @@ def test_a_trial_checkpoints_every_interval_and_writes_its_result_once(tmp_path,
     assert steps == [10, 20, 30, 40, 50, 60] and [s["step"] for s in recorder.states] == steps
     final = recorder.reports[-1]
     assert {k: final[k] for k in ("phase", "step", "status", "warning")} == {
-        "phase": "done", "step": 60, "status": "ok", "warning": None}
+        "phase": "done",
+        "step": 60,
+        "status": "ok",
+        "warning": None,
+    }
     assert final["eval/mean_error/K8"] == alone_metrics()[8]["mean_error"]  # for the trackers
     record = _record(tmp_path)
     alone = run_trial(CONFIG)
@@ -141,10 +150,18 @@ def test_a_result_file_only_ever_means_a_finished_trial(tmp_path, worker, monkey
 
 
 def _experiment(tmp_path: Path):
-    return parse_experiment({"name": "grid", "task": TINY_TASK, "objective": {"k_max": 8}, "seeds": [0, 1],
-                             "factors": {"tau2_weight": [True, False]}, "eval": {"steps": [1, 8]},
-                             "train": {"steps": 20, "batch_size": 8, "log_every": 10},
-                             "output": str(tmp_path / "out")})
+    return parse_experiment(
+        {
+            "name": "grid",
+            "task": TINY_TASK,
+            "objective": {"k_max": 8},
+            "seeds": [0, 1],
+            "factors": {"tau2_weight": [True, False]},
+            "eval": {"steps": [1, 8]},
+            "train": {"steps": 20, "batch_size": 8, "log_every": 10},
+            "output": str(tmp_path / "out"),
+        }
+    )
 
 
 def test_tables_say_which_trials_are_ok_diverged_failed_or_missing(tmp_path, worker):
@@ -153,8 +170,16 @@ def test_tables_say_which_trials_are_ok_diverged_failed_or_missing(tmp_path, wor
     ok, diverged, failed, missing = (t.trial_id for t in experiment.trials)
     worker()
     for trial_id in (ok, diverged):
-        runner.train_one({"trial": {"trial_id": trial_id, "output": str(output), "checkpoint_seconds": 0,
-                                    "config": experiment.trials[0].config}})
+        runner.train_one(
+            {
+                "trial": {
+                    "trial_id": trial_id,
+                    "output": str(output),
+                    "checkpoint_seconds": 0,
+                    "config": experiment.trials[0].config,
+                }
+            }
+        )
     record = _record(output, diverged)
     record.update(status="diverged", diverged_step=10, metrics={"1": {"mean_error": float("nan")}})
     (output / "trials" / f"{diverged}.json").write_text(json.dumps(record))

@@ -98,14 +98,16 @@ def test_per_frame_tau_and_d_reach_the_model_with_shape_b_t():
     model = task.make_model()
     objective = ShortcutForcing(Variant.paper(), k_max=8)
     x1, kwargs = task.batch(16, gen())
-    tau, d = objective.sample_tau_d(x1.shape[:task.lead_dims], generator=gen(1))
+    tau, d = objective.sample_tau_d(x1.shape[: task.lead_dims], generator=gen(1))
     assert tau.shape == d.shape == (16, task.length)
     assert (d != d[:, :1]).any()  # drawn per frame, not per sequence
 
     calls = []
     original = model.forward
-    model.forward = lambda z, tau, d, *, actions: (calls.append((z.shape, tau.shape, d.shape, actions.shape)),
-                                                   original(z, tau, d, actions=actions))[1]
+    model.forward = lambda z, tau, d, *, actions: (
+        calls.append((z.shape, tau.shape, d.shape, actions.shape)),
+        original(z, tau, d, actions=actions),
+    )[1]
     out = objective.loss(model, x1, tau=tau, d=d, teacher=model, **kwargs)
     assert out.per_sample.shape == (16, task.length) and torch.isfinite(out.loss)
     assert len(calls) == 3  # student, then two teacher calls on the sequences holding bootstrap frames
@@ -184,13 +186,16 @@ def test_rollout_of_a_perfect_model_is_perfect(model_d):
     evaluation = task.evaluate(sampler, [1, 2, 8], gen())
     assert set(evaluation.metrics) == {1, 2, 8}
     for metrics in evaluation.metrics.values():
-        assert set(metrics) == {"pos_acc", "frame_mse"} | {f"{m}_h{h}" for m in ("pos_acc", "frame_mse")
-                                                          for h in range(1, 5)} == set(task.metric_directions)
+        assert (
+            set(metrics)
+            == {"pos_acc", "frame_mse"} | {f"{m}_h{h}" for m in ("pos_acc", "frame_mse") for h in range(1, 5)}
+            == set(task.metric_directions)
+        )
         assert metrics["pos_acc"] == 1.0 and metrics["frame_mse"] == 0.0
     samples = evaluation.samples[2]
     assert samples.shape == (16, task.length, 8, 8)
     truth = task.world.simulate(task.n_eval, task.length, gen()).frames
-    assert torch.equal(torch.from_numpy(samples[:, :task.context]), truth[:16, :task.context])  # same context
+    assert torch.equal(torch.from_numpy(samples[:, : task.context]), truth[:16, : task.context])  # same context
 
 
 def test_rollout_of_a_perfect_model_in_a_deterministic_world_reproduces_the_simulation():
@@ -284,7 +289,15 @@ def test_experiment_file_builds_the_task_and_a_short_trial_runs():
     task = make_task("sequence", experiment["task_params"])
     assert isinstance(task, SequenceTask) and task.primary_metric in task.metric_directions
 
-    result = run_trial(dict(task="sequence", task_params={**experiment["task_params"], **SMALL}, k_max=4,
-                            train_steps=3, batch_size=8, eval_steps=[1, 4]))
+    result = run_trial(
+        dict(
+            task="sequence",
+            task_params={**experiment["task_params"], **SMALL},
+            k_max=4,
+            train_steps=3,
+            batch_size=8,
+            eval_steps=[1, 4],
+        )
+    )
     assert result.status == "ok" and set(result.metrics) == {1, 4}
     assert result.samples[4].shape == (16, task.context + SMALL["horizon"], task.world.size, task.world.size)

@@ -96,7 +96,7 @@ def test_model_takes_every_level_and_both_tau_samplings_and_trains(spec, tau_sam
     tau = torch.full((64,), 0.25)
     at_fixed_tau = [model(z, tau, torch.full((64,), 1.0 / n), **kwargs) for n in objective.step_counts]
     for i, a in enumerate(at_fixed_tau):
-        for b in at_fixed_tau[i + 1:]:
+        for b in at_fixed_tau[i + 1 :]:
             assert (a - b).abs().max() > 1e-4
     loss = objective.loss(model, x1, teacher=None, **kwargs).loss
     loss.backward()
@@ -128,14 +128,16 @@ def test_evaluate_scores_every_k_from_one_noise_draw(spec):
 def test_toy2d_scores_against_a_fixed_reference_with_a_noise_floor():
     task = make_task("toy2d", {"n_eval": 500})
     real = sample_dataset("checkerboard", 500, torch.Generator().manual_seed(99))
-    by_seed = [task.evaluate(RecordingSampler(lambda noise, k: real), [1, 8], torch.Generator().manual_seed(s))
-               for s in (0, 1)]
+    by_seed = [
+        task.evaluate(RecordingSampler(lambda noise, k: real), [1, 8], torch.Generator().manual_seed(s)) for s in (0, 1)
+    ]
     assert by_seed[0].metrics == by_seed[1].metrics  # the reference and floor ignore the trial's generator
     floor = by_seed[0].metrics[1]["w2_floor"]
     assert floor == by_seed[0].metrics[8]["w2_floor"] > 0
     assert by_seed[0].metrics[1]["w2"] < 2 * floor  # real points score near the floor
-    collapsed = task.evaluate(RecordingSampler(lambda noise, k: torch.zeros_like(noise)), [1],
-                              torch.Generator().manual_seed(0))
+    collapsed = task.evaluate(
+        RecordingSampler(lambda noise, k: torch.zeros_like(noise)), [1], torch.Generator().manual_seed(0)
+    )
     assert collapsed.metrics[1]["w2"] > 3 * floor and collapsed.metrics[1]["energy"] > 3 * floor
 
 
@@ -191,8 +193,9 @@ def test_digit_classifier_cache_is_written_atomically_and_rebuilds_identically(t
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
 def test_non_finite_samples_give_non_finite_metrics_without_raising(spec, bad):
     task = make_task(spec, SMALL[spec])
-    evaluation = task.evaluate(RecordingSampler(lambda noise, k: torch.full_like(noise, bad)), [1, 2],
-                               torch.Generator().manual_seed(0))
+    evaluation = task.evaluate(
+        RecordingSampler(lambda noise, k: torch.full_like(noise, bad)), [1, 2], torch.Generator().manual_seed(0)
+    )
     assert not math.isfinite(evaluation.metrics[1][task.primary_metric])
     assert evaluation.metrics[1][task.primary_metric] != -math.inf
     assert len(evaluation.samples[1]) > 0

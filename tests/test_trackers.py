@@ -3,11 +3,11 @@
 import importlib.util
 
 import pytest
+from conftest import TINY_TASK
+from test_cli_run import write_experiment
 
 from ablate.cli import main
 from ablate.experiment import ExperimentError, parse_experiment
-from conftest import TINY_TASK
-from test_cli_run import write_experiment
 
 
 def test_bad_or_missing_trackers_are_one_line(monkeypatch):
@@ -30,8 +30,9 @@ def test_tensorboard_and_mlflow_receive_curves_params_and_eval_metrics(tmp_path,
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     uri = (tmp_path / "mlruns").as_uri()
-    path = write_experiment(tmp_path, loggers=["tensorboard", "csv", {"mlflow": {"tracking_uri": uri}}],
-                            checkpoint_seconds=0.01)
+    path = write_experiment(
+        tmp_path, loggers=["tensorboard", "csv", {"mlflow": {"tracking_uri": uri}}], checkpoint_seconds=0.01
+    )
     assert main(["run", str(path), "--no-report"]) == 0
     out = tmp_path / "results" / "grid"
     trial_id = "grid_vboot_vstep_now2__seed1"
@@ -47,7 +48,8 @@ def test_tensorboard_and_mlflow_receive_curves_params_and_eval_metrics(tmp_path,
     experiment = client.get_experiment_by_name("grid")
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(r.info.run_name for r in runs) == sorted(
-        f"{v}__seed{s}" for v in ("grid_vboot_vstep_w2", "grid_vboot_vstep_now2") for s in (0, 1))
+        f"{v}__seed{s}" for v in ("grid_vboot_vstep_w2", "grid_vboot_vstep_now2") for s in (0, 1)
+    )
     run = next(r for r in runs if r.info.run_name == trial_id)
     assert run.data.params["trial/variant"] == "grid_vboot_vstep_now2" and run.data.params["trial/seed"] == "1"
     assert run.data.params["trial/levels/tau2_weight"] == "False"
@@ -59,8 +61,9 @@ def test_wandb_offline_writes_one_run_per_trial(tmp_path, ray_session, monkeypat
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_MODE", "offline")  # what ablate sets for mode: offline, undone after the test
-    path = write_experiment(tmp_path, seeds=[0],
-                            loggers=[{"wandb": {"project": "ablate-test", "mode": "offline", "dir": str(tmp_path)}}])
+    path = write_experiment(
+        tmp_path, seeds=[0], loggers=[{"wandb": {"project": "ablate-test", "mode": "offline", "dir": str(tmp_path)}}]
+    )
     assert main(["run", str(path), "--no-report"]) == 0
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(list(run.glob("*.wandb")) for run in runs)

@@ -52,8 +52,9 @@ def test_exploding_loss_is_recorded_as_diverged_with_its_step():
 
 
 def test_nan_loss_is_recorded_as_diverged_not_raised():
-    result = run_trial({**BASE, "lr": 1e9, "lr_final": 1e9, "grad_clip": None, "teacher": "self",
-                        "eval_ema": None, "train_steps": 200})
+    result = run_trial(
+        {**BASE, "lr": 1e9, "lr_final": 1e9, "grad_clip": None, "teacher": "self", "eval_ema": None, "train_steps": 200}
+    )
     assert result.status == "diverged"
     assert 1 <= result.diverged_step <= 200
     assert result.curves[-1]["step"] == result.diverged_step
@@ -67,8 +68,9 @@ def test_flow_baseline_trains_and_is_evaluated_told_d_min(baseline, monkeypatch)
     assert (trial.objective.bootstrap_fraction == 0.0) == baseline
     seen = []
     original = type(trial.model).forward
-    monkeypatch.setattr(type(trial.model), "forward",
-                        lambda self, z, tau, d: (seen.append(d.clone()), original(self, z, tau, d))[1])
+    monkeypatch.setattr(
+        type(trial.model), "forward", lambda self, z, tau, d: (seen.append(d.clone()), original(self, z, tau, d))[1]
+    )
     trial.train()
     assert all(torch.all(d == 1 / 8) for d in seen) == baseline
     seen.clear()

@@ -31,8 +31,14 @@ class TinyTask:
     primary_metric = "mean_error"
     metric_directions = {"mean_error": "min", "spread": "max"}
 
-    def __init__(self, separation: float = 2.0, n_eval: int = 256, crash_once_after: int | None = None,
-                 crash_marker: str | None = None, hang_at_batch: int | None = None) -> None:
+    def __init__(
+        self,
+        separation: float = 2.0,
+        n_eval: int = 256,
+        crash_once_after: int | None = None,
+        crash_marker: str | None = None,
+        hang_at_batch: int | None = None,
+    ) -> None:
         self.separation = separation
         self.n_eval = n_eval
         self.crash_once_after, self.crash_marker = crash_once_after, crash_marker
@@ -68,6 +74,11 @@ class TinyTask:
         return Evaluation(metrics, samples)
 
 
-def make_task(separation: float = 2.0, n_eval: int = 256, crash_once_after: int | None = None,
-              crash_marker: str | None = None, hang_at_batch: int | None = None) -> TinyTask:
+def make_task(
+    separation: float = 2.0,
+    n_eval: int = 256,
+    crash_once_after: int | None = None,
+    crash_marker: str | None = None,
+    hang_at_batch: int | None = None,
+) -> TinyTask:
     return TinyTask(separation, n_eval, crash_once_after, crash_marker, hang_at_batch)

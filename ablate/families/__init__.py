@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,11 +45,12 @@ def family_spec(name: str) -> str:
         return FAMILIES[name]
     if ":" in name:
         return name
-    raise ValueError(f"objective.family: {name!r} is not a registered family ({', '.join(FAMILIES)}) "
-                     "nor a 'module:attribute'")
+    raise ValueError(
+        f"objective.family: {name!r} is not a registered family ({', '.join(FAMILIES)}) nor a 'module:attribute'"
+    )
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_family(spec: str) -> ObjectiveFamily:
     """The family object a spec names (imported once per process)."""
     module_name, _, attribute = family_spec(spec).rpartition(":")

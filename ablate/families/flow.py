@@ -18,9 +18,14 @@ class FlowBaselineFamily:
     name = "flow"
 
     def build(self, config: Mapping[str, Any]) -> ShortcutForcing:
-        return ShortcutForcing(Variant(tau_sampling="continuous"), k_max=config["k_max"], ramp=config["ramp"],
-                               step_sizes=config["step_sizes"], bootstrap_fraction=0.0,
-                               bootstrap_weight=config["bootstrap_weight"])
+        return ShortcutForcing(
+            Variant(tau_sampling="continuous"),
+            k_max=config["k_max"],
+            ramp=config["ramp"],
+            step_sizes=config["step_sizes"],
+            bootstrap_fraction=0.0,
+            bootstrap_weight=config["bootstrap_weight"],
+        )
 
     def sampler_d(self, objective: ShortcutForcing) -> float:
         return objective.d_min

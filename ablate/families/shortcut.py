@@ -13,9 +13,14 @@ class ShortcutForcingFamily:
     name = "shortcut_forcing"
 
     def build(self, config: Mapping[str, Any]) -> ShortcutForcing:
-        return ShortcutForcing(self.variant(config), k_max=config["k_max"], ramp=config["ramp"],
-                               step_sizes=config["step_sizes"], bootstrap_fraction=config["bootstrap_fraction"],
-                               bootstrap_weight=config["bootstrap_weight"])
+        return ShortcutForcing(
+            self.variant(config),
+            k_max=config["k_max"],
+            ramp=config["ramp"],
+            step_sizes=config["step_sizes"],
+            bootstrap_fraction=config["bootstrap_fraction"],
+            bootstrap_weight=config["bootstrap_weight"],
+        )
 
     def sampler_d(self, objective: ShortcutForcing) -> None:
         return None  # the K-step sampler tells the model d = 1/K

@@ -19,17 +19,29 @@ from pathlib import Path
 
 from ablate import analysis
 from ablate.report.context import FLOOR_LABEL, FORMATS, Context, md_table, resolve_primary
-from ablate.report.figures import (fig_curves, fig_forest, fig_half_normal, fig_horizon,
-                                   fig_interactions, fig_samples, fig_steps, plot_quality_vs_steps)
+from ablate.report.figures import (
+    fig_curves,
+    fig_forest,
+    fig_half_normal,
+    fig_horizon,
+    fig_interactions,
+    fig_samples,
+    fig_steps,
+    plot_quality_vs_steps,
+)
 from ablate.report.text import divergence_sentence, effects_latex, render
 from ablate.results import Results, atomic_write, load
 
 __all__ = ["FLOOR_LABEL", "plot_quality_vs_steps", "write_report"]
 
 
-def write_report(folder: str | Path, primary_metric: str | None = None,
-                 primary_steps: int | None = None, formats: Sequence[str] = ("png",),
-                 color_by: str | None = None) -> Path:
+def write_report(
+    folder: str | Path,
+    primary_metric: str | None = None,
+    primary_steps: int | None = None,
+    formats: Sequence[str] = ("png",),
+    color_by: str | None = None,
+) -> Path:
     """Analyse a results folder and write report.md, the analysis tables, effects.tex and figures.
 
     ``formats``: any of png, pdf, svg (every figure in each); ``color_by``: a factor whose levels
@@ -56,9 +68,21 @@ def write_report(folder: str | Path, primary_metric: str | None = None,
     }
     for name, table in tables.items():  # atomically: a full disk leaves the old table or the new one
         atomic_write(results.folder / f"{name}.csv", lambda tmp, table=table: table.to_csv(tmp, index=False))
-    ctx = Context(results, tables["cells"], tables["effects"], analysis.noise_floors(results), metric,
-                  steps, notes, analysis.metric_scales(results), tables["strata"], tables["power"],
-                  tables["comparisons"], formats, color_by)
+    ctx = Context(
+        results,
+        tables["cells"],
+        tables["effects"],
+        analysis.noise_floors(results),
+        metric,
+        steps,
+        notes,
+        analysis.metric_scales(results),
+        tables["strata"],
+        tables["power"],
+        tables["comparisons"],
+        formats,
+        color_by,
+    )
     atomic_write(results.folder / "effects.tex", lambda tmp: tmp.write_text(effects_latex(ctx)))
     for fmt in FORMATS:  # figures of an earlier report with other choices
         for stale in ctx.figure_dir.glob(f"*.{fmt}"):
@@ -78,13 +102,18 @@ def _write_empty_report(results: Results) -> Path:
     divergence = analysis.divergence_table(results)
     missing = analysis.missing_trials(results)
     path = results.folder / "report.md"
-    text = "\n\n".join([
-        f"# Ablation report: {results.name}",
-        f"**Partial: 0 of {len(results.run.get('expected_trials') or [])} trials.** "
-        "No trial has metric rows yet, so there is nothing to compare. "
-        + divergence_sentence(divergence, results),
-        "## Missing trials",
-        md_table(missing.astype(str)) if len(missing) else "None.",
-    ]) + "\n"
+    text = (
+        "\n\n".join(
+            [
+                f"# Ablation report: {results.name}",
+                f"**Partial: 0 of {len(results.run.get('expected_trials') or [])} trials.** "
+                "No trial has metric rows yet, so there is nothing to compare. "
+                + divergence_sentence(divergence, results),
+                "## Missing trials",
+                md_table(missing.astype(str)) if len(missing) else "None.",
+            ]
+        )
+        + "\n"
+    )
     atomic_write(path, lambda tmp: tmp.write_text(text))
     return path

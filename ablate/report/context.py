@@ -124,8 +124,10 @@ def md_table(frame: pd.DataFrame) -> str:
         return "_(none)_"
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(fmt(v) if not isinstance(v, str) else v for v in row) + " |"
-            for row in frame.itertuples(index=False)]
+    body = [
+        "| " + " | ".join(fmt(v) if not isinstance(v, str) else v for v in row) + " |"
+        for row in frame.itertuples(index=False)
+    ]
     return "\n".join([header, rule, *body])
 
 
@@ -147,8 +149,11 @@ def display_name(variant: str, results: Results) -> str:
     labels = results.run.get("labels") or {}
     if variant in labels:
         return str(labels[variant])
-    for role, named in (("paper", results.paper_variant), ("simplified", results.simplified_variant),
-                        ("baseline", results.baseline_variant)):
+    for role, named in (
+        ("paper", results.paper_variant),
+        ("simplified", results.simplified_variant),
+        ("baseline", results.baseline_variant),
+    ):
         if variant == named:
             return str(labels.get(role, ROLE_NAMES[role]))
     return variant
@@ -171,8 +176,7 @@ def highlighted(variants: Sequence[str], results: Results) -> list[str]:
     return [v for v in wanted if v in variants]
 
 
-def line_styles(variants: Sequence[str], results: Results, color_by: str | None = None
-                ) -> list[tuple[str, dict, bool]]:
+def line_styles(variants: Sequence[str], results: Results, color_by: str | None = None) -> list[tuple[str, dict, bool]]:
     """(variant, line style, highlighted) with the other variants first, so highlighted lines are on
     top. The others are grey with one legend entry ("other variants"), or, with ``color_by``, coloured
     by their level of that factor with one legend entry per level."""
@@ -181,8 +185,12 @@ def line_styles(variants: Sequence[str], results: Results, color_by: str | None 
     styles = []
     if color_by is not None:
         levels = results.factor_levels.get(color_by, [])
-        by_variant = results.variant_levels().set_index("variant")[color_by].to_dict() \
-            if color_by in results.variant_levels().columns else {}
+        by_variant = (
+            results.variant_levels().set_index("variant")[color_by].to_dict()
+            if color_by in results.variant_levels().columns
+            else {}
+        )
+
         def level_index(variant: str) -> int | None:
             return next((i for i, lv in enumerate(levels) if lv == by_variant.get(variant)), None)
 
@@ -195,8 +203,9 @@ def line_styles(variants: Sequence[str], results: Results, color_by: str | None 
             labelled.add(index)
             styles.append((v, dict(OTHER_STYLE, color=color, alpha=0.8, label=label), False))
     else:
-        styles = [(v, dict(OTHER_STYLE, label="other variants" if i == 0 else None), False)
-                  for i, v in enumerate(others)]
+        styles = [
+            (v, dict(OTHER_STYLE, label="other variants" if i == 0 else None), False) for i, v in enumerate(others)
+        ]
     return styles + [(v, style_of(v, results), True) for v in first]
 
 
@@ -209,9 +218,10 @@ def save(ctx: Context, fig: Figure, name: str, caption: str, tight: bool = True)
     ctx.figure_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(name).stem
     for fmt in ctx.formats:
-        atomic_write(ctx.figure_dir / f"{stem}.{fmt}",
-                     lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=DPI,
-                                                      bbox_inches="tight" if tight else None))
+        atomic_write(
+            ctx.figure_dir / f"{stem}.{fmt}",
+            lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight" if tight else None),
+        )
     shown = "png" if "png" in ctx.formats else ctx.formats[0]  # report.md embeds one of them
     ctx.figures.append((caption, f"figures/{stem}.{shown}"))
 
@@ -219,15 +229,17 @@ def save(ctx: Context, fig: Figure, name: str, caption: str, tight: bool = True)
 def main_metrics(results: Results) -> list[str]:
     """Metrics that get their own figures; per-horizon metrics get the horizon figure instead,
     and noise floors are a line in their metric's figure."""
-    horizon = {name for items in analysis.horizon_metrics(results.metric_names).values()
-               for _, name in items}
+    horizon = {name for items in analysis.horizon_metrics(results.metric_names).values() for _, name in items}
     return [m for m in analysis.quality_metrics(results.metric_names) if m not in horizon]
 
 
 def roles(results: Results) -> list[tuple[str, str]]:
     """(role, variant) for the paper, simplified and baseline variants the run names."""
-    named = [("paper", results.paper_variant), ("simplified", results.simplified_variant),
-             ("baseline", results.baseline_variant)]
+    named = [
+        ("paper", results.paper_variant),
+        ("simplified", results.simplified_variant),
+        ("baseline", results.baseline_variant),
+    ]
     return [(role, variant) for role, variant in named if variant is not None]
 
 
@@ -259,26 +271,27 @@ def effect_text(row: pd.Series | dict, scale: str, adjusted: bool = True) -> str
 
 
 def scale_phrase(scale: str) -> str:
-    return ("analysed on the log scale (cell means span 10x or more): effects are ratios of geometric "
-            "means, paper's level / other level" if scale == "log"
-            else "effects are differences of means, paper's level - other level")
+    return (
+        "analysed on the log scale (cell means span 10x or more): effects are ratios of geometric "
+        "means, paper's level / other level"
+        if scale == "log"
+        else "effects are differences of means, paper's level - other level"
+    )
 
 
-def resolve_primary(
-    results: Results, metric: str | None, steps: int | None
-) -> tuple[str, int, list[str]]:
+def resolve_primary(results: Results, metric: str | None, steps: int | None) -> tuple[str, int, list[str]]:
     """Primary metric and step count: argument, else run.json, else a documented fallback."""
     notes = []
     quality = analysis.quality_metrics(results.metric_names)
     metrics = main_metrics(results) or quality
     if metric is not None and metric not in quality:
-        raise ValueError(f"metric {metric!r} not in the results' quality metrics (noise floors "
-                         f"are not); have {quality}")
+        raise ValueError(
+            f"metric {metric!r} not in the results' quality metrics (noise floors are not); have {quality}"
+        )
     if metric is None:
         metric = results.run.get("primary_metric")
         if metric not in quality:
-            notes.append(f"run.json primary_metric {metric!r} is not a quality metric with rows; "
-                         f"using {metrics[0]!r}.")
+            notes.append(f"run.json primary_metric {metric!r} is not a quality metric with rows; using {metrics[0]!r}.")
             metric = metrics[0]
     available = results.eval_steps
     if steps is not None and int(steps) not in available:
@@ -290,4 +303,3 @@ def resolve_primary(
             notes.append(f"run.json primary_steps {steps!r} not evaluated; using K = {fallback}.")
             steps = fallback
     return metric, int(steps), notes
-

@@ -18,13 +18,24 @@ from matplotlib.figure import Figure
 
 from ablate import analysis
 from ablate.analysis.inference import t_interval
-from ablate.report.context import (FLOOR_STYLE, Context, better, highlighted, line_styles,
-                                   main_metrics, safe_name, save, significant, style_of)
+from ablate.report.context import (
+    FLOOR_STYLE,
+    Context,
+    better,
+    highlighted,
+    line_styles,
+    main_metrics,
+    safe_name,
+    save,
+    significant,
+    style_of,
+)
 from ablate.results import OK, Results
 
 
-def plot_quality_vs_steps(ax: Axes, cells: pd.DataFrame, results: Results, metric: str,
-                          scale: str = "raw", color_by: str | None = None) -> None:
+def plot_quality_vs_steps(
+    ax: Axes, cells: pd.DataFrame, results: Results, metric: str, scale: str = "raw", color_by: str | None = None
+) -> None:
     """Mean over seeds vs sampling steps (log2 axis) per variant, with 95 % Student-t CI bands.
 
     The paper, simplified and baseline variants are highlighted; the rest are thin grey lines. A
@@ -40,8 +51,9 @@ def plot_quality_vs_steps(ax: Axes, cells: pd.DataFrame, results: Results, metri
         ax.plot(rows["steps"], rows[centre], marker="o", ms=3, **style)
         band = rows[np.isfinite(rows[low].astype(float))]
         if len(band):
-            ax.fill_between(band["steps"], band[low], band[high], color=style["color"],
-                            alpha=0.15 if is_highlighted else 0.05, lw=0)
+            ax.fill_between(
+                band["steps"], band[low], band[high], color=style["color"], alpha=0.15 if is_highlighted else 0.05, lw=0
+            )
     floor = _draw_noise_floor(ax, results, metric)
     ax.set_xscale("log", base=2)
     steps = sorted(pd.unique(data["steps"]))
@@ -96,8 +108,7 @@ def fig_steps(ctx: Context) -> None:
 
 def fig_forest(ctx: Context) -> None:
     """Every term of the full factorial per metric at the primary K, on each metric's scale."""
-    effects = ctx.effects[(ctx.effects["steps"] == ctx.steps)
-                          & ~ctx.effects["kind"].isin(["anova", "simple"])]
+    effects = ctx.effects[(ctx.effects["steps"] == ctx.steps) & ~ctx.effects["kind"].isin(["anova", "simple"])]
     estimated = set(effects.loc[np.isfinite(effects["estimate"].astype(float)), "metric"])
     metrics = [m for m in main_metrics(ctx.results) if m in estimated]
     if not metrics:
@@ -117,10 +128,10 @@ def fig_forest(ctx: Context) -> None:
         low, high = rows[f"{prefix}ci_low"].to_numpy(float), rows[f"{prefix}ci_high"].to_numpy(float)
         err = np.abs(np.vstack([est - low, high - est]))
         ax.errorbar(est, y, xerr=np.nan_to_num(err), fmt="none", ecolor="0.3", lw=1)
-        ax.plot(est[is_significant], y[is_significant], "o", color="tab:blue",
-                label="CI excludes no effect, Holm p ≤ 0.05")
-        ax.plot(est[~is_significant], y[~is_significant], "o", mfc="white", color="0.3",
-                label="not significant")
+        ax.plot(
+            est[is_significant], y[is_significant], "o", color="tab:blue", label="CI excludes no effect, Holm p ≤ 0.05"
+        )
+        ax.plot(est[~is_significant], y[~is_significant], "o", mfc="white", color="0.3", label="not significant")
         ax.axvline(null, color="black", lw=0.8)
         if scale == "log":
             ax.set_xscale("log")
@@ -128,10 +139,9 @@ def fig_forest(ctx: Context) -> None:
             ax.set_xlabel("ratio: reference / other level")
         else:
             ax.set_xlabel("effect: reference − other level")
-        ax.set_title(f"{metric} ({better(ctx.results.metric_directions.get(metric, 'min'))})",
-                     fontsize=9)
+        ax.set_title(f"{metric} ({better(ctx.results.metric_directions.get(metric, 'min'))})", fontsize=9)
         ax.grid(axis="x", alpha=0.3)
-    for ax in axes.flat[len(metrics):]:
+    for ax in axes.flat[len(metrics) :]:
         ax.set_visible(False)
     axes[0, 0].set_yticks(y, terms, fontsize=7)
     axes[0, 0].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(0.0, -0.12 - 0.6 / len(terms)))
@@ -166,11 +176,16 @@ def fig_interactions(ctx: Context, how_many: int = 3) -> None:
                 interval = t_interval(per_seed.to_numpy())
                 transform = np.exp if ctx.scale == "log" else (lambda v: v)
                 centres.append(transform(interval.estimate))
-                errors.append([transform(interval.estimate) - transform(interval.low),
-                               transform(interval.high) - transform(interval.estimate)])
+                errors.append(
+                    [
+                        transform(interval.estimate) - transform(interval.low),
+                        transform(interval.high) - transform(interval.estimate),
+                    ]
+                )
             errors = np.nan_to_num(np.array(errors).T)
-            ax.errorbar(np.arange(len(a_levels)) + offset, centres, yerr=errors, marker="o", capsize=3,
-                        label=f"{b} = {b_level}")
+            ax.errorbar(
+                np.arange(len(a_levels)) + offset, centres, yerr=errors, marker="o", capsize=3, label=f"{b} = {b_level}"
+            )
         if ctx.scale == "log":
             ax.set_yscale("log")
             plain_log_axis(ax.yaxis)
@@ -183,8 +198,10 @@ def fig_interactions(ctx: Context, how_many: int = 3) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     average = "geometric means" if ctx.scale == "log" else "means"
-    caption = (f"Largest two-way interactions for {ctx.metric} at K = {ctx.steps} ({average} over the "
-               "other factors, 95% CI over seeds; parallel lines = no interaction)")
+    caption = (
+        f"Largest two-way interactions for {ctx.metric} at K = {ctx.steps} ({average} over the "
+        "other factors, 95% CI over seeds; parallel lines = no interaction)"
+    )
     save(ctx, fig, "interactions.png", caption, tight=False)
 
 
@@ -210,7 +227,7 @@ def fig_curves(ctx: Context) -> None:
         ax.set_xlabel("training step")
         ax.set_ylabel(quantity)
         ax.grid(alpha=0.3)
-    for ax in axes.flat[len(quantities):]:
+    for ax in axes.flat[len(quantities) :]:
         ax.set_visible(False)
     fig.suptitle("Training curves (mean over finished seeds)", fontsize=10)
     fig.tight_layout()
@@ -229,8 +246,7 @@ def _sample_trials(results: Results) -> dict[str, Path]:
     """Per variant, the sample file of its lowest finished seed."""
     trials = results.trials if len(results.trials) else results.metrics.drop_duplicates("trial_id")
     chosen = {}
-    for variant, group in trials[trials["status"] == OK].sort_values("seed").groupby(
-            "variant", sort=False):
+    for variant, group in trials[trials["status"] == OK].sort_values("seed").groupby("variant", sort=False):
         for trial_id in group["trial_id"]:
             if results.sample_path(trial_id).exists():
                 chosen[variant] = results.sample_path(trial_id)
@@ -250,8 +266,7 @@ def _tile(array: np.ndarray, fmt: str) -> np.ndarray:
 
 
 def _label(ax: Axes, x: float, y: float, variant: str, results: Results) -> None:
-    ax.text(x, y, variant, ha="center", va="bottom", fontsize=6,
-            color=style_of(variant, results)["color"])
+    ax.text(x, y, variant, ha="center", va="bottom", fontsize=6, color=style_of(variant, results)["color"])
 
 
 def _points_grid(ax: Axes, arrays: dict[str, np.ndarray], ncols: int, results: Results) -> None:
@@ -267,10 +282,13 @@ def _points_grid(ax: Axes, arrays: dict[str, np.ndarray], ncols: int, results: R
         x0, y0 = (i % ncols) * 1.1, -(i // ncols) * 1.3
         scaled = (points[:, :2] - centre) / span * 0.9
         inside = np.all(np.abs(scaled) <= 0.5, axis=1)
-        ax.scatter(x0 + scaled[inside, 0], y0 + scaled[inside, 1], s=1.5, lw=0, alpha=0.6,
-                   color="tab:blue")
-        ax.plot(x0 + np.array([-0.5, 0.5, 0.5, -0.5, -0.5]),
-                y0 + np.array([-0.5, -0.5, 0.5, 0.5, -0.5]), color="0.85", lw=0.6)
+        ax.scatter(x0 + scaled[inside, 0], y0 + scaled[inside, 1], s=1.5, lw=0, alpha=0.6, color="tab:blue")
+        ax.plot(
+            x0 + np.array([-0.5, 0.5, 0.5, -0.5, -0.5]),
+            y0 + np.array([-0.5, -0.5, 0.5, 0.5, -0.5]),
+            color="0.85",
+            lw=0.6,
+        )
         _label(ax, x0, y0 + 0.53, variant, results)
     nrows = -(-len(arrays) // ncols)
     ax.set_xlim(-0.55, (ncols - 1) * 1.1 + 0.55)
@@ -287,7 +305,7 @@ def _picture_grid(ax: Axes, tiles: dict[str, np.ndarray], ncols: int, results: R
     canvas = np.full((nrows * (height + band), ncols * (width + gap)), np.nan)
     for i, (variant, tile) in enumerate(tiles.items()):
         top, left = (i // ncols) * (height + band) + band, (i % ncols) * (width + gap)
-        canvas[top: top + tile.shape[0], left: left + tile.shape[1]] = tile
+        canvas[top : top + tile.shape[0], left : left + tile.shape[1]] = tile
         _label(ax, left + width / 2 - 0.5, top - 1, variant, results)
     low, high = np.nanpercentile(canvas, [1, 99])
     cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")
@@ -324,8 +342,7 @@ def fig_samples(ctx: Context) -> None:
         height, title = width * abs(y1 - y0) / abs(x1 - x0), 0.45  # figure follows the grid shape
         fig.set_size_inches(width, height + title)
         ax.set_position((0, 0, 1, height / (height + title)))
-        fig.suptitle(f"Samples at K = {k} sampling steps (lowest finished seed per variant)",
-                     fontsize=10)
+        fig.suptitle(f"Samples at K = {k} sampling steps (lowest finished seed per variant)", fontsize=10)
         save(ctx, fig, f"samples_K{k}.png", f"Samples per variant at K = {k}", tight=False)
 
 
@@ -343,15 +360,25 @@ def fig_half_normal(ctx: Context) -> None:
     ax.plot(q, slope * q, "--", color="0.5", lw=1, label="line through the median effect")
     outliers = scores[scores["abs_estimate"] > 2 * slope * scores["quantile"]].tail(5)
     for i, (_, row) in enumerate(outliers[::-1].iterrows()):
-        ax.annotate(row["term"], (row["quantile"], row["abs_estimate"]), fontsize=7,
-                    xytext=(-6, -4 - 10 * i), textcoords="offset points", ha="right")
+        ax.annotate(
+            row["term"],
+            (row["quantile"], row["abs_estimate"]),
+            fontsize=7,
+            xytext=(-6, -4 - 10 * i),
+            textcoords="offset points",
+            ha="right",
+        )
     ax.legend(fontsize=7, frameon=False, loc="upper left")
     ax.set_xlabel("half-normal quantile")
     ax.set_ylabel(f"|effect| on {ctx.metric} at K = {ctx.steps}")
     ax.set_title("Half-normal plot of effects (single seed)", fontsize=10)
     ax.grid(alpha=0.3)
-    save(ctx, fig, "half_normal.png",
-          "Half-normal plot: effects far above the line of the small ones stand out from noise")
+    save(
+        ctx,
+        fig,
+        "half_normal.png",
+        "Half-normal plot: effects far above the line of the small ones stand out from noise",
+    )
 
 
 def fig_horizon(ctx: Context) -> None:

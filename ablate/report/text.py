@@ -17,9 +17,22 @@ import pandas as pd
 
 from ablate import analysis
 from ablate.analysis.comparisons import verdict
-from ablate.report.context import (ALPHA, FLOOR_LABEL, MAX_TABLE_ROWS, Context, better, cell_text,
-                                   ci_text, effect_text, fmt, md_table, mean_ci, roles, scale_phrase,
-                                   significant)
+from ablate.report.context import (
+    ALPHA,
+    FLOOR_LABEL,
+    MAX_TABLE_ROWS,
+    Context,
+    better,
+    cell_text,
+    ci_text,
+    effect_text,
+    fmt,
+    md_table,
+    mean_ci,
+    roles,
+    scale_phrase,
+    significant,
+)
 from ablate.results import Results
 
 TERM_KINDS = ("main", "interaction")
@@ -62,9 +75,12 @@ def _strata_phrase(ctx: Context, factor: str, plus: object) -> str:
             span = ends[0] if len(ends) == 1 else f"{ends[0]} to {ends[-1]}"
             parts.append(f"{word} in {len(rows)} ({span})")
     unclear = len(words) - len(sides["better"]) - len(sides["worse"])
-    return (f"within the {len(words)} combinations of the other factors, {plus} is "
-            + ", ".join(parts) + (f" and unclear in {unclear}" if unclear else "")
-            + " (strata.csv; Holm over the strata)")
+    return (
+        f"within the {len(words)} combinations of the other factors, {plus} is "
+        + ", ".join(parts)
+        + (f" and unclear in {unclear}" if unclear else "")
+        + " (strata.csv; Holm over the strata)"
+    )
 
 
 def _toggle_sentence(ctx: Context, main: pd.Series, interactions: pd.DataFrame, simple: pd.DataFrame) -> str:
@@ -76,8 +92,10 @@ def _toggle_sentence(ctx: Context, main: pd.Series, interactions: pd.DataFrame, 
     if len(involved):
         first = involved.sort_values(["order", "p_holm"]).iloc[0]
         others = [f for f in first["term"].split(":") if f != factor]
-        mine = simple[(simple["term"] == factor)
-                      & simple["within"].map(lambda w: sorted(p.split("=")[0] for p in w.split(" & ")) == sorted(others))]
+        mine = simple[
+            (simple["term"] == factor)
+            & simple["within"].map(lambda w: sorted(p.split("=")[0] for p in w.split(" & ")) == sorted(others))
+        ]
         details = [(row["within"], _plus_word(row, scale, direction), row) for _, row in mine.iterrows()]
         decided = {word for _, word, _ in details if word in ("better", "worse")}
         n_decided = sum(word in decided for _, word, _ in details)
@@ -90,25 +108,33 @@ def _toggle_sentence(ctx: Context, main: pd.Series, interactions: pd.DataFrame, 
             lead = f"matters only with {next(w for w, word, _ in details if word in decided)}"
         else:
             lead = f"depends on {names}"
-        within = "; ".join(f"with {w}: {effect_text(row, scale)}, {plus} "
-                           f"{'unclear' if word == 'indistinguishable' else word}" for w, word, row in details)
+        within = "; ".join(
+            f"with {w}: {effect_text(row, scale)}, {plus} {'unclear' if word == 'indistinguishable' else word}"
+            for w, word, row in details
+        )
         also = [t for t in involved["term"] if t != first["term"]]
         strata = _strata_phrase(ctx, factor, plus)
-        return (f"`{factor}` ({plus} vs {minus}) {lead} (interaction `{first['term']}` "
-                f"{_size(first, scale)}): {within}. Averaged over the other factors it changes {metric} by "
-                f"{average}" + (f"; it is also part of {', '.join(f'`{t}`' for t in also)}" if also else "")
-                + (f"; {strata}" if strata else ""))
+        return (
+            f"`{factor}` ({plus} vs {minus}) {lead} (interaction `{first['term']}` "
+            f"{_size(first, scale)}): {within}. Averaged over the other factors it changes {metric} by "
+            f"{average}"
+            + (f"; it is also part of {', '.join(f'`{t}`' for t in also)}" if also else "")
+            + (f"; {strata}" if strata else "")
+        )
     word = _plus_word(main, scale, direction)
     if word in ("better", "worse"):
         strata = _strata_phrase(ctx, factor, plus)
         opposite = "worse" if word == "better" else "better"
-        return (f"`{factor}`: {plus} (reference) vs {minus} changes {metric} by {average}, so {plus} is {word}"
-                + (f"; {strata}" if f"{opposite} in" in strata else ""))
+        return f"`{factor}`: {plus} (reference) vs {minus} changes {metric} by {average}, so {plus} is {word}" + (
+            f"; {strata}" if f"{opposite} in" in strata else ""
+        )
     if word == "without a CI":
         return f"`{factor}`: {plus} (reference) vs {minus} changes {metric} by {_size(main, scale)} (no CI)"
     strata = _strata_phrase(ctx, factor, plus)
-    return (f"`{factor}`: {plus} (reference) vs {minus} changes {metric} by {average} on average, "
-            "indistinguishable from zero" + (f"; but {strata}" if strata else ""))
+    return (
+        f"`{factor}`: {plus} (reference) vs {minus} changes {metric} by {average} on average, "
+        "indistinguishable from zero" + (f"; but {strata}" if strata else "")
+    )
 
 
 def _opening(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame) -> str:
@@ -122,44 +148,68 @@ def _opening(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame) -> s
     total = divergence[divergence["group"] == "all"].iloc[0]
     n_expected = int(total["n_trials"] + total["n_missing"])
     n_seeds = len(results.seeds)
-    partial = (f"**Partial: {int(total['n_trials'])} of {n_expected} trials.** "
-               if int(total["n_missing"]) else "")  # a run still going, or interrupted
-    parts = [f"{partial}At **{metric}** ({better(ctx.direction)}) with **K = {steps}** sampling steps "
-             f"({n_seeds} seed(s), {total['n_ok']} of {n_expected} expected trials finished without "
-             f"diverging; {scale_phrase(ctx.scale)}):"]
+    partial = (
+        f"**Partial: {int(total['n_trials'])} of {n_expected} trials.** " if int(total["n_missing"]) else ""
+    )  # a run still going, or interrupted
+    parts = [
+        f"{partial}At **{metric}** ({better(ctx.direction)}) with **K = {steps}** sampling steps "
+        f"({n_seeds} seed(s), {total['n_ok']} of {n_expected} expected trials finished without "
+        f"diverging; {scale_phrase(ctx.scale)}):"
+    ]
     mains = estimable[estimable["kind"] == "main"]
-    ordered = sorted(mains.iterrows(), key=lambda item: item[1]["term"] not in set(flagged["term"])
-                     and not interactions["term"].str.split(":").map(lambda t: item[1]["term"] in t).any())
+    ordered = sorted(
+        mains.iterrows(),
+        key=lambda item: (
+            item[1]["term"] not in set(flagged["term"])
+            and not interactions["term"].str.split(":").map(lambda t: item[1]["term"] in t).any()
+        ),
+    )
     sentences = [_toggle_sentence(ctx, row, interactions, simple) for _, row in ordered]
     if sentences:
         parts.append(" " + ". ".join(sentences) + ".")
     else:
         parts.append(" no toggle effect can be estimated.")
     if len(interactions):
-        parts.append(" Interactions whose CI excludes no effect: " + "; ".join(
-            f"`{r['term']}` {effect_text(r, ctx.scale)}" for _, r in interactions.iterrows()) + ".")
+        parts.append(
+            " Interactions whose CI excludes no effect: "
+            + "; ".join(f"`{r['term']}` {effect_text(r, ctx.scale)}" for _, r in interactions.iterrows())
+            + "."
+        )
     quiet = estimable[(estimable["kind"] != "main") & ~estimable["term"].isin(interactions["term"])]
     if len(quiet):
-        parts.append(f" The other {len(quiet)} interaction terms (two-way and higher) are "
-                     "indistinguishable from zero.")
+        parts.append(f" The other {len(quiet)} interaction terms (two-way and higher) are indistinguishable from zero.")
     impossible = terms[~np.isfinite(terms["estimate"].astype(float))]
     if len(impossible):
-        parts.append(" Not estimable (no seed has every cell needed): "
-                     + ", ".join(f"`{t}`" for t in impossible["term"]) + ".")
+        parts.append(
+            " Not estimable (no seed has every cell needed): " + ", ".join(f"`{t}`" for t in impossible["term"]) + "."
+        )
     for _, row in effects[effects["kind"] == "anova"].iterrows():
-        parts.append(f" `{row['term']}` (more than two levels): Hotelling p = {fmt(row['p_value'])}, "
-                     f"Holm p = {fmt(row['p_holm'])}.")
-    parts += [" " + s for s in (_power_sentence(ctx), _levels_sentence(ctx), _worsening_sentence(ctx),
-                                _pair_sentence(ctx, "simplified", divergence),
-                                _pair_sentence(ctx, "baseline", divergence),
-                                _balance_sentence(ctx, terms),
-                                divergence_sentence(divergence, results)) if s]
+        parts.append(
+            f" `{row['term']}` (more than two levels): Hotelling p = {fmt(row['p_value'])}, "
+            f"Holm p = {fmt(row['p_holm'])}."
+        )
+    parts += [
+        " " + s
+        for s in (
+            _power_sentence(ctx),
+            _levels_sentence(ctx),
+            _worsening_sentence(ctx),
+            _pair_sentence(ctx, "simplified", divergence),
+            _pair_sentence(ctx, "baseline", divergence),
+            _balance_sentence(ctx, terms),
+            divergence_sentence(divergence, results),
+        )
+        if s
+    ]
     if len(missing):
-        parts.append(f" {len(missing)} expected trial(s) are missing (listed below); the "
-                     "analysis uses the trials present.")
+        parts.append(
+            f" {len(missing)} expected trial(s) are missing (listed below); the analysis uses the trials present."
+        )
     if ctx.single_seed:
-        parts.append(" Single seed: no CI over seeds is possible for cell means, effects or "
-                     "comparisons; the half-normal plot shows which effects stand out from the rest.")
+        parts.append(
+            " Single seed: no CI over seeds is possible for cell means, effects or "
+            "comparisons; the half-normal plot shows which effects stand out from the rest."
+        )
     return "".join(parts)
 
 
@@ -173,9 +223,11 @@ def _power_sentence(ctx: Context) -> str:
         smallest = f"a factor of x{fmt(np.exp(row['mde']))} ({fmt(row['mde_percent'])} %)"
     else:
         smallest = f"{fmt(row['mde'])} ({fmt(row['mde_percent'])} % of the mean)"
-    text = (f"With {n} seeds, the smallest effect these tests detect with {row['power']:.0%} power at "
-            f"K = {ctx.steps} is {smallest}; a 10 % change needs {fmt(row['seeds_for_10pct'])} seeds "
-            f"and a 25 % change {fmt(row['seeds_for_25pct'])} (power.csv).")
+    text = (
+        f"With {n} seeds, the smallest effect these tests detect with {row['power']:.0%} power at "
+        f"K = {ctx.steps} is {smallest}; a 10 % change needs {fmt(row['seeds_for_10pct'])} seeds "
+        f"and a 25 % change {fmt(row['seeds_for_25pct'])} (power.csv)."
+    )
     return ("**Two seeds: a demo, not a conclusion.** " + text) if n == 2 else text
 
 
@@ -183,8 +235,11 @@ def _levels_sentence(ctx: Context) -> str:
     """The paper's and the baseline's values at the primary K next to the noise floor: the
     numbers researchers quote, and how far both are from what real data scores."""
     cells = ctx.cells[ctx.cells["metric"] == ctx.metric].set_index(["variant", "steps"])
-    values = [f"{cell_text(cells, variant, ctx.steps)} for the {role} variant `{variant}`"
-              for role, variant in roles(ctx.results) if role != "simplified"]
+    values = [
+        f"{cell_text(cells, variant, ctx.steps)} for the {role} variant `{variant}`"
+        for role, variant in roles(ctx.results)
+        if role != "simplified"
+    ]
     if not values:
         return ""
     floor = ctx.primary_floor()
@@ -195,18 +250,25 @@ def _levels_sentence(ctx: Context) -> str:
 def _worsening_sentence(ctx: Context) -> str:
     """Flag a paper variant that is worse at k_max than at the primary K, only when the CI shows it."""
     paper = ctx.results.paper_variant
-    trend = (analysis.worsening_at_max_steps(ctx.results, paper, ctx.metric, ctx.steps)
-             if paper is not None else pd.DataFrame())
+    trend = (
+        analysis.worsening_at_max_steps(ctx.results, paper, ctx.metric, ctx.steps)
+        if paper is not None
+        else pd.DataFrame()
+    )
     if trend.empty or not trend["worse"].iloc[0]:
         return ""
     row = trend.iloc[0]
-    change = (f"ratio x{fmt(row['ratio'])}, 95% CI {ci_text(row['ratio_ci_low'], row['ratio_ci_high'])}"
-              if row["scale"] == "log" else
-              f"difference {row['difference']:+.3g}, 95% CI {ci_text(row['ci_low'], row['ci_high'])}")
-    return (f"The paper's variant gets worse with more sampling steps: {ctx.metric} is "
-            f"{fmt(row['max_steps_mean'])} at K = {row['max_steps']} against "
-            f"{fmt(row['reference_mean'])} at K = {row['reference_steps']} ({change}, paired over "
-            "seeds; the two K fixed in advance).")
+    change = (
+        f"ratio x{fmt(row['ratio'])}, 95% CI {ci_text(row['ratio_ci_low'], row['ratio_ci_high'])}"
+        if row["scale"] == "log"
+        else f"difference {row['difference']:+.3g}, 95% CI {ci_text(row['ci_low'], row['ci_high'])}"
+    )
+    return (
+        f"The paper's variant gets worse with more sampling steps: {ctx.metric} is "
+        f"{fmt(row['max_steps_mean'])} at K = {row['max_steps']} against "
+        f"{fmt(row['reference_mean'])} at K = {row['reference_steps']} ({change}, paired over "
+        "seeds; the two K fixed in advance)."
+    )
 
 
 def _pair_sentence(ctx: Context, role: str, divergence: pd.DataFrame) -> str:
@@ -223,8 +285,11 @@ def _pair_sentence(ctx: Context, role: str, divergence: pd.DataFrame) -> str:
         per_variant = divergence[divergence["group"] == "variant"].set_index("level")
         status = "; ".join(
             f"`{v}`: {per_variant.loc[v, 'n_ok']} finished, {per_variant.loc[v, 'n_diverged']} "
-            f"diverged of {per_variant.loc[v, 'n_trials']}" if v in per_variant.index
-            else f"`{v}`: no trials" for v in (other, paper))
+            f"diverged of {per_variant.loc[v, 'n_trials']}"
+            if v in per_variant.index
+            else f"`{v}`: no trials"
+            for v in (other, paper)
+        )
         return f"{name} cannot be compared with the paper's at this step count ({status})."
     row = rows.iloc[0]
     if ctx.scale == "log":
@@ -233,12 +298,16 @@ def _pair_sentence(ctx: Context, role: str, divergence: pd.DataFrame) -> str:
     else:
         size, what = f"{row['difference']:+.3g}", f"{role} − paper"
         interval, p = ci_text(row["ci_low"], row["ci_high"]), row["p_value"]
-    lead = f"{name} `{other}` differs from the paper's `{paper}` by {size} ({what}, paired over {int(row['n_pairs'])} seed(s)"
+    pairs = int(row["n_pairs"])
+    lead = f"{name} `{other}` differs from the paper's `{paper}` by {size} ({what}, paired over {pairs} seed(s)"
     word = verdict(row, ctx.scale, ctx.direction, adjusted=False)
     if word == "no CI":
         return f"{lead}; no CI possible with fewer than two seeds)."
-    judgement = {"indistinguishable": "indistinguishable from the paper's",
-                 "variant better": "better", "paper better": "worse"}[word]
+    judgement = {
+        "indistinguishable": "indistinguishable from the paper's",
+        "variant better": "better",
+        "paper better": "worse",
+    }[word]
     return f"{lead}, 95% CI {interval}, p = {fmt(p)}): it is {judgement}."
 
 
@@ -246,16 +315,20 @@ def _balance_sentence(ctx: Context, terms: pd.DataFrame) -> str:
     methods = terms["method"].astype(str)
     if not len(terms) or (~np.isfinite(terms["estimate"].astype(float))).all():
         return "No factorial cell has a finished trial at this step count: no effect can be estimated."
-    partial = methods[~methods.str.extract(r"(\d+) of (\d+) strata").apply(
-        lambda r: r[0] == r[1], axis=1).fillna(False).astype(bool)]
+    partial = methods[
+        ~methods.str.extract(r"(\d+) of (\d+) strata").apply(lambda r: r[0] == r[1], axis=1).fillna(False).astype(bool)
+    ]
     if partial.empty:
         return "Every effect uses every cell of the factorial in every seed."
     empty = analysis.empty_cells(ctx.results, ctx.metric, ctx.steps)
-    return ("Not every cell has a finished trial in every seed"
-            + (f" (cells {', '.join(f'`{v}`' for v in empty)} have none)" if empty else "")
-            + ": each effect uses the strata (combinations of the other factors) complete in the same "
-            "seeds, e.g. " + "; ".join(f"`{t}` {m}" for t, m in
-                                       zip(terms.loc[partial.index, "term"][:3], partial[:3])) + ".")
+    return (
+        "Not every cell has a finished trial in every seed"
+        + (f" (cells {', '.join(f'`{v}`' for v in empty)} have none)" if empty else "")
+        + ": each effect uses the strata (combinations of the other factors) complete in the same "
+        "seeds, e.g. "
+        + "; ".join(f"`{t}` {m}" for t, m in zip(terms.loc[partial.index, "term"][:3], partial[:3]))
+        + "."
+    )
 
 
 def divergence_sentence(divergence: pd.DataFrame, results: Results) -> str:
@@ -267,12 +340,21 @@ def divergence_sentence(divergence: pd.DataFrame, results: Results) -> str:
     by_level = []
     for factor, rows in levels.groupby("group", sort=False):
         if rows["n_diverged"].nunique() > 1:
-            by_level.append(f"`{factor}`: " + ", ".join(
-                f"{r['level']} {r['n_diverged']}/{r['n_trials']}" for _, r in rows.iterrows()))
-    text = (f"Divergence is a result: {total['n_diverged']} of {total['n_trials']} trials diverged"
-            + (f" and {total['n_failed']} failed" if total["n_failed"] else "")
-            + (" (" + ", ".join(f"`{r['level']}` {r['n_diverged']}/{r['n_trials']}"
-                                for _, r in per_variant.iterrows()) + ")" if len(per_variant) else ""))
+            by_level.append(
+                f"`{factor}`: "
+                + ", ".join(f"{r['level']} {r['n_diverged']}/{r['n_trials']}" for _, r in rows.iterrows())
+            )
+    text = (
+        f"Divergence is a result: {total['n_diverged']} of {total['n_trials']} trials diverged"
+        + (f" and {total['n_failed']} failed" if total["n_failed"] else "")
+        + (
+            " ("
+            + ", ".join(f"`{r['level']}` {r['n_diverged']}/{r['n_trials']}" for _, r in per_variant.iterrows())
+            + ")"
+            if len(per_variant)
+            else ""
+        )
+    )
     if by_level:
         text += "; by toggle level: " + "; ".join(by_level)
     return text + "."
@@ -282,16 +364,21 @@ def _levels_section(ctx: Context) -> str:
     """Paper, simplified, baseline and noise floor at K = 1, the primary K and k_max."""
     steps = ctx.quoted_steps()
     cells = ctx.cells[ctx.cells["metric"] == ctx.metric].set_index(["variant", "steps"])
-    rows = [[f"{role} `{variant}`", *(cell_text(cells, variant, k) for k in steps)]
-            for role, variant in roles(ctx.results)]
+    rows = [
+        [f"{role} `{variant}`", *(cell_text(cells, variant, k) for k in steps)] for role, variant in roles(ctx.results)
+    ]
     floor = ctx.primary_floor()
-    lead = (f"{ctx.metric} at K = {', '.join(map(str, steps))} "
-            f"({better(ctx.results.metric_directions.get(ctx.metric, 'min'))}; mean over seeds, "
-            "95% CI)")
+    lead = (
+        f"{ctx.metric} at K = {', '.join(map(str, steps))} "
+        f"({better(ctx.results.metric_directions.get(ctx.metric, 'min'))}; mean over seeds, "
+        "95% CI)"
+    )
     if floor is not None:
         rows.append([FLOOR_LABEL, *[mean_ci(floor)] * len(steps)])
-        lead += (f"; the noise floor is {ctx.metric} of a second real sample set against the "
-                 "reference, the same for every variant and K")
+        lead += (
+            f"; the noise floor is {ctx.metric} of a second real sample set against the "
+            "reference, the same for every variant and K"
+        )
     table = pd.DataFrame(rows, columns=["variant", *(f"K = {k}" for k in steps)])
     return f"{lead}:\n\n{md_table(table)}"
 
@@ -306,11 +393,16 @@ def _cells_table(ctx: Context) -> str:
     cells = ctx.primary(ctx.cells)
     ascending = ctx.direction == "min"
     cells = cells.sort_values("mean", ascending=ascending, na_position="last").head(MAX_TABLE_ROWS)
-    table = pd.DataFrame({
-        "variant": [f"`{v}`" for v in cells["variant"]], "n_seeds": cells["n_seeds"],
-        "n_diverged": cells["n_diverged"], "mean": cells["mean"], "std": cells["std"],
-        "95% CI": [ci_text(lo, hi) for lo, hi in zip(cells["ci_low"], cells["ci_high"])],
-    })
+    table = pd.DataFrame(
+        {
+            "variant": [f"`{v}`" for v in cells["variant"]],
+            "n_seeds": cells["n_seeds"],
+            "n_diverged": cells["n_diverged"],
+            "mean": cells["mean"],
+            "std": cells["std"],
+            "95% CI": [ci_text(lo, hi) for lo, hi in zip(cells["ci_low"], cells["ci_high"])],
+        }
+    )
     if ctx.scale == "log":
         table["geometric mean"] = cells["gmean"].to_numpy()
         table["95% CI (geometric)"] = [ci_text(lo, hi) for lo, hi in zip(cells["gmean_ci_low"], cells["gmean_ci_high"])]
@@ -319,8 +411,11 @@ def _cells_table(ctx: Context) -> str:
 
 def _effects_table(ctx: Context, kind: str = "terms") -> str:
     effects = ctx.primary_effects()
-    effects = effects[effects["kind"].map(_is_term) | (effects["kind"] == "anova")] if kind == "terms" \
+    effects = (
+        effects[effects["kind"].map(_is_term) | (effects["kind"] == "anova")]
+        if kind == "terms"
         else effects[effects["kind"] == "simple"]
+    )
     table = pd.DataFrame({"term": [f"`{t}`" for t in effects["term"]]})
     if kind == "simple":
         table["within"] = effects["within"].to_numpy()
@@ -339,14 +434,21 @@ def _effects_table(ctx: Context, kind: str = "terms") -> str:
 
 def _strata_table(ctx: Context) -> str:
     strata = ctx.primary(ctx.strata)
-    table = pd.DataFrame({
-        "term": [f"`{t}`" for t in strata["term"]], "within": strata["within"].to_numpy(),
-        "effect": [_size(row, ctx.scale) for _, row in strata.iterrows()],
-        "95% CI": [ci_text(*((r["ratio_ci_low"], r["ratio_ci_high"]) if ctx.scale == "log"
-                             else (r["ci_low"], r["ci_high"]))) for _, r in strata.iterrows()],
-        "Holm p": strata["ratio_p_holm" if ctx.scale == "log" else "p_holm"].to_numpy(),
-        "reference level": [_plus_word(r, ctx.scale, ctx.direction) for _, r in strata.iterrows()],
-    })
+    table = pd.DataFrame(
+        {
+            "term": [f"`{t}`" for t in strata["term"]],
+            "within": strata["within"].to_numpy(),
+            "effect": [_size(row, ctx.scale) for _, row in strata.iterrows()],
+            "95% CI": [
+                ci_text(
+                    *((r["ratio_ci_low"], r["ratio_ci_high"]) if ctx.scale == "log" else (r["ci_low"], r["ci_high"]))
+                )
+                for _, r in strata.iterrows()
+            ],
+            "Holm p": strata["ratio_p_holm" if ctx.scale == "log" else "p_holm"].to_numpy(),
+            "reference level": [_plus_word(r, ctx.scale, ctx.direction) for _, r in strata.iterrows()],
+        }
+    )
     return md_table(table)
 
 
@@ -359,15 +461,20 @@ def _power_table(ctx: Context) -> str:
 def _comparisons_table(ctx: Context) -> str:
     rows = ctx.primary(ctx.comparisons)
     log = ctx.scale == "log"
-    table = pd.DataFrame({
-        "variant": [f"`{v}`" for v in rows["variant"]],
-        ("variant / paper" if log else "variant − paper"): rows["ratio" if log else "difference"].to_numpy(),
-        "95% CI": [ci_text(*((r["ratio_ci_low"], r["ratio_ci_high"]) if log else (r["ci_low"], r["ci_high"])))
-                   for _, r in rows.iterrows()],
-        "p": rows["ratio_p_value" if log else "p_value"].to_numpy(),
-        "Holm p": rows["ratio_p_holm" if log else "p_holm"].to_numpy(),
-        "seeds": rows["n_pairs"].to_numpy(), "verdict": rows["verdict"].to_numpy(),
-    })
+    table = pd.DataFrame(
+        {
+            "variant": [f"`{v}`" for v in rows["variant"]],
+            ("variant / paper" if log else "variant − paper"): rows["ratio" if log else "difference"].to_numpy(),
+            "95% CI": [
+                ci_text(*((r["ratio_ci_low"], r["ratio_ci_high"]) if log else (r["ci_low"], r["ci_high"])))
+                for _, r in rows.iterrows()
+            ],
+            "p": rows["ratio_p_value" if log else "p_value"].to_numpy(),
+            "Holm p": rows["ratio_p_holm" if log else "p_holm"].to_numpy(),
+            "seeds": rows["n_pairs"].to_numpy(),
+            "verdict": rows["verdict"].to_numpy(),
+        }
+    )
     return md_table(table)
 
 
@@ -377,8 +484,7 @@ def _divergence_tables(divergence: pd.DataFrame) -> str:
     per_variant = show[show["group"] == "variant"][columns].rename(columns={"level": "variant"})
     per_level = show[~show["group"].isin(["all", "variant"])]
     per_level = per_level[["group", *columns]].rename(columns={"group": "factor"})
-    return (f"Per variant:\n\n{md_table(per_variant)}\n\n"
-            f"Per factor level:\n\n{md_table(per_level)}")
+    return f"Per variant:\n\n{md_table(per_variant)}\n\nPer factor level:\n\n{md_table(per_level)}"
 
 
 HOW_TO_READ = """\
@@ -410,8 +516,7 @@ levels given in `within`, added when an interaction's CI excludes no effect).
 def render(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame) -> str:
     results = ctx.results
     run = results.run
-    missing_text = (md_table(missing.astype(str)) if len(missing)
-                    else "None: every expected trial is present.")
+    missing_text = md_table(missing.astype(str)) if len(missing) else "None: every expected trial is present."
     simple = ctx.primary_effects()
     simple = simple[simple["kind"] == "simple"]
     sections = [
@@ -424,14 +529,19 @@ def render(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame) -> str
         "## Missing trials",
         missing_text,
         f"## Cell means: {ctx.metric} at K = {ctx.steps}",
-        "From `cells.csv` (best first; 95% Student-t CI over seeds)." + _floor_note(ctx) + "\n\n"
-        + _cells_table(ctx),
+        "From `cells.csv` (best first; 95% Student-t CI over seeds)." + _floor_note(ctx) + "\n\n" + _cells_table(ctx),
         f"## Factor effects: {ctx.metric} at K = {ctx.steps}",
         "From `effects.csv` (every metric but the noise floors, and every step count, is there); "
         f"{scale_phrase(ctx.scale)}.\n\n" + _effects_table(ctx),
-        *([f"### Simple effects: {ctx.metric} at K = {ctx.steps}",
-           "Each factor of an interaction whose CI excludes no effect, within each level of the "
-           "others.\n\n" + _effects_table(ctx, "simple")] if len(simple) else []),
+        *(
+            [
+                f"### Simple effects: {ctx.metric} at K = {ctx.steps}",
+                "Each factor of an interaction whose CI excludes no effect, within each level of the "
+                "others.\n\n" + _effects_table(ctx, "simple"),
+            ]
+            if len(simple)
+            else []
+        ),
         f"## Each toggle within each combination of the others: {ctx.metric} at K = {ctx.steps}",
         "From `strata.csv` (seed-paired 95% CIs; Holm over the strata of each toggle): where a toggle "
         "helps and where it hurts."
@@ -450,15 +560,17 @@ def render(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame) -> str
         "## How to read effects.csv",
         HOW_TO_READ,
         "## Run",
-        "\n".join([
-            f"- task: {(run.get('task') or {}).get('name')} ({results.sample_format})",
-            "- factors: " + ", ".join(f"`{f['name']}` {f['levels']} (reference {f.get('reference')})"
-                                      for f in results.factors),
-            f"- seeds: {results.seeds}; sampling steps: {results.eval_steps}",
-            f"- metric scales: " + ", ".join(f"{m}: {s}" for m, s in ctx.scales.items()),
-            f"- git commit: {run.get('git_commit')}; wall time: {fmt(run.get('wall_seconds'))} s",
-            f"- versions: {run.get('versions')}",
-        ]),
+        "\n".join(
+            [
+                f"- task: {(run.get('task') or {}).get('name')} ({results.sample_format})",
+                "- factors: "
+                + ", ".join(f"`{f['name']}` {f['levels']} (reference {f.get('reference')})" for f in results.factors),
+                f"- seeds: {results.seeds}; sampling steps: {results.eval_steps}",
+                "- metric scales: " + ", ".join(f"{m}: {s}" for m, s in ctx.scales.items()),
+                f"- git commit: {run.get('git_commit')}; wall time: {fmt(run.get('wall_seconds'))} s",
+                f"- versions: {run.get('versions')}",
+            ]
+        ),
     ]
     return "\n\n".join(sections) + "\n"
 
@@ -473,12 +585,27 @@ def effects_latex(ctx: Context) -> str:
     effects = ctx.primary_effects()
     effects = effects[effects["kind"].map(_is_term)]
     log = ctx.scale == "log"
-    value, low, high, p = (("ratio", "ratio_ci_low", "ratio_ci_high", "ratio_p_holm") if log
-                           else ("estimate", "ci_low", "ci_high", "p_holm"))
-    rows = [f"{_latex(r['term'].replace(':', ' x '))} & {fmt(r[value])} & [{fmt(r[low])}, {fmt(r[high])}] & "
-            f"{fmt(r[p])} \\\\" for _, r in effects.iterrows()]
+    value, low, high, p = (
+        ("ratio", "ratio_ci_low", "ratio_ci_high", "ratio_p_holm")
+        if log
+        else ("estimate", "ci_low", "ci_high", "p_holm")
+    )
+    rows = [
+        f"{_latex(r['term'].replace(':', ' x '))} & {fmt(r[value])} & [{fmt(r[low])}, {fmt(r[high])}] & "
+        f"{fmt(r[p])} \\\\"
+        for _, r in effects.iterrows()
+    ]
     what = "ratio (reference / other)" if log else "effect (reference $-$ other)"
-    return "\n".join([
-        f"% {ctx.metric} at K = {ctx.steps}, {len(ctx.results.seeds)} seeds; written by ablate report",
-        "\\begin{tabular}{lrrr}", "\\toprule",
-        f"term & {what} & 95\\% CI & Holm $p$ \\\\", "\\midrule", *rows, "\\bottomrule", "\\end{tabular}", ""])
+    return "\n".join(
+        [
+            f"% {ctx.metric} at K = {ctx.steps}, {len(ctx.results.seeds)} seeds; written by ablate report",
+            "\\begin{tabular}{lrrr}",
+            "\\toprule",
+            f"term & {what} & 95\\% CI & Holm $p$ \\\\",
+            "\\midrule",
+            *rows,
+            "\\bottomrule",
+            "\\end{tabular}",
+            "",
+        ]
+    )

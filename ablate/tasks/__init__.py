@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -45,12 +46,14 @@ class Sampler:
         """Sample on the model's device; the result comes back on the device of `noise`."""
         device = self.device
         model_kwargs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in model_kwargs.items()}
-        x = self.objective.sample(self.model, noise.to(device), steps, lead_dims=lead_dims, model_d=self.model_d,
-                                  **model_kwargs)
+        x = self.objective.sample(
+            self.model, noise.to(device), steps, lead_dims=lead_dims, model_d=self.model_d, **model_kwargs
+        )
         return x.to(noise.device)
 
-    def next_frames(self, past: torch.Tensor, past_tau: torch.Tensor, noise: torch.Tensor, steps: int,
-                    **model_kwargs) -> torch.Tensor:
+    def next_frames(
+        self, past: torch.Tensor, past_tau: torch.Tensor, noise: torch.Tensor, steps: int, **model_kwargs
+    ) -> torch.Tensor:
         """Sample the frames that follow `past` (N, t, ...) with K steps, for a model of whole sequences.
 
         The past is held fixed at its signal levels `past_tau` (N, t) with d = d_min, as in a rollout;
@@ -60,8 +63,9 @@ class Sampler:
         past_d = torch.full(past_tau.shape, self.d_min, device=past.device)
 
         def model_of_new_frames(z: torch.Tensor, tau: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-            out = self.model(torch.cat([past, z], 1), torch.cat([past_tau, tau], 1), torch.cat([past_d, d], 1),
-                             **model_kwargs)
+            out = self.model(
+                torch.cat([past, z], 1), torch.cat([past_tau, tau], 1), torch.cat([past_d, d], 1), **model_kwargs
+            )
             return out[:, t:]
 
         return self.objective.sample(model_of_new_frames, noise, steps, lead_dims=2, model_d=self.model_d)

@@ -34,7 +34,7 @@ def digit_splits() -> tuple[Tensor, Tensor, Tensor, Tensor]:
     images = torch.tensor(digits.images, dtype=torch.float32) / 8 - 1  # pixel values are 0..16
     labels = torch.tensor(digits.target, dtype=torch.int64)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    train, held_out = order[: len(order) // 2], order[len(order) // 2:]
+    train, held_out = order[: len(order) // 2], order[len(order) // 2 :]
     return images[train], labels[train], images[held_out], labels[held_out]
 
 
@@ -46,8 +46,9 @@ class DigitClassifier(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.SiLU(), nn.Linear(128, self.feature_dim),
-                                  nn.SiLU())
+        self.body = nn.Sequential(
+            nn.Flatten(), nn.Linear(64, 128), nn.SiLU(), nn.Linear(128, self.feature_dim), nn.SiLU()
+        )
         self.head = nn.Linear(self.feature_dim, N_CLASSES)
 
     def features(self, images: Tensor) -> Tensor:
@@ -131,8 +132,14 @@ class DigitsTask:
     sample_format = "image"
     lead_dims = 1
     primary_metric = "fd"
-    metric_directions = {"fd": "min", "kid": "min", "class_entropy": "max",
-                         "fd_floor": "min", "kid_floor": "min", "class_entropy_floor": "max"}
+    metric_directions = {
+        "fd": "min",
+        "kid": "min",
+        "class_entropy": "max",
+        "fd_floor": "min",
+        "kid_floor": "min",
+        "class_entropy_floor": "max",
+    }
     max_samples = 256
 
     def __init__(self, n_eval: int | None = None, hidden: int = 128, depth: int = 3) -> None:

@@ -98,8 +98,9 @@ class World:
     def step(self, position: Tensor, action: Tensor) -> Tensor:
         """One move, exactly as commanded (no slip); a move that leaves the grid is reflected back (a bounce)."""
         position = position + MOVES[action]
-        return torch.where(position < 0, -position, torch.where(position > self.span, 2 * self.span - position,
-                                                                   position))
+        return torch.where(
+            position < 0, -position, torch.where(position > self.span, 2 * self.span - position, position)
+        )
 
     def outcomes(self, position: Tensor, action: Tensor) -> Tensor:
         """(..., 2), (...) -> (..., 3, 2): the positions one step can reach: the commanded move and, if the world
@@ -155,8 +156,9 @@ class DynamicsModel(nn.Module):
         self.level = LevelEmbedding(width)
         self.action = nn.Embedding(N_ACTIONS + 1, width)
         self.time = nn.Parameter(0.02 * torch.randn(max_length, width))
-        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu",
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            width, heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.frame_out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, pixels))
 
@@ -188,9 +190,19 @@ class SequenceTask:
     lead_dims = 2
     primary_metric = "pos_acc"
 
-    def __init__(self, size: int = 8, object_size: int = 2, context: int = 2, horizon: int = 8,
-                 context_noise: float = 0.1, n_eval: int = 256, width: int = 64, depth: int = 2,
-                 heads: int = 4, slip: float = 0.5) -> None:
+    def __init__(
+        self,
+        size: int = 8,
+        object_size: int = 2,
+        context: int = 2,
+        horizon: int = 8,
+        context_noise: float = 0.1,
+        n_eval: int = 256,
+        width: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        slip: float = 0.5,
+    ) -> None:
         if context < 1:
             raise ValueError(f"context={context} must be >= 1")
         if horizon < 1:
@@ -205,9 +217,12 @@ class SequenceTask:
         self.context_noise = context_noise
         self.n_eval = n_eval
         self.model_shape = dict(width=width, depth=depth, heads=heads)
-        self.metric_directions = {"pos_acc": "max", "frame_mse": "min",
-                                  **{f"pos_acc_h{h}": "max" for h in range(1, horizon + 1)},
-                                  **{f"frame_mse_h{h}": "min" for h in range(1, horizon + 1)}}
+        self.metric_directions = {
+            "pos_acc": "max",
+            "frame_mse": "min",
+            **{f"pos_acc_h{h}": "max" for h in range(1, horizon + 1)},
+            **{f"frame_mse_h{h}": "min" for h in range(1, horizon + 1)},
+        }
 
     @property
     def chance_pos_acc(self) -> float:
@@ -240,8 +255,9 @@ class SequenceTask:
         return min(steps, round(1 / d_min) - 1) * d_min
 
     @torch.no_grad()
-    def rollout(self, sampler: Sampler, trajectories: Trajectories, steps: int, start_noise: Tensor,
-                context_noise: Tensor) -> Tensor:
+    def rollout(
+        self, sampler: Sampler, trajectories: Trajectories, steps: int, start_noise: Tensor, context_noise: Tensor
+    ) -> Tensor:
         """Generate frames context..T-1 one at a time under the true actions: (N, T, H, W), context included.
 
         Each new frame starts from `start_noise` and takes `steps` shortcut steps (`Sampler.next_frames`,
@@ -253,14 +269,16 @@ class SequenceTask:
         device = sampler.device
         n, length = trajectories.actions.shape
         frames = trajectories.frames.reshape(n, length, -1).to(device, copy=True)  # written into below
-        all_actions, start_noise, context_noise = (x.to(device) for x in (trajectories.actions, start_noise,
-                                                                           context_noise))
+        all_actions, start_noise, context_noise = (
+            x.to(device) for x in (trajectories.actions, start_noise, context_noise)
+        )
         level = self.context_level(sampler.d_min)
         noisy = noisy_input(frames, context_noise, torch.full((n, length), level, device=device))
         for t in range(self.context, length):
             past_tau = torch.full((n, t), level, device=device)
-            frames[:, t:t + 1] = sampler.next_frames(noisy[:, :t], past_tau, start_noise[:, t:t + 1], steps,
-                                                     actions=all_actions[:, : t + 1])
+            frames[:, t : t + 1] = sampler.next_frames(
+                noisy[:, :t], past_tau, start_noise[:, t : t + 1], steps, actions=all_actions[:, : t + 1]
+            )
             noisy[:, t] = noisy_input(frames[:, t], context_noise[:, t], torch.full((n,), level, device=device))
         return frames.reshape(trajectories.frames.shape).cpu()
 
@@ -285,8 +303,9 @@ class SequenceTask:
         return Evaluation(metrics, samples)
 
     @torch.no_grad()
-    def exact_flow_validity(self, objective: ShortcutForcing, steps: list[int], n: int,
-                            generator: torch.Generator) -> dict[int, float]:
+    def exact_flow_validity(
+        self, objective: ShortcutForcing, steps: list[int], n: int, generator: torch.Generator
+    ) -> dict[int, float]:
         """Validity of one frame generated by K Euler steps of the *exact* flow, for each K in `steps`.
 
         The exact x-prediction is E[x1 | z, tau], the posterior mean over the frames the simulator can reach
@@ -321,15 +340,24 @@ class SequenceTask:
         """
         world = self.world
         positions = world.decode(frames)
-        reach = world.outcomes(positions[:, self.context - 1:-1], actions[:, self.context:])  # (N, H, 3, 2)
-        future = frames[:, self.context:]
+        reach = world.outcomes(positions[:, self.context - 1 : -1], actions[:, self.context :])  # (N, H, 3, 2)
+        future = frames[:, self.context :]
         valid = world.is_valid(future, reach)
         mse = (future.unsqueeze(2) - world.render(reach)).square().mean((-1, -2)).amin(-1)
         return valid, mse
 
 
-def make_sequence_task(size: int = 8, object_size: int = 2, context: int = 2, horizon: int = 8,
-                       context_noise: float = 0.1, n_eval: int = 256, width: int = 64, depth: int = 2,
-                       heads: int = 4, slip: float = 0.5) -> SequenceTask:
+def make_sequence_task(
+    size: int = 8,
+    object_size: int = 2,
+    context: int = 2,
+    horizon: int = 8,
+    context_noise: float = 0.1,
+    n_eval: int = 256,
+    width: int = 64,
+    depth: int = 2,
+    heads: int = 4,
+    slip: float = 0.5,
+) -> SequenceTask:
     """The `sequence` task; every argument can be set from an experiment's `task_params`."""
     return SequenceTask(size, object_size, context, horizon, context_noise, n_eval, width, depth, heads, slip)

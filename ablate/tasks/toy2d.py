@@ -50,8 +50,7 @@ def _spiral(n: int, g: torch.Generator) -> Tensor:
     return points + 0.3 * torch.randn(n, 2, generator=g)
 
 
-DATASETS = {"checkerboard": _checkerboard, "8gaussians": _eight_gaussians, "moons": _two_moons,
-            "spiral": _spiral}
+DATASETS = {"checkerboard": _checkerboard, "8gaussians": _eight_gaussians, "moons": _two_moons, "spiral": _spiral}
 
 
 def dataset_seed(dataset: str, offset: int = 0) -> int:
@@ -59,7 +58,7 @@ def dataset_seed(dataset: str, offset: int = 0) -> int:
     return zlib.crc32(dataset.encode()) + offset
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _standardisation(dataset: str) -> tuple[Tensor, float]:
     """Mean and one isotropic scale (so shapes keep their aspect) from a large fixed-seed sample."""
     points = DATASETS[dataset](200_000, torch.Generator().manual_seed(dataset_seed(dataset, 7)))
@@ -73,7 +72,7 @@ def sample_dataset(dataset: str, n: int, generator: torch.Generator) -> Tensor:
     return (DATASETS[dataset](n, generator) - mean) / scale
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference_and_floor(dataset: str, n: int) -> tuple[np.ndarray, dict[str, float]]:
     """The fixed reference set, and a second fixed real set's metrics against it (the noise floor).
 
@@ -121,8 +120,7 @@ class Toy2DTask:
         return Evaluation(metrics, samples)
 
 
-def make_toy2d_task(dataset: str = "checkerboard", n_eval: int = 1000, hidden: int = 128,
-                    depth: int = 3) -> Toy2DTask:
+def make_toy2d_task(dataset: str = "checkerboard", n_eval: int = 1000, hidden: int = 128, depth: int = 3) -> Toy2DTask:
     """Datasets: checkerboard, 8gaussians, moons, spiral. `hidden`/`depth`: width and residual blocks of the MLP.
 
     `n_eval` points per K (at most 2000 are kept as samples). Exact W2 costs ~0.2 s at 1000 points and

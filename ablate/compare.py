@@ -15,7 +15,9 @@ Across folders, in the style of rliable (Agarwal et al. 2021), on per-task norma
   as rliable computes them. With few seeds per folder a bootstrap interval is too narrow (see
   benchmarks/statistics_coverage.py); the per-folder seed-paired CIs are the ones to trust there.
 
-Written with numpy (rliable itself pulls in arch, seaborn and absl for the same arithmetic).
+Written with numpy: rliable 1.2.0 installs but fails to import next to pandas 3 (its dependency arch
+raises a TypeError in ``deprecate_kwarg``), and its score matrices need the same number of runs in
+every task, while folders here may have 2, 3 or 5 seeds.
 """
 
 from __future__ import annotations

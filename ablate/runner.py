@@ -118,8 +118,7 @@ def run_experiment(
     verbose: bool = True,
 ) -> RunOutcome:
     output = resolve_output(experiment, output)
-    with folder_lock(output):
-        check_output(experiment, output, resume, force)
+    with folder_lock(output, lambda: check_output(experiment, output, resume, force)):
         return _run_locked(experiment, output, resume, force, address, verbose)
 
 
@@ -177,48 +176,53 @@ class LiveTables(threading.Thread):
 
 
 @contextmanager
-def folder_lock(output: Path):
+def folder_lock(output: Path, check: Callable[[], None] = lambda: None):
     """One driver per results folder: an exclusive `flock` on `<output>/.ablate.lock`, holding the
     driver's pid and host while it runs. A second driver refuses in one line naming the holder. The
     kernel drops the lock when its holder dies (even by SIGKILL), so a lock file left with content but
-    not held is stale: noted, and taken over. A folder this call created is removed again if nothing
-    but the lock was written into it."""
+    not held is stale: noted, and taken over. `check` runs once the lock is held and before anything
+    is written (a refusal there leaves the folder as it was); folders this call created are removed
+    again if nothing but the lock was written into them."""
     if output.exists() and not output.is_dir():
         raise ExperimentError(f"{output} is a file, not a results folder: choose another --output")
-    created = not output.exists()
+    created = [p for p in (output, *output.parents) if not p.exists()]  # innermost first
     output.mkdir(parents=True, exist_ok=True)
     handle = open(output / LOCK_NAME, "a+")
+    claimed = False
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ExperimentError(
+                f"{output} is in use by another `ablate run` ({holder}): wait for it to finish, or use another --output"
+            ) from None
+        check()
         handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise ExperimentError(
-            f"{output} is in use by another `ablate run` ({holder}): wait for it to finish, or use another --output"
-        ) from None
-    handle.seek(0)
-    stale = handle.read().strip()
-    if stale:
-        print(
-            f"[ablate] note: an earlier run ({stale}) ended without releasing {output / LOCK_NAME}; taking it over",
-            flush=True,
-        )
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {_iso(time.time())}")
-    handle.flush()
-    try:
-        yield
-    finally:
+        stale = handle.read().strip()
+        if stale:
+            print(
+                f"[ablate] note: an earlier run ({stale}) ended without releasing {output / LOCK_NAME}; taking it over",
+                flush=True,
+            )
         handle.seek(0)
         handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {_iso(time.time())}")
         handle.flush()
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+        claimed = True
+        yield
+    finally:
+        if claimed:
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
+        handle.close()  # closing drops the flock
         if created and [p.name for p in output.iterdir()] == [LOCK_NAME]:
             (output / LOCK_NAME).unlink()
-            output.rmdir()
+            for folder in created:
+                if folder.exists() and not any(folder.iterdir()):
+                    folder.rmdir()
 
 
 @contextmanager

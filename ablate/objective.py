@@ -12,8 +12,8 @@ its equation number, so the file can be checked line by line against docs/object
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -238,7 +238,13 @@ class ShortcutForcing:
             rows = is_boot if lead_dims == 1 else is_boot.flatten(1).any(1)  # whole sequences for (B, T)
             boot_term = torch.zeros_like(flow_term)
             boot_term[rows] = self._bootstrap_term(
-                teacher, x_hat[rows], z[rows], noise[rows], tau[rows], d[rows], is_boot[rows],
+                teacher,
+                x_hat[rows],
+                z[rows],
+                noise[rows],
+                tau[rows],
+                d[rows],
+                is_boot[rows],
                 **_rows_of(model_kwargs, rows, len(x1)),
             )
             per_sample = torch.where(is_boot, boot_term, flow_term)
@@ -256,7 +262,14 @@ class ShortcutForcing:
         )
 
     def _bootstrap_term(
-        self, teacher: Model, x_hat: Tensor, z: Tensor, noise: Tensor, tau: Tensor, d: Tensor, is_boot: Tensor,
+        self,
+        teacher: Model,
+        x_hat: Tensor,
+        z: Tensor,
+        noise: Tensor,
+        tau: Tensor,
+        d: Tensor,
+        is_boot: Tensor,
         **model_kwargs,
     ) -> Tensor:
         """Weighted Eq. 7 bootstrap loss for the rows sent to the teacher."""
@@ -311,8 +324,7 @@ class ShortcutForcing:
             raise ValueError(f"tau shape {tuple(tau.shape)} and d shape {tuple(d.shape)} must be equal")
         if not 1 <= tau.ndim < x1.ndim or x1.shape[: tau.ndim] != tau.shape:
             raise ValueError(
-                f"tau/d shape {tuple(tau.shape)} must be the leading dims of x1 {tuple(x1.shape)}, "
-                "e.g. (B,) or (B, T)"
+                f"tau/d shape {tuple(tau.shape)} must be the leading dims of x1 {tuple(x1.shape)}, e.g. (B,) or (B, T)"
             )
         self.check_tau_d(tau, d)
         return noise, tau, d
@@ -320,8 +332,9 @@ class ShortcutForcing:
     def check_tau_d(self, tau: Tensor, d: Tensor) -> None:
         """Raise ValueError unless every d is a level 1/n (n in 1..k_max) and 0 <= tau <= 1 - d."""
         n = 1 / d.double()
-        if not torch.isin(torch.round(n), torch.tensor(self.step_counts, dtype=n.dtype, device=n.device)).all() \
-                or not torch.allclose(n, torch.round(n)):
+        if not torch.isin(
+            torch.round(n), torch.tensor(self.step_counts, dtype=n.dtype, device=n.device)
+        ).all() or not torch.allclose(n, torch.round(n)):
             raise ValueError(f"d must be one of 1/n for n in {self.step_counts}")
         if (tau < 0).any() or (tau + d > 1 + 1e-6).any():
             raise ValueError("tau must satisfy 0 <= tau and tau + d <= 1")
@@ -330,7 +343,13 @@ class ShortcutForcing:
 
     @torch.no_grad()
     def sample(
-        self, model: Model, noise: Tensor, steps: int, *, lead_dims: int = 1, model_d: float | None = None,
+        self,
+        model: Model,
+        noise: Tensor,
+        steps: int,
+        *,
+        lead_dims: int = 1,
+        model_d: float | None = None,
         **model_kwargs,
     ) -> Tensor:
         """K-step shortcut sampler: d = 1/K; tau = k/K; z <- z + d (x_hat - z)/(1 - tau); ends on x_hat.

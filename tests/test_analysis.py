@@ -1,6 +1,9 @@
 """Statistics of the ablation grid on synthetic results with known, injected effects."""
 
 import json
+import math
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -8,7 +11,8 @@ import pytest
 from scipy import stats
 
 from ablate import analysis
-from ablate.results import load, write_tables
+from ablate.analysis import inference
+from ablate.results import Results, load, write_tables
 from ablate.synthetic import make_synthetic_results
 
 MAIN, INTERACTION = "tau_sampling", "half_step:tau2_weight"
@@ -21,8 +25,7 @@ STEPS = [1, 4]
 def balanced(tmp_path_factory):
     folder = tmp_path_factory.mktemp("balanced")
     # Fixed data seed: each 95% CI misses its true value for about 1 in 20 data seeds.
-    make_synthetic_results(folder, INJECTED, noise_sd=0.05, seeds=range(5), steps=STEPS,
-                           metrics=["w2"], seed=0)
+    make_synthetic_results(folder, INJECTED, noise_sd=0.05, seeds=range(5), steps=STEPS, metrics=["w2"], seed=0)
     return load(folder)
 
 
@@ -38,8 +41,11 @@ def test_effects_recover_injected_values_within_their_ci(balanced_effects):
     assert terms["method"].str.startswith("seed_paired_t (5 seeds").all()
     assert len(terms) == 15 * len(STEPS)  # the full factorial: 4 main, 6 two-way, 4 three-way, 1 four-way
     assert terms.groupby("kind").size().to_dict() == {
-        "main": 4 * len(STEPS), "interaction": 6 * len(STEPS), "interaction3": 4 * len(STEPS),
-        "interaction4": len(STEPS)}
+        "main": 4 * len(STEPS),
+        "interaction": 6 * len(STEPS),
+        "interaction3": 4 * len(STEPS),
+        "interaction4": len(STEPS),
+    }
     for k in STEPS:
         for term, value in INJECTED.items():
             row = effects.loc[(term, k)]
@@ -57,9 +63,11 @@ def test_effect_interval_is_the_t_interval_of_per_seed_contrasts(balanced, balan
     data = analysis.ok_values(balanced)
     data = data[(data["steps"] == 4) & data["tau_sampling"].notna()]
     codes = np.where(data["half_step"] == "velocity", 1, -1) * np.where(data["tau2_weight"] == True, 1, -1)  # noqa: E712
-    per_seed = [g.loc[codes[data.index.get_indexer(g.index)] > 0, "value"].mean()
-                - g.loc[codes[data.index.get_indexer(g.index)] < 0, "value"].mean()
-                for _, g in data.groupby("seed")]
+    per_seed = [
+        g.loc[codes[data.index.get_indexer(g.index)] > 0, "value"].mean()
+        - g.loc[codes[data.index.get_indexer(g.index)] < 0, "value"].mean()
+        for _, g in data.groupby("seed")
+    ]
     low, high = stats.t.interval(0.95, 4, loc=np.mean(per_seed), scale=stats.sem(per_seed))
     row = balanced_effects.set_index(["term", "steps", "kind"]).loc[(INTERACTION, 4, "interaction")]
     assert (row["estimate"], row["ci_low"], row["ci_high"]) == pytest.approx((np.mean(per_seed), low, high))
@@ -69,13 +77,18 @@ def test_effect_interval_is_the_t_interval_of_per_seed_contrasts(balanced, balan
 def test_simple_effects_follow_an_interaction_that_excludes_zero(balanced, balanced_effects):
     simple = balanced_effects[(balanced_effects["kind"] == "simple") & (balanced_effects["steps"] == 4)]
     assert set(zip(simple["term"], simple["within"])) >= {
-        ("half_step", "tau2_weight=True"), ("half_step", "tau2_weight=False"),
-        ("tau2_weight", "half_step=velocity"), ("tau2_weight", "half_step=renoise")}
+        ("half_step", "tau2_weight=True"),
+        ("half_step", "tau2_weight=False"),
+        ("tau2_weight", "half_step=velocity"),
+        ("tau2_weight", "half_step=renoise"),
+    }
     row = simple.set_index(["term", "within"]).loc[("half_step", "tau2_weight=False")]
     data = analysis.ok_values(balanced)
     data = data[(data["steps"] == 4) & (data["tau2_weight"] == False)]  # noqa: E712
-    by_hand = (data.loc[data["half_step"] == "velocity", "value"].mean()
-               - data.loc[data["half_step"] == "renoise", "value"].mean())
+    by_hand = (
+        data.loc[data["half_step"] == "velocity", "value"].mean()
+        - data.loc[data["half_step"] == "renoise", "value"].mean()
+    )
     assert row["estimate"] == pytest.approx(by_hand)
     assert row["ci_low"] <= -INJECTED[INTERACTION] <= row["ci_high"]  # the effect flips with the weight
     assert (row["plus_level"], row["minus_level"]) == ("velocity", "renoise")
@@ -84,8 +97,9 @@ def test_simple_effects_follow_an_interaction_that_excludes_zero(balanced, balan
 
 def test_three_way_interaction_and_log_scale_ratios(tmp_path):
     three = "bootstrap_space:half_step:tau2_weight"
-    make_synthetic_results(tmp_path, {three: 0.3, MAIN: 0.2}, noise_sd=0.02, seeds=range(3), steps=[4],
-                           metrics=["fd"], seed=11)
+    make_synthetic_results(
+        tmp_path, {three: 0.3, MAIN: 0.2}, noise_sd=0.02, seeds=range(3), steps=[4], metrics=["fd"], seed=11
+    )
     results = load(tmp_path)
     raw = analysis.factor_effects(results).set_index(["term", "kind"])
     assert raw.loc[(three, "interaction3"), "ci_low"] <= 0.3 <= raw.loc[(three, "interaction3"), "ci_high"]
@@ -124,8 +138,9 @@ def test_estimate_is_mean_at_plus_one_minus_mean_at_minus_one(balanced, balanced
 
 def test_cells_ci_covers_truth_and_counts_diverged(tmp_path):
     sick = ("cont_vboot_vstep_now2", 2)
-    truth = make_synthetic_results(tmp_path, INJECTED, noise_sd=0.05, seeds=range(5), steps=STEPS,
-                                   metrics=["w2"], diverge_cells=[sick], seed=2)
+    truth = make_synthetic_results(
+        tmp_path, INJECTED, noise_sd=0.05, seeds=range(5), steps=STEPS, metrics=["w2"], diverge_cells=[sick], seed=2
+    )
     cells = analysis.cell_summary(load(tmp_path)).merge(truth, on=["variant", "steps", "metric"])
     assert len(cells) == 17 * len(STEPS)
     is_sick = cells["variant"] == sick[0]
@@ -155,8 +170,16 @@ def test_t_interval_needs_two_values_and_is_exact():
 @pytest.fixture(scope="module")
 def no_weight_diverges(tmp_path_factory):
     folder = tmp_path_factory.mktemp("no_weight")
-    make_synthetic_results(folder, INJECTED, noise_sd=0.05, seeds=range(3), steps=[4],
-                           metrics=["w2"], diverge_cells=[{"tau2_weight": False}], seed=3)
+    make_synthetic_results(
+        folder,
+        INJECTED,
+        noise_sd=0.05,
+        seeds=range(3),
+        steps=[4],
+        metrics=["w2"],
+        diverge_cells=[{"tau2_weight": False}],
+        seed=3,
+    )
     return load(folder)
 
 
@@ -170,26 +193,36 @@ def test_whole_cells_diverged_leave_the_complete_strata(no_weight_diverges):
     assert np.isnan(effects.loc[INTERACTION, "estimate"])
     assert effects.loc["tau_sampling:half_step", "method"] == "seed_paired_t (3 seeds, 2 of 4 strata)"
     assert analysis.empty_cells(no_weight_diverges, "w2", 4) == [
-        v for v in no_weight_diverges.variant_levels()["variant"] if v.endswith("now2")]
+        v for v in no_weight_diverges.variant_levels()["variant"] if v.endswith("now2")
+    ]
 
 
 def test_matched_pair_estimate_by_hand(tmp_path):
     gone = "cont_xboot_renoise_w2"
-    make_synthetic_results(tmp_path, INJECTED, noise_sd=0.05, seeds=range(2), steps=[4],
-                           metrics=["w2"], drop_trials=[gone], seed=4)
+    make_synthetic_results(
+        tmp_path, INJECTED, noise_sd=0.05, seeds=range(2), steps=[4], metrics=["w2"], drop_trials=[gone], seed=4
+    )
     results = load(tmp_path)
     effects = analysis.factor_effects(results).query("kind == 'main'").set_index("term")
     assert effects.loc[MAIN, "method"] == "seed_paired_t (2 seeds, 7 of 8 strata)"
     means = analysis.ok_values(results).groupby("variant")["value"].mean()
-    pairs = [(v, "cont" + v[len("grid"):]) for v in means.index if v.startswith("grid_")]
+    pairs = [(v, "cont" + v[len("grid") :]) for v in means.index if v.startswith("grid_")]
     by_hand = np.mean([means[a] - means[b] for a, b in pairs if b != gone])
     assert effects.loc[MAIN, "estimate"] == pytest.approx(by_hand, abs=1e-12)
     assert analysis.missing_trials(results)["variant"].tolist() == [gone, gone]
 
 
 def test_a_scattered_diverged_trial_drops_its_seed_or_its_stratum_never_values(tmp_path):
-    make_synthetic_results(tmp_path, INJECTED, noise_sd=0.05, seeds=range(5), steps=[4],
-                           metrics=["w2"], diverge_cells=[("grid_xboot_vstep_w2", 3)], seed=8)
+    make_synthetic_results(
+        tmp_path,
+        INJECTED,
+        noise_sd=0.05,
+        seeds=range(5),
+        steps=[4],
+        metrics=["w2"],
+        diverge_cells=[("grid_xboot_vstep_w2", 3)],
+        seed=8,
+    )
     effects = analysis.factor_effects(load(tmp_path)).set_index(["term", "kind"])
     # 5 seeds x 7 strata (35 pairs) beat 4 seeds x 8 strata (32)
     assert effects.loc[(MAIN, "main"), "method"] == "seed_paired_t (5 seeds, 7 of 8 strata)"
@@ -197,17 +230,33 @@ def test_a_scattered_diverged_trial_drops_its_seed_or_its_stratum_never_values(t
 
 
 def test_factor_with_three_levels_gets_a_hotelling_row(tmp_path):
-    make_synthetic_results(tmp_path, {MAIN: 0.4}, noise_sd=0.05, seeds=range(4), steps=[4],
-                           metrics=["w2"], extra_factors={"teacher": ["sg", "ema", "avg"]},
-                           baseline=False, seed=5)
+    make_synthetic_results(
+        tmp_path,
+        {MAIN: 0.4},
+        noise_sd=0.05,
+        seeds=range(4),
+        steps=[4],
+        metrics=["w2"],
+        extra_factors={"teacher": ["sg", "ema", "avg"]},
+        baseline=False,
+        seed=5,
+    )
     effects = analysis.factor_effects(load(tmp_path)).set_index("term")
     assert effects.loc["teacher", "kind"] == "anova" and np.isnan(effects.loc["teacher", "estimate"])
     assert effects.loc["teacher", "method"] == "hotelling_t2 (4 seeds, 16 of 16 strata)"
     assert effects.loc["teacher", "p_value"] > 0.01  # no injected teacher effect
     assert effects.loc[MAIN, "ci_low"] <= 0.4 <= effects.loc[MAIN, "ci_high"]
     assert effects.loc[MAIN, "method"] == "seed_paired_t (4 seeds, 24 of 24 strata)"
-    make_synthetic_results(tmp_path / "two", {}, noise_sd=0.05, seeds=range(2), steps=[4], metrics=["w2"],
-                           extra_factors={"teacher": ["sg", "ema", "avg"]}, baseline=False)
+    make_synthetic_results(
+        tmp_path / "two",
+        {},
+        noise_sd=0.05,
+        seeds=range(2),
+        steps=[4],
+        metrics=["w2"],
+        extra_factors={"teacher": ["sg", "ema", "avg"]},
+        baseline=False,
+    )
     two = analysis.factor_effects(load(tmp_path / "two")).set_index("term")
     assert two.loc["teacher", "method"] == "hotelling_t2 impossible (2 seeds for 3 levels)"
 
@@ -222,8 +271,9 @@ def test_paper_vs_others_is_paired_by_seed_with_holm(balanced):
     simple = table.set_index("variant").loc[results.simplified_variant]
     differences = values[results.simplified_variant] - values[results.paper_variant]
     assert simple["difference"] == pytest.approx(differences.mean())
-    assert simple["p_value"] == pytest.approx(stats.ttest_rel(values[results.simplified_variant],
-                                                             values[results.paper_variant]).pvalue)
+    assert simple["p_value"] == pytest.approx(
+        stats.ttest_rel(values[results.simplified_variant], values[results.paper_variant]).pvalue
+    )
     assert simple["ci_low"] < simple["difference"] < simple["ci_high"]
     assert (table["p_holm"] >= table["p_value"] - 1e-15).all()
     flow = table.set_index("variant").loc["flow"]
@@ -250,8 +300,7 @@ def test_half_normal_scores_and_horizon_grouping(balanced_effects):
 def test_write_tables_validates_and_load_reads_csv_like_parquet(balanced, tmp_path):
     results = balanced
     with pytest.raises(ValueError, match="tau2_weight"):
-        write_tables(tmp_path, results.metrics.drop(columns="tau2_weight"), results.curves,
-                     results.trials, results.run)
+        write_tables(tmp_path, results.metrics.drop(columns="tau2_weight"), results.curves, results.trials, results.run)
     write_tables(tmp_path, results.metrics, results.curves, results.trials, results.run)
     for name in ("metrics", "curves"):
         (tmp_path / f"{name}.parquet").unlink()
@@ -263,9 +312,15 @@ def test_write_tables_validates_and_load_reads_csv_like_parquet(balanced, tmp_pa
 
 
 def test_every_trial_diverged_gives_no_estimates_and_no_crash(tmp_path):
-    make_synthetic_results(tmp_path, INJECTED, noise_sd=0.05, seeds=range(2), steps=[4],
-                           metrics=["w2"], diverge_cells=[{"tau_sampling": "grid"},
-                                                          {"tau_sampling": "continuous"}])
+    make_synthetic_results(
+        tmp_path,
+        INJECTED,
+        noise_sd=0.05,
+        seeds=range(2),
+        steps=[4],
+        metrics=["w2"],
+        diverge_cells=[{"tau_sampling": "grid"}, {"tau_sampling": "continuous"}],
+    )
     results = load(tmp_path)
     effects = analysis.factor_effects(results)
     assert effects["estimate"].isna().all() and effects["method"].str.startswith("impossible (0 of").all()
@@ -277,9 +332,17 @@ def test_every_trial_diverged_gives_no_estimates_and_no_crash(tmp_path):
 
 
 def test_noise_floors_are_summarised_once_and_never_compared(tmp_path):
-    make_synthetic_results(tmp_path, INJECTED, noise_sd=0.05, seeds=range(2), steps=STEPS,
-                           metrics=["w2"], noise_floors={"w2": 0.6},
-                           diverge_cells=[("flow", 0)], seed=6)
+    make_synthetic_results(
+        tmp_path,
+        INJECTED,
+        noise_sd=0.05,
+        seeds=range(2),
+        steps=STEPS,
+        metrics=["w2"],
+        noise_floors={"w2": 0.6},
+        diverge_cells=[("flow", 0)],
+        seed=6,
+    )
     results = load(tmp_path)
     floor = analysis.noise_floors(results).iloc[0]
     assert (floor["metric"], floor["floor_metric"], floor["n_trials"]) == ("w2", "w2_floor", 33)
@@ -297,9 +360,17 @@ def test_floor_names_need_their_base_metric():
 
 def test_worsening_at_max_steps_uses_a_prespecified_k_and_follows_the_direction(tmp_path):
     paper = "grid_vboot_vstep_w2"
-    make_synthetic_results(tmp_path, {}, noise_sd=0.05, seeds=range(3), steps=[1, 4, 16],
-                           metrics=["w2", "accuracy"], metric_directions={"accuracy": "max"},
-                           k_max_penalty={paper: 0.5}, seed=7)
+    make_synthetic_results(
+        tmp_path,
+        {},
+        noise_sd=0.05,
+        seeds=range(3),
+        steps=[1, 4, 16],
+        metrics=["w2", "accuracy"],
+        metric_directions={"accuracy": "max"},
+        k_max_penalty={paper: 0.5},
+        seed=7,
+    )
     results = load(tmp_path)
     for metric in ("w2", "accuracy"):
         row = analysis.worsening_at_max_steps(results, paper, metric).iloc[0]
@@ -324,6 +395,7 @@ def test_power_table_from_the_runs_own_variance(balanced):
     assert row["mde"] == pytest.approx(1.682 * row["contrast_sd"], rel=1e-3)  # TTestPower at n = 5
     assert 2 <= row["seeds_for_25pct"] <= row["seeds_for_10pct"]
     from statsmodels.stats.power import TTestPower
+
     level = abs(analysis.ok_values(balanced).query("steps == 4 and variant != 'flow'")["value"].mean())
     expected = TTestPower().solve_power(effect_size=0.1 * level / row["contrast_sd"], alpha=0.05, power=0.8)
     assert row["seeds_for_10pct"] == np.ceil(expected)
@@ -336,3 +408,953 @@ def test_stratum_effects_show_each_toggle_within_every_combination_of_the_others
     half = at_4[at_4["term"] == "half_step"]
     with_weight = half[half["within"].str.contains("tau2_weight=True")]
     assert (with_weight["estimate"] > 0).all() and (half.drop(with_weight.index)["estimate"] < 0).all()
+
+
+# --- pinned by mutation testing (docs/mutation.md) -------------------------------------------------------
+
+
+def test_power_of_the_seed_paired_t_test_is_the_two_sided_noncentral_t_power():
+    from statsmodels.stats.power import TTestPower
+
+    for effect, n, alpha in [(0.3, 10, 0.05), (1.0, 4, 0.05), (-1.0, 4, 0.05), (2.0, 3, 0.1)]:
+        expected = TTestPower().power(effect, n, alpha, alternative="two-sided")
+        assert inference.paired_t_power(effect, n, alpha) == pytest.approx(expected, rel=1e-9)
+    # no effect: each tail holds alpha / 2
+    assert inference.paired_t_power(0.0, 5) == pytest.approx(0.05, rel=1e-9)
+    assert inference.paired_t_power(0.0, 5, alpha=0.1) == pytest.approx(0.1, rel=1e-9)
+
+
+def test_minimum_detectable_effect_is_the_effect_with_80_percent_power_in_units_of_sd():
+    from statsmodels.stats.power import TTestPower
+
+    for sd, n, alpha in [(2.0, 2, 0.05), (1.0, 5, 0.05), (1.0, 30, 0.05), (3.0, 5, 0.1)]:
+        size = TTestPower().solve_power(nobs=n, alpha=alpha, power=0.8)
+        assert inference.minimum_detectable_effect(sd, n, alpha=alpha) == pytest.approx(sd * size, rel=1e-6)
+    assert np.isnan(inference.minimum_detectable_effect(1.0, 1))  # one seed: no test
+    assert np.isnan(inference.minimum_detectable_effect(np.nan, 5))
+    assert inference.minimum_detectable_effect(0.0, 5) == 0.0
+
+
+def test_seeds_needed_is_the_fewest_seeds_that_reach_80_percent_power():
+    for effect in (15.0, 10.0, 2.0, 1.4, 0.5, 0.3):  # 2, 3, 5, 7, 34 and 90 seeds
+        for alpha in (0.05, 0.1):
+            fewest = next(n for n in range(2, 1000) if inference.paired_t_power(effect, n, alpha) >= 0.8)
+            assert inference.seeds_needed(effect, 1.0, alpha=alpha) == fewest
+            assert inference.seeds_needed(-2 * effect, 2.0, alpha=alpha) == fewest  # only |effect| / sd counts
+    assert inference.seeds_needed(1e-3, 1.0) == math.inf  # beyond MAX_SEEDS
+    assert inference.seeds_needed(0.1, 0.0) == 2.0  # no noise: the fewest seeds a t-test takes
+    for effect, sd in [(0.0, 1.0), (0.1, np.nan), (np.inf, 1.0)]:
+        assert np.isnan(inference.seeds_needed(effect, sd)), (effect, sd)
+
+
+AB = [{"name": "a", "levels": ["p", "q"], "reference": "p"}, {"name": "b", "levels": [True, False], "reference": True}]
+
+
+def in_memory(values, factors=AB, statuses=None, **run):
+    """A Results without files. ``values[(cell, metric, steps)]`` lists one value per seed (NaN: the trial
+    finished without one), ``cell`` being a tuple of factor levels or the name of a baseline;
+    ``statuses[(cell, seed)]`` overrides "ok" (the value stays: a trial that diverged at the last K can still
+    have scored the first). The variant label joins the levels: ``p_True``."""
+    names = [f["name"] for f in factors]
+    statuses = statuses or {}
+    rows = []
+    for (cell, metric, steps), per_seed in values.items():
+        levels = dict(zip(names, cell)) if isinstance(cell, tuple) else dict.fromkeys(names)
+        variant = "_".join(map(str, cell)) if isinstance(cell, tuple) else cell
+        for seed, value in enumerate(per_seed):
+            status = statuses.get((cell, seed), "ok")
+            rows.append(
+                {
+                    "trial_id": f"{variant}/{seed}",
+                    "variant": variant,
+                    **levels,
+                    "seed": seed,
+                    "status": status,
+                    "steps": steps,
+                    "metric": metric,
+                    "value": value,
+                }
+            )
+    metrics = pd.DataFrame(rows)
+    trials = metrics.drop(columns=["steps", "metric", "value"]).drop_duplicates("trial_id").reset_index(drop=True)
+    paper = "_".join(str(f["reference"]) for f in factors)
+    return Results(
+        folder=Path("in-memory"),
+        metrics=metrics,
+        curves=pd.DataFrame(),
+        trials=trials,
+        run={"factors": factors, "paper_variant": paper, **run},
+    )
+
+
+def per_seed_contrast(results, metric, steps, term, within=None, log=False):
+    """By hand: per seed, mean over the cells coded +1 minus mean over those coded -1 (codes multiply
+    over the term's factors; +1 at the reference level), within fixed levels of other factors."""
+    data = analysis.ok_values(results)
+    data = data[(data["metric"] == metric) & (data["steps"] == steps) & data[term[0]].notna()]
+    refs = results.reference_levels
+    code = np.prod([np.where(data[f].to_numpy(object) == refs[f], 1, -1) for f in term], axis=0)
+    keep = np.ones(len(data), bool)
+    for factor, level in (within or {}).items():
+        keep &= data[factor].to_numpy(object) == level
+    value = np.log(data["value"]) if log else data["value"]
+    table = pd.DataFrame({"seed": data["seed"], "code": code, "value": value})[keep]
+    means = table.groupby(["seed", "code"])["value"].mean().unstack()
+    return (means[1] - means[-1]).to_numpy()
+
+
+def t_numbers(per_seed, confidence):
+    """estimate, CI and p-value of Student's t over the per-seed numbers, by scipy; numbers that are all
+    equal give a zero-width interval, p = 1 at 0 and p = 0 elsewhere (t_interval's documented rule)."""
+    n, mean = len(per_seed), float(np.mean(per_seed))
+    if np.ptp(per_seed) == 0:
+        return mean, mean, mean, 1.0 if mean == 0 else 0.0
+    low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=stats.sem(per_seed))
+    return mean, low, high, stats.ttest_1samp(per_seed, 0).pvalue
+
+
+def holm_by_statsmodels(p_values):
+    from statsmodels.stats.multitest import multipletests
+
+    return multipletests(p_values, method="holm")[1]
+
+
+# err: multiplicative (log scale, no interaction on the log scale, a clear one on the raw scale);
+# gain: additive with an interaction (raw scale: one value is not positive).
+EFFECT_VALUES = {
+    (("p", True), "err", 4): [1.0, 1.3, 0.8],
+    (("p", False), "err", 4): [2.1, 2.5, 1.7],
+    (("q", True), "err", 4): [10.5, 12.0, 9.0],
+    (("q", False), "err", 4): [20.0, 26.0, 17.0],
+    (("p", True), "gain", 4): [-0.1, 0.2, 0.1],
+    (("p", False), "gain", 4): [1.0, 1.4, 1.1],
+    (("q", True), "gain", 4): [2.0, 2.3, 1.9],
+    (("q", False), "gain", 4): [0.5, 0.8, 0.5],
+}
+
+
+def test_effects_table_matches_contrasts_computed_by_hand_column_by_column():
+    """Every column of effects.csv for a 2 x 2 design at 90 %: terms, Holm over the terms of one
+    metric x K, ratios from log values, and the simple effects of an interaction that excludes the
+    null on the metric's scale (gain, raw) but not of one that excludes it on the other scale only (err)."""
+    results = in_memory(EFFECT_VALUES, metric_directions={"gain": "max"})
+    assert analysis.metric_scales(results) == {"err": "log", "gain": "raw"}
+    table = analysis.factor_effects(results, confidence=0.9)
+    assert list(table.columns) == analysis.EFFECT_COLUMNS
+    levels = {"a": ("p", "q"), "b": (True, False)}
+    expected = []
+    for metric, scale in (("err", "log"), ("gain", "raw")):
+        positive = metric == "err"
+        family = []
+        for term in (("a",), ("b",), ("a", "b")):
+            estimate, low, high, p = t_numbers(per_seed_contrast(results, metric, 4, term), 0.9)
+            row = {
+                "term": ":".join(term),
+                "metric": metric,
+                "steps": 4,
+                "estimate": estimate,
+                "ci_low": low,
+                "ci_high": high,
+                "p_value": p,
+                "n": 12,
+                "kind": "main" if len(term) == 1 else "interaction",
+                "order": len(term),
+                "within": None,
+                "n_seeds": 3,
+                "scale": scale,
+                "method": f"seed_paired_t (3 seeds, {2 if len(term) == 1 else 1} of "
+                f"{2 if len(term) == 1 else 1} strata)",
+                "plus_level": levels[term[0]][0] if len(term) == 1 else np.nan,
+                "minus_level": levels[term[0]][1] if len(term) == 1 else np.nan,
+                "ratio": np.nan,
+                "ratio_ci_low": np.nan,
+                "ratio_ci_high": np.nan,
+                "ratio_p_value": np.nan,
+            }
+            if positive:
+                g_estimate, g_low, g_high, g_p = t_numbers(per_seed_contrast(results, metric, 4, term, log=True), 0.9)
+                row.update(
+                    ratio=np.exp(g_estimate),
+                    ratio_ci_low=np.exp(g_low),
+                    ratio_ci_high=np.exp(g_high),
+                    ratio_p_value=g_p,
+                )
+            family.append(row)
+        for column in ("p_value", "ratio_p_value"):
+            adjusted = (
+                holm_by_statsmodels([r[column] for r in family]) if positive or column == "p_value" else [np.nan] * 3
+            )
+            for r, p in zip(family, adjusted):
+                r[column.replace("p_value", "p_holm")] = p
+        expected += family
+        interaction = family[2]
+        if metric == "err":  # on the log scale the toggles multiply: no simple effects
+            assert (
+                interaction["ratio_ci_low"] <= 1 <= interaction["ratio_ci_high"]
+                and interaction["ci_high"] > 0
+                and interaction["ci_low"] > 0
+            )
+            continue
+        assert interaction["ci_high"] < 0
+        for factor, other in (("a", "b"), ("b", "a")):
+            simple = []
+            for level in levels[other]:
+                per_seed = per_seed_contrast(results, metric, 4, (factor,), {other: level})
+                estimate, low, high, p = t_numbers(per_seed, 0.9)
+                simple.append(
+                    {
+                        "term": factor,
+                        "metric": metric,
+                        "steps": 4,
+                        "estimate": estimate,
+                        "ci_low": low,
+                        "ci_high": high,
+                        "p_value": p,
+                        "n": 6,
+                        "kind": "simple",
+                        "order": 1,
+                        "within": f"{other}={level}",
+                        "n_seeds": 3,
+                        "scale": scale,
+                        "method": "seed_paired_t (3 seeds, 1 of 1 strata)",
+                        "plus_level": levels[factor][0],
+                        "minus_level": levels[factor][1],
+                        "ratio": np.nan,
+                        "ratio_ci_low": np.nan,
+                        "ratio_ci_high": np.nan,
+                        "ratio_p_value": np.nan,
+                        "ratio_p_holm": np.nan,
+                    }
+                )
+            for r, p in zip(simple, holm_by_statsmodels([r["p_value"] for r in simple])):
+                r["p_holm"] = p
+            expected += simple
+    expected = pd.DataFrame(expected).reindex(columns=analysis.EFFECT_COLUMNS)
+    pd.testing.assert_frame_equal(table, expected, check_dtype=False, rtol=1e-9)
+
+
+def test_strata_table_matches_simple_contrasts_by_hand_with_holm_over_each_toggles_strata():
+    results = in_memory(EFFECT_VALUES, metric_directions={"gain": "max"})
+    table = analysis.stratum_effects(results, confidence=0.9)
+    levels = {"a": ("p", "q"), "b": (True, False)}
+    expected = []
+    for metric, scale in (("err", "log"), ("gain", "raw")):
+        for factor, other in (("a", "b"), ("b", "a")):
+            strata = []
+            for level in levels[other]:
+                within = {other: level}
+                estimate, low, high, p = t_numbers(per_seed_contrast(results, metric, 4, (factor,), within), 0.9)
+                row = {
+                    "term": factor,
+                    "within": f"{other}={level}",
+                    "metric": metric,
+                    "steps": 4,
+                    "estimate": estimate,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "p_value": p,
+                    "n_seeds": 3,
+                    "scale": scale,
+                    "ratio": np.nan,
+                    "ratio_ci_low": np.nan,
+                    "ratio_ci_high": np.nan,
+                    "ratio_p_value": np.nan,
+                    "plus_level": levels[factor][0],
+                    "minus_level": levels[factor][1],
+                }
+                if scale == "log":
+                    g = t_numbers(per_seed_contrast(results, metric, 4, (factor,), within, log=True), 0.9)
+                    row.update(
+                        ratio=np.exp(g[0]), ratio_ci_low=np.exp(g[1]), ratio_ci_high=np.exp(g[2]), ratio_p_value=g[3]
+                    )
+                strata.append(row)
+            for column in ("p_value", "ratio_p_value"):
+                ps = [r[column] for r in strata]
+                adjusted = holm_by_statsmodels(ps) if np.isfinite(ps).all() else [np.nan] * len(ps)
+                for r, p in zip(strata, adjusted):
+                    r[column.replace("p_value", "p_holm")] = p
+            expected += strata
+    expected = pd.DataFrame(expected)[analysis.STRATA_COLUMNS]
+    pd.testing.assert_frame_equal(table, expected, check_dtype=False, rtol=1e-9)
+
+
+def hotelling_by_hand(level_means):
+    """Hotelling's one-sample T^2 on per-seed level means minus their average (last level dropped)."""
+    x = (level_means - level_means.mean(axis=1, keepdims=True))[:, :-1]
+    n, p = x.shape
+    mean, cov = x.mean(axis=0), np.cov(x, rowvar=False)
+    t2 = n * mean @ np.linalg.solve(cov, mean)
+    return stats.f.sf(t2 * (n - p) / (p * (n - 1)), p, n - p)
+
+
+def test_anova_row_of_a_three_level_factor_is_hotelling_on_raw_and_on_log_values():
+    factors = [AB[0], {"name": "c", "levels": ["x", "y", "z"], "reference": "x"}]
+    rng = np.random.default_rng(1)
+    base = {"x": 1.0, "y": 1.5, "z": 3.0}
+    values = {
+        ((a, c), "err", 4): list(base[c] * (1.5 if a == "q" else 1) * np.exp(0.2 * rng.standard_normal(4)))
+        for a in ("p", "q")
+        for c in ("x", "y", "z")
+    }
+    values[(("q", "z"), "gain", 4)] = [-1.0, 1.0, 2.0, 3.0]  # not positive: no log-scale test
+    for a in ("p", "q"):
+        for c in ("x", "y"):
+            values[((a, c), "gain", 4)] = list(0.1 + rng.random(4))
+    values[(("p", "z"), "gain", 4)] = list(0.1 + rng.random(4))
+    results = in_memory(values, factors=factors)
+    table = analysis.factor_effects(results).set_index(["metric", "term"])
+    data = analysis.ok_values(results)
+    err = data[data["metric"] == "err"]
+    level_means = err.pivot_table(index="seed", columns="c", values="value", aggfunc="mean")[["x", "y", "z"]]
+    log_means = err.assign(value=np.log(err["value"])).pivot_table(
+        index="seed", columns="c", values="value", aggfunc="mean"
+    )[["x", "y", "z"]]
+    row = table.loc[("err", "c")]
+    assert (row["kind"], row["order"], row["n"], row["n_seeds"]) == ("anova", 1, 24, 4)
+    assert row["method"] == "hotelling_t2 (4 seeds, 2 of 2 strata)"
+    assert row["within"] is None and np.isnan(row[["estimate", "ci_low", "ci_high", "ratio"]].astype(float)).all()
+    assert row["p_value"] == pytest.approx(hotelling_by_hand(level_means.to_numpy()), rel=1e-9)
+    assert row["ratio_p_value"] == pytest.approx(hotelling_by_hand(log_means.to_numpy()), rel=1e-9)
+    assert row["ratio_p_value"] != pytest.approx(row["p_value"])
+    gain = table.loc[("gain", "c")]
+    assert np.isfinite(gain["p_value"]) and np.isnan(gain["ratio_p_value"])
+    assert table.loc[("gain", "a"), ["ratio", "ratio_ci_low", "ratio_p_value"]].isna().all()
+
+
+@pytest.mark.parametrize(
+    "row, raw, log",
+    [
+        (dict(ci_low=0.5, ci_high=2.0, ratio_ci_low=0.8, ratio_ci_high=1.5), True, False),
+        (dict(ci_low=-2.0, ci_high=-0.5, ratio_ci_low=1.2, ratio_ci_high=1.8), True, True),
+        (dict(ci_low=-1.0, ci_high=1.0, ratio_ci_low=0.2, ratio_ci_high=0.5), False, True),
+        (dict(ci_low=0.0, ci_high=1.0, ratio_ci_low=1.0, ratio_ci_high=1.5), False, False),  # touching is not excluding
+        (dict(ci_low=-1.0, ci_high=0.0, ratio_ci_low=0.5, ratio_ci_high=1.0), False, False),
+        (dict(ci_low=-1.0, ci_high=0.5, ratio_ci_low=0.2, ratio_ci_high=1.5), False, False),
+    ],
+)
+def test_excludes_null_reads_zero_on_the_raw_scale_and_one_on_the_log_scale(row, raw, log):
+    assert analysis.excludes_null(row, "raw") is raw and analysis.excludes_null(row, "log") is log
+
+
+def test_within_labels_join_the_fixed_levels_in_order():
+    from ablate.analysis.effects import within_label
+
+    assert within_label({"b": True, "a": "p"}) == "b=True & a=p"
+
+
+def test_effect_and_strata_tables_without_factors_keep_their_columns():
+    flow_only = in_memory({("flow", "err", 4): [1.0, 2.0]}, factors=[])
+    assert list(analysis.factor_effects(flow_only).columns) == analysis.EFFECT_COLUMNS
+    assert list(analysis.stratum_effects(flow_only).columns) == analysis.STRATA_COLUMNS
+    assert analysis.factor_effects(flow_only).empty and analysis.stratum_effects(flow_only).empty
+
+
+def paired_by_hand(variant, reference, confidence):
+    """The comparison columns of variant - reference over the seeds both have (dicts seed -> value)."""
+    both = [s for s in variant if s in reference]
+    a, b = np.array([variant[s] for s in both]), np.array([reference[s] for s in both])
+    estimate, low, high, p = t_numbers(a - b, confidence)
+    row = {
+        "difference": estimate,
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": p,
+        "n_pairs": len(both),
+        "ratio": np.nan,
+        "ratio_ci_low": np.nan,
+        "ratio_ci_high": np.nan,
+        "ratio_p_value": np.nan,
+    }
+    if (a > 0).all() and (b > 0).all():
+        g = t_numbers(np.log(a) - np.log(b), confidence)
+        row.update(ratio=np.exp(g[0]), ratio_ci_low=np.exp(g[1]), ratio_ci_high=np.exp(g[2]), ratio_p_value=g[3])
+    return row
+
+
+COMPARED = {  # insertion order is the order the variants first appear in metrics.csv
+    (("p", True), "acc", 4): [0.5, 0.7, 0.6],  # the paper's, positive and <= 1
+    (("q", False), "acc", 4): [0.9, 1.0, 0.95],
+    (("p", False), "acc", 4): [0.0, 0.3, 0.2],  # a zero: no ratio
+    (("q", True), "acc", 4): [0.9, 0.95, 0.8],
+    ("flow", "acc", 4): [0.1, 0.2, 0.15],
+    (("p", True), "err", 1): [1.0, 10.0, 100.0],
+    (("q", False), "err", 1): [2.1, 19.0, 230.0],  # a steady ratio, a raw difference that is not
+    (("p", False), "err", 1): [1.2, 11.0, 101.0],
+    (("q", True), "err", 1): [20.0, 190.0, 2100.0],
+    ("flow", "err", 1): [1.1, 8.0, 120.0],
+    (("p", True), "err", 4): [1.0, 1.3, 0.8],
+    (("q", False), "err", 4): [20.0, 26.0, 17.0],
+    (("p", False), "err", 4): [2.1, 2.5, 1.7],
+    (("q", True), "err", 4): [10.5, 12.0, 9.0],
+    ("flow", "err", 4): [3.0, np.nan, 2.0],
+    (("p", True), "zero", 4): [0.0, 0.5, 0.4],  # the paper's has a zero: no ratio for anyone
+    (("q", False), "zero", 4): [0.2, 0.6, 0.5],
+    (("p", False), "zero", 4): [0.1, 0.7, 0.5],
+    (("q", True), "zero", 4): [0.3, 0.9, 0.6],
+}
+
+
+def test_paper_vs_others_table_matches_paired_differences_by_hand():
+    results = in_memory(COMPARED, statuses={(("q", True), 2): "diverged"}, metric_directions={"acc": "max"})
+    scales = analysis.metric_scales(results)
+    assert scales == {"acc": "raw", "err": "log", "zero": "raw"}
+    table = analysis.paper_vs_others(results, confidence=0.9)
+    assert list(table.columns) == analysis.comparisons.COMPARISON_COLUMNS
+    ok = analysis.ok_values(results)
+    expected = []
+    for metric, steps in (("acc", 4), ("err", 1), ("err", 4), ("zero", 4)):
+        data = ok[(ok["metric"] == metric) & (ok["steps"] == steps)]
+        by_variant = {v: dict(zip(g["seed"], g["value"])) for v, g in data.groupby("variant", sort=False)}
+        paper = by_variant["p_True"]
+        family = [
+            {
+                "metric": metric,
+                "steps": steps,
+                "variant": v,
+                "comparison": "paired_t",
+                "n_paper": len(paper),
+                "n_variant": len(values),
+                "scale": scales[metric],
+                **paired_by_hand(values, paper, 0.9),
+            }
+            for v, values in by_variant.items()
+            if v != "p_True"
+        ]
+        for column in ("p_value", "ratio_p_value"):
+            finite = [i for i, r in enumerate(family) if np.isfinite(r[column])]
+            adjusted = holm_by_statsmodels([family[i][column] for i in finite]) if finite else []
+            for r in family:
+                r[column.replace("p_value", "p_holm")] = np.nan
+            for i, p in zip(finite, adjusted):
+                family[i][column.replace("p_value", "p_holm")] = p
+        for r in family:
+            r["verdict"] = analysis.verdict(r, scales[metric], "max" if metric == "acc" else "min")
+        expected += family
+    expected = pd.DataFrame(expected)[analysis.comparisons.COMPARISON_COLUMNS]
+    pd.testing.assert_frame_equal(table, expected, check_dtype=False, rtol=1e-9)
+    assert table["variant"].tolist()[:4] == ["q_False", "p_False", "q_True", "flow"]
+    by_row = table.set_index(["metric", "steps", "variant"])
+    assert by_row.loc[("err", 1, "q_False"), "verdict"] == "paper better"  # read on the ratio
+    assert by_row.loc[("acc", 4, "q_False"), "verdict"] == "variant better"  # higher accuracy is better
+    only = analysis.paper_vs_others(results, confidence=0.9, metrics=["err"], steps=[4])
+    pd.testing.assert_frame_equal(
+        only.reset_index(drop=True), table[(table["metric"] == "err") & (table["steps"] == 4)].reset_index(drop=True)
+    )
+
+
+@pytest.mark.parametrize(
+    "row, scale, direction, adjusted, expected",
+    [
+        (dict(ci_low=0.1, ci_high=0.5, p_value=0.01, p_holm=0.2), "raw", "min", True, "indistinguishable"),
+        (dict(ci_low=0.1, ci_high=0.5, p_value=0.01, p_holm=0.2), "raw", "min", False, "paper better"),
+        (
+            dict(ci_low=0.1, ci_high=0.5, p_value=0.01, p_holm=1 - analysis.CONFIDENCE),
+            "raw",
+            "max",
+            True,
+            "variant better",
+        ),  # p = alpha is significant
+        (dict(ci_low=-0.5, ci_high=-0.1, p_value=0.01, p_holm=0.01), "raw", "min", True, "variant better"),
+        (dict(ci_low=0.0, ci_high=0.5, p_value=0.01, p_holm=0.01), "raw", "min", True, "indistinguishable"),
+        (dict(ci_low=-0.5, ci_high=0.0, p_value=0.01, p_holm=0.01), "raw", "min", True, "indistinguishable"),
+        (dict(ci_low=0.1, ci_high=np.nan, p_value=0.01, p_holm=0.01), "raw", "min", True, "no CI"),
+        (
+            dict(
+                ci_low=-0.5,
+                ci_high=0.5,
+                p_value=0.5,
+                p_holm=0.5,
+                ratio_ci_low=1.2,
+                ratio_ci_high=1.8,
+                ratio_p_value=0.01,
+                ratio_p_holm=0.01,
+            ),
+            "log",
+            "max",
+            True,
+            "variant better",
+        ),
+        (
+            dict(
+                ci_low=0.1,
+                ci_high=0.5,
+                p_value=0.01,
+                p_holm=0.01,
+                ratio_ci_low=0.5,
+                ratio_ci_high=0.9,
+                ratio_p_value=0.01,
+                ratio_p_holm=0.01,
+            ),
+            "log",
+            "max",
+            True,
+            "paper better",
+        ),
+        (
+            dict(
+                ci_low=0.1,
+                ci_high=0.5,
+                p_value=0.01,
+                p_holm=0.01,
+                ratio_ci_low=0.9,
+                ratio_ci_high=1.1,
+                ratio_p_value=0.01,
+                ratio_p_holm=0.01,
+            ),
+            "log",
+            "min",
+            True,
+            "indistinguishable",
+        ),
+        (
+            dict(
+                ci_low=0.1,
+                ci_high=0.5,
+                p_value=0.01,
+                p_holm=0.01,
+                ratio_ci_low=np.nan,
+                ratio_ci_high=1.1,
+                ratio_p_value=0.01,
+                ratio_p_holm=0.01,
+            ),
+            "log",
+            "min",
+            True,
+            "no CI",
+        ),
+    ],
+)
+def test_verdict_reads_the_adjusted_p_and_the_ci_on_the_metrics_scale(row, scale, direction, adjusted, expected):
+    by_default = analysis.verdict(row, scale, direction) if adjusted else None  # adjusted by default
+    assert analysis.verdict(row, scale, direction, adjusted=adjusted) == expected and by_default in (None, expected)
+
+
+TREND = {
+    # lin (raw scale): a steady +0.5 from K=4 to K=16 that is a 50 %, 5 % and 0.5 % change
+    (("p", True), "lin", 1): [30.0, 40.0, 50.0],
+    (("p", True), "lin", 4): [1.0, 10.0, 100.0],
+    (("p", True), "lin", 16): [1.5, 10.5, 100.5],
+    **{(cell, "lin", k): [30.0, 40.0, 50.0] for cell in (("p", False), ("q", True), ("q", False)) for k in (1, 4, 16)},
+    # mult (log scale): p_True grows by a steady factor 1.25-1.35 (raw differences 0.3 to 2: not steady)
+    (("p", True), "mult", 4): [1.0, 2.0, 8.0],
+    (("p", True), "mult", 16): [1.3, 2.7, 10.0],
+    (("q", True), "mult", 4): [20.0, 40.0, 80.0],
+    (("q", True), "mult", 16): [18.0, 39.0, 70.0],
+    # acc (higher is better, raw): p_True unchanged, q_True drops
+    (("p", True), "acc", 4): [0.5, 0.6, 0.7],
+    (("p", True), "acc", 16): [0.5, 0.6, 0.7],
+    (("q", True), "acc", 4): [0.5, 0.6, 0.7],
+    (("q", True), "acc", 16): [0.4, 0.45, 0.6],
+    # a noise floor has no scale of its own: read raw
+    (("p", True), "lin_floor", 4): [0.1, 0.2, 0.3],
+    (("p", True), "lin_floor", 16): [0.2, 0.3, 0.3],
+}
+
+
+def trend_by_hand(results, variant, metric, reference, confidence, scale, lower_is_better):
+    data = analysis.ok_values(results)
+    data = data[(data["variant"] == variant) & (data["metric"] == metric)]
+    at = {
+        k: dict(zip(data.loc[data["steps"] == k, "trial_id"], data.loc[data["steps"] == k, "value"]))
+        for k in (reference, 16)
+    }
+    row = paired_by_hand(at[16], at[reference], confidence)
+    prefix, null = ("ratio_", 1.0) if scale == "log" else ("", 0.0)
+    worse = row[prefix + "ci_low"] > null if lower_is_better else row[prefix + "ci_high"] < null
+    return {
+        "variant": variant,
+        "metric": metric,
+        "reference_steps": reference,
+        "reference_mean": np.mean(list(at[reference].values())),
+        "max_steps": 16,
+        "max_steps_mean": np.mean(list(at[16].values())),
+        **row,
+        "scale": scale,
+        "ci_method": "paired student_t over seeds",
+        "worse": worse,
+    }
+
+
+def test_worsening_at_max_steps_rows_by_hand_on_both_scales_and_directions():
+    results = in_memory(TREND, metric_directions={"acc": "max"}, primary_steps=4)
+    assert analysis.metric_scales(results) == {"lin": "raw", "mult": "log", "acc": "raw"}
+    cases = [
+        ("p_True", "lin", "raw", True, True),  # +0.5 in every seed: worse, though not as a ratio
+        ("p_True", "mult", "log", True, True),  # worse as a ratio, though not as a difference
+        ("p_False", "lin", "raw", True, False),  # no change at all is not worse
+        ("q_True", "mult", "log", True, False),
+        ("p_True", "acc", "raw", False, False),
+        ("q_True", "acc", "raw", False, True),
+        ("p_True", "lin_floor", "raw", True, False),
+    ]
+    for variant, metric, scale, lower, worse in cases:
+        table = analysis.worsening_at_max_steps(results, variant, metric, confidence=0.9)
+        expected = pd.DataFrame([trend_by_hand(results, variant, metric, 4, 0.9, scale, lower)])
+        pd.testing.assert_frame_equal(table, expected[analysis.comparisons.TREND_COLUMNS], check_dtype=False, rtol=1e-9)
+        assert table["worse"].iloc[0] is worse or table["worse"].iloc[0] == worse, (variant, metric)
+    first = in_memory(TREND, primary_steps=1)  # run.json's primary K is the reference
+    assert analysis.worsening_at_max_steps(first, "p_True", "lin")["reference_steps"].tolist() == [1]
+    default = in_memory(TREND)  # no primary K: 4
+    assert analysis.worsening_at_max_steps(default, "p_True", "lin")["reference_steps"].tolist() == [4]
+
+
+def test_worsening_without_pairs_is_an_empty_table_with_its_columns():
+    results = in_memory(TREND, primary_steps=4)
+    for empty in (
+        analysis.worsening_at_max_steps(results, "p_False", "mult"),  # no value at all
+        analysis.worsening_at_max_steps(results, "q_True", "lin", reference_steps=2),  # K never evaluated
+        analysis.worsening_at_max_steps(results, "p_True", "mult", reference_steps=1),
+    ):  # none at K=1
+        assert empty.empty and list(empty.columns) == analysis.comparisons.TREND_COLUMNS
+
+
+def ab_grid(values, seeds=(0, 1, 2)):
+    from ablate.analysis.grid import Grid
+
+    return Grid(("a", "b"), {"a": ("p", "q"), "b": (True, False)}, tuple(seeds), np.array(values, float))
+
+
+def test_per_seed_contrast_sd_pools_the_terms_variances_by_degrees_of_freedom():
+    from ablate.analysis.grid import per_seed_contrast_sd
+
+    terms = [("a",), ("b",), ("a", "b")]
+    codes = np.array([[1, 1, -1, -1], [1, -1, 1, -1], [1, -1, -1, 1]], float)  # cells (p,T) (p,F) (q,T) (q,F)
+    values = np.array([[1.0, 1.4, 0.9], [2.0, 2.9, 2.2], [3.1, 3.0, 3.6], [5.0, 4.1, 4.4]])
+    for seeds in (3, 2):  # a full grid: each term's per-seed contrast is codes @ values / 2
+        v = values[:, :seeds]
+        by_hand = np.sqrt(np.mean([np.var(c @ v / 2, ddof=1) for c in codes]))
+        assert per_seed_contrast_sd(ab_grid(v, range(seeds)), terms, "raw") == pytest.approx(by_hand, rel=1e-12)
+    logged = np.sqrt(np.mean([np.var(c @ np.log(values) / 2, ddof=1) for c in codes]))
+    assert per_seed_contrast_sd(ab_grid(values), terms, "log") == pytest.approx(logged, rel=1e-12)
+    # (q, False) never finished: a and b each rest on one stratum of 2 cells (variance x 2/4), a:b on none
+    gappy = values.copy()
+    gappy[3] = np.nan
+    a, b = gappy[0] - gappy[2], gappy[0] - gappy[1]
+    by_hand = np.sqrt((np.var(a, ddof=1) * 2 / 4 * 2 + np.var(b, ddof=1) * 2 / 4 * 2) / 4)
+    assert per_seed_contrast_sd(ab_grid(gappy), terms, "raw") == pytest.approx(by_hand, rel=1e-12)
+    assert np.isnan(per_seed_contrast_sd(ab_grid(values[:, :1], [0]), terms, "raw"))  # one seed: no variance
+
+
+def test_power_table_rows_by_hand_at_90_percent_confidence():
+    from ablate.analysis.grid import Grid, per_seed_contrast_sd
+
+    zero_mean = {
+        (("p", True), "zero", 4): [1.0, -1.0, 2.0],
+        (("p", False), "zero", 4): [-2.0, 0.5, -0.5],
+        (("q", True), "zero", 4): [1.5, -1.5, 0.0],
+        (("q", False), "zero", 4): [0.0, 0.25, -0.25],
+    }
+    results = in_memory({**EFFECT_VALUES, **zero_mean})
+    table = analysis.power_table(results, confidence=0.9)
+    data = analysis.ok_values(results)
+    expected = []
+    for metric, scale in (("err", "log"), ("gain", "raw"), ("zero", "raw")):
+        rows = data[data["metric"] == metric]
+        grid = Grid.from_rows(rows, {"a": ["p", "q"], "b": [True, False]}, [0, 1, 2])
+        sd = per_seed_contrast_sd(grid, [("a",), ("b",), ("a", "b")], scale)
+        mde = inference.minimum_detectable_effect(sd, 3, 0.8, alpha=0.1)
+        level = abs(rows["value"].mean())
+        if scale == "log":
+            percent, targets = 100 * (np.exp(mde) - 1), [np.log(1.1), np.log(1.25)]
+        else:
+            percent, targets = (100 * mde / level if level else np.nan), [0.1 * level, 0.25 * level]
+        expected.append(
+            {
+                "metric": metric,
+                "steps": 4,
+                "scale": scale,
+                "n_seeds": 3,
+                "contrast_sd": sd,
+                "power": 0.8,
+                "alpha": 0.1,
+                "mde": mde,
+                "mde_percent": percent,
+                "seeds_for_10pct": inference.seeds_needed(targets[0], sd, 0.8, 0.1),
+                "seeds_for_25pct": inference.seeds_needed(targets[1], sd, 0.8, 0.1),
+            }
+        )
+    pd.testing.assert_frame_equal(
+        table, pd.DataFrame(expected)[analysis.power.POWER_COLUMNS], check_dtype=False, rtol=1e-9
+    )
+    assert np.isnan(table["mde_percent"].iloc[2])  # a metric whose mean is 0 has no percentage
+
+
+CELLS = {
+    (("p", True), "err", 4): [1.0, 1.3, 0.8],
+    (("p", False), "err", 4): [2.1, 2.5, 1.7],  # seed 1 diverged, seed 2 failed: one value left
+    (("q", True), "err", 4): [10.5, 12.0, np.nan],  # seed 2 finished without a value
+    (("q", False), "err", 4): [0.0, 26.0, 17.0],  # a zero: no geometric mean
+    ("flow", "err", 4): [3.0, 2.0, 2.5],
+    ("flow", "err_floor", 4): [0.2, 0.3, 0.3],  # differs by seed: a CI of non-zero width
+    (("p", True), "err_floor", 4): [0.2, 0.3, 0.4],
+}
+
+
+def test_cell_summary_and_noise_floor_rows_by_hand():
+    results = in_memory(CELLS, statuses={(("p", False), 1): "diverged", (("p", False), 2): "failed"})
+    cells = analysis.cell_summary(results, confidence=0.9)
+    expected = []
+    for variant, a, b, values, diverged, failed in [
+        ("flow", np.nan, None, [3.0, 2.0, 2.5], 0, 0),
+        ("p_False", "p", False, [2.1], 1, 1),
+        ("p_True", "p", True, [1.0, 1.3, 0.8], 0, 0),
+        ("q_False", "q", False, [0.0, 26.0, 17.0], 0, 0),
+        ("q_True", "q", True, [10.5, 12.0], 0, 0),
+    ]:
+        values = np.array(values)
+        if len(values) > 1:
+            mean, low, high, _ = t_numbers(values, 0.9)
+            std, method = np.std(values, ddof=1), "student_t"
+        else:
+            mean, low, high, std, method = values[0], np.nan, np.nan, np.nan, "none (n<2)"
+        if (values > 0).all() and len(values) > 1:
+            g = t_numbers(np.log(values), 0.9)
+            geometric = (np.exp(g[0]), np.exp(g[1]), np.exp(g[2]))
+        elif (values > 0).all():
+            geometric = (values[0], np.nan, np.nan)
+        else:
+            geometric = (np.nan, np.nan, np.nan)
+        expected.append(
+            {
+                "variant": variant,
+                "a": a,
+                "b": b,
+                "steps": 4,
+                "metric": "err",
+                "n_seeds": len(values),
+                "n_diverged": diverged,
+                "n_failed": failed,
+                "mean": mean,
+                "std": std,
+                "ci_low": low,
+                "ci_high": high,
+                "ci_method": method,
+                "gmean": geometric[0],
+                "gmean_ci_low": geometric[1],
+                "gmean_ci_high": geometric[2],
+            }
+        )
+    pd.testing.assert_frame_equal(cells, pd.DataFrame(expected), check_dtype=False, rtol=1e-9)
+    floors = analysis.noise_floors(results, confidence=0.9)
+    per_seed = np.array([0.2, 0.3, 0.35])  # each seed's mean over its finished trials
+    mean, low, high, _ = t_numbers(per_seed, 0.9)
+    pd.testing.assert_frame_equal(
+        floors,
+        pd.DataFrame(
+            [
+                {
+                    "metric": "err",
+                    "floor_metric": "err_floor",
+                    "n_trials": 6,
+                    "n_seeds": 3,
+                    "mean": mean,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "ci_method": "student_t",
+                }
+            ]
+        ),
+        check_dtype=False,
+        rtol=1e-9,
+    )
+    one_seed = analysis.noise_floors(in_memory({("flow", "err", 4): [1.0], ("flow", "err_floor", 4): [0.5]}))
+    assert one_seed[["n_seeds", "mean", "ci_method"]].iloc[0].tolist() == [1, 0.5, "none (n<2)"]
+    two_seeds = analysis.noise_floors(in_memory({("flow", "err", 4): [1.0, 1.0], ("flow", "err_floor", 4): [0.5, 0.5]}))
+    assert two_seeds["ci_method"].tolist() == ["student_t"]
+    none = analysis.noise_floors(in_memory({("flow", "err", 4): [1.0]}))
+    assert none.empty and list(none.columns) == [
+        "metric",
+        "floor_metric",
+        "n_trials",
+        "n_seeds",
+        "mean",
+        "ci_low",
+        "ci_high",
+        "ci_method",
+    ]
+
+
+def expected_trials(cells, seeds, with_levels=True):
+    return [
+        {
+            "trial_id": f"{'_'.join(map(str, cell))}/{s}",
+            "variant": "_".join(map(str, cell)),
+            **(dict(zip(("a", "b"), cell)) if with_levels else {}),
+            "seed": s,
+        }
+        for cell in cells
+        for s in seeds
+    ]
+
+
+STATUS = {
+    (("p", True), "err", 4): [1.0, 2.0],
+    (("p", False), "err", 4): [1.5, 2.5],
+    (("q", True), "err", 4): [3.0, 4.0],
+    (("q", True), "acc", 1): [0.5, 0.6],
+}
+STATUSES = {(("p", False), 1): "diverged", (("q", True), 0): "failed"}
+ALL_CELLS = [("p", True), ("p", False), ("q", True), ("q", False)]
+
+
+def test_divergence_table_counts_ran_and_missing_trials_per_variant_and_level_quietly():
+    results = in_memory(STATUS, statuses=STATUSES, expected_trials=expected_trials(ALL_CELLS, (0, 1)))
+    columns = ["group", "level", "n_trials", "n_ok", "n_diverged", "n_failed", "n_missing", "share_diverged"]
+    expected = pd.DataFrame(
+        [
+            ("all", "all", 6, 4, 1, 1, 2, 1 / 6),
+            ("variant", "p_True", 2, 2, 0, 0, 0, 0.0),
+            ("variant", "p_False", 2, 1, 1, 0, 0, 0.5),
+            ("variant", "q_True", 2, 1, 0, 1, 0, 0.0),
+            ("variant", "q_False", 0, 0, 0, 0, 2, np.nan),  # expected, never ran
+            ("a", "p", 4, 3, 1, 0, 0, 0.25),
+            ("a", "q", 2, 1, 0, 1, 2, 0.0),
+            ("b", True, 4, 3, 0, 1, 0, 0.0),
+            ("b", False, 2, 1, 1, 0, 2, 0.5),
+        ],
+        columns=columns,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a group without trials is NaN, not a 0/0 warning
+        table = analysis.divergence_table(results)
+    pd.testing.assert_frame_equal(table, expected, check_dtype=False)
+    results.trials = pd.DataFrame()  # without trials.csv the metric rows say which trials ran
+    pd.testing.assert_frame_equal(analysis.divergence_table(results), expected, check_dtype=False)
+    # expected trials listed without their levels: missing per variant, not per level
+    bare = in_memory(STATUS, statuses=STATUSES, expected_trials=expected_trials(ALL_CELLS, (0, 1), with_levels=False))
+    assert analysis.divergence_table(bare)["n_missing"].tolist() == [2, 0, 0, 0, 2, 0, 0, 0, 0]
+
+
+def test_missing_trials_from_run_json_or_from_trials_marked_missing():
+    results = in_memory(STATUS, statuses=STATUSES, expected_trials=expected_trials(ALL_CELLS, (0, 1)))
+    pd.testing.assert_frame_equal(
+        analysis.missing_trials(results), pd.DataFrame(expected_trials([("q", False)], (0, 1))), check_dtype=False
+    )
+    marked = in_memory(STATUS, statuses={**STATUSES, (("q", True), 1): "missing"})
+    pd.testing.assert_frame_equal(
+        analysis.missing_trials(marked),
+        pd.DataFrame([{"trial_id": "q_True/1", "variant": "q_True", "a": "q", "b": True, "seed": 1}]),
+        check_dtype=False,
+    )
+
+
+def test_empty_cells_are_the_factorial_variants_without_a_value_at_that_metric_and_k():
+    results = in_memory(STATUS, statuses=STATUSES, expected_trials=expected_trials(ALL_CELLS, (0, 1)))
+    assert analysis.empty_cells(results, "err", 4) == ["q_False"]  # expected, never ran
+    assert analysis.empty_cells(results, "acc", 1) == ["p_True", "p_False", "q_False"]  # err only, or nothing
+    assert analysis.empty_cells(results, "acc", 4) == ["p_True", "p_False", "q_True", "q_False"]  # err at K=4 only
+
+
+def test_horizon_metrics_need_two_horizons():
+    assert analysis.horizon_metrics(["mse_h1", "mse_h2", "lpips_h3"]) == {"mse": [(1, "mse_h1"), (2, "mse_h2")]}
+
+
+def test_grid_from_rows_keeps_the_given_seeds_or_takes_them_sorted_from_the_rows():
+    from ablate.analysis.grid import Grid
+
+    rows = pd.DataFrame({"a": ["q", "p", "p"], "b": [False, True, True], "seed": [7, 3, 7], "value": [4.0, 1.0, 2.0]})
+    levels = {"a": ["p", "q"], "b": [True, False]}
+    given = Grid.from_rows(rows, levels, seeds=[3, 5, 7])
+    assert given.seeds == (3, 5, 7) and given.levels == {"a": ("p", "q"), "b": (True, False)}
+    np.testing.assert_array_equal(given.values, [[1.0, np.nan, 2.0], [np.nan] * 3, [np.nan] * 3, [np.nan, np.nan, 4.0]])
+    drawn = Grid.from_rows(rows, levels)
+    assert drawn.seeds == (3, 7)
+    np.testing.assert_array_equal(drawn.values, given.values[:, [0, 2]])
+
+
+def test_log_scale_of_zero_or_negative_values_is_quiet():
+    grid = ab_grid([[1.0, 0.0, -1.0], [np.e, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        logged = grid.on_scale("log")
+    np.testing.assert_array_equal(logged[0], [0.0, -np.inf, np.nan])
+    assert logged[1, 0] == 1.0 and grid.on_scale("raw") is grid.values and not grid.positive
+
+
+def test_expected_width_rule_seeds_count_more_than_strata_and_one_seed_ranks_last():
+    from ablate.analysis.grid import _expected_width
+
+    for strata, seeds in [(1, 2), (8, 2), (3, 5)]:
+        by_hand = stats.t.ppf(0.975, seeds - 1) / math.sqrt(seeds * strata)
+        assert _expected_width(strata, seeds) == pytest.approx(by_hand)
+    assert _expected_width(0, 3) == _expected_width(4, 0) == math.inf
+    assert _expected_width(1, 2) < _expected_width(8, 1) < _expected_width(4, 1) < math.inf
+
+
+def test_one_complete_seed_gives_no_ci_and_a_level_that_never_finished_no_test():
+    from ablate.analysis.grid import level_test, term_contrast
+
+    one_seed = ab_grid([[1.0, np.nan], [2.0, 3.0], [3.0, 4.0], [4.0, np.nan]], seeds=(0, 1))
+    contrast = term_contrast(one_seed, ("a",))
+    assert contrast.method == "single seed: no CI (2 of 2 strata)" and contrast.interval.estimate == -2.0
+    from ablate.analysis.grid import Grid
+
+    three = Grid(("c",), {"c": ("x", "y", "z")}, (0, 1, 2), np.array([[1.0, 2.0, 3.0], [2.0, 2.5, 3.5], [np.nan] * 3]))
+    none = term_contrast(ab_grid([[1.0, np.nan], [np.nan, 3.0], [3.0, 4.0], [4.0, 5.0]], seeds=(0, 1)), ("a", "b"))
+    assert (none.n_strata, none.total_strata, none.n_values, none.interval.n) == (0, 1, 0, 0)
+    assert none.method == "impossible (0 of 1 strata complete in any seed)"
+    p, usage = level_test(three, "c")
+    assert np.isnan(p) and (usage.n_strata, usage.total_strata, usage.n_values, usage.interval.n) == (0, 1, 0, 0)
+
+
+def test_t_interval_edge_cases_and_scipy_agreement_at_any_confidence():
+    empty = inference.t_interval(np.array([]))
+    assert (
+        empty.n == 0
+        and empty.df == 0
+        and np.isnan([empty.estimate, empty.low, empty.high, empty.p_value, empty.sd]).all()
+    )
+    one = inference.t_interval([2.5])
+    assert (one.estimate, one.n, one.df) == (2.5, 1, 0) and np.isnan([one.low, one.high, one.p_value, one.sd]).all()
+    zeros, twos = inference.t_interval([0.0, 0.0, 0.0]), inference.t_interval([2.0, 2.0])
+    assert (zeros.low, zeros.high, zeros.p_value, zeros.sd) == (0.0, 0.0, 1.0, 0.0)
+    assert (twos.estimate, twos.low, twos.high, twos.p_value, twos.sd, twos.n) == (2.0, 2.0, 2.0, 0.0, 0.0, 2)
+    values = [0.3, 1.1, 0.2, 0.9]
+    interval = inference.t_interval(values, confidence=0.9)
+    low, high = stats.t.interval(0.9, 3, loc=np.mean(values), scale=stats.sem(values))
+    assert (interval.low, interval.high, interval.sd) == pytest.approx((low, high, np.std(values, ddof=1)))
+    assert interval.p_value == pytest.approx(stats.ttest_1samp(values, 0).pvalue) and interval.df == 3
+    assert interval.excludes_zero and not inference.t_interval([-1.0, 1.0]).excludes_zero
+    assert inference.t_interval([-1.0, -1.1, -0.9]).excludes_zero and not zeros.excludes_zero
+
+
+def test_hotelling_p_value_by_hand_and_nan_when_it_cannot_be_computed():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6, 2)) + [0.3, -0.2]
+    mean, cov = x.mean(axis=0), np.cov(x, rowvar=False)
+    t2 = 6 * mean @ np.linalg.solve(cov, mean)
+    assert inference.hotelling_p_value(x) == pytest.approx(stats.f.sf(t2 * 4 / (2 * 5), 2, 4), rel=1e-12)
+    one_dim = x[:, :1]  # p = 1: the squared one-sample t
+    assert inference.hotelling_p_value(one_dim) == pytest.approx(stats.ttest_1samp(one_dim[:, 0], 0).pvalue)
+    assert np.isnan(inference.hotelling_p_value(x[:2]))  # no more seeds than dimensions
+    assert np.isfinite(inference.hotelling_p_value(x[:3]))
+    assert np.isnan(inference.hotelling_p_value(np.column_stack([x[:, 0], x[:, 0]])))  # singular covariance
+
+
+def test_holm_skips_nan_entries_and_leaves_them_nan():
+    adjusted = inference.holm([0.01, np.nan, 0.04, 0.03])
+    np.testing.assert_allclose(adjusted, [0.03, np.nan, 0.06, 0.06])
+    assert np.isnan(inference.holm([np.nan, np.nan])).all() and inference.holm([]) == []
+
+
+def test_log_scale_needs_positive_values_and_a_tenfold_span_of_cell_means():
+    def scale(values):
+        cells = dict(zip([("p", True), ("p", False), ("q", True), ("q", False)], values))
+        return analysis.metric_scales(in_memory({(cell, "m", 4): v for cell, v in cells.items()}))["m"]
+
+    assert scale([[1.0, 1.0], [10.0, 10.0], [2.0, 2.0], [3.0, 3.0]]) == "log"  # exactly tenfold
+    assert scale([[1.0, 1.0], [9.0, 9.0], [2.0, 2.0], [3.0, 3.0]]) == "raw"
+    assert scale([[0.0, 0.0], [10.0, 10.0], [2.0, 2.0], [3.0, 3.0]]) == "raw"  # a zero: no log scale
+
+
+def test_tables_of_a_run_without_values_keep_their_columns():
+    columns = ["trial_id", "variant", "a", "b", "seed", "status", "steps", "metric", "value"]
+    empty = Results(
+        folder=Path("in-memory"),
+        metrics=pd.DataFrame(columns=columns),
+        curves=pd.DataFrame(),
+        trials=pd.DataFrame(columns=columns[:6]),
+        run={"factors": AB},
+    )
+    assert list(analysis.power_table(empty).columns) == analysis.power.POWER_COLUMNS
+    assert list(analysis.paper_vs_others(empty).columns) == analysis.comparisons.COMPARISON_COLUMNS

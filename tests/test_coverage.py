@@ -3,8 +3,9 @@
 Each replication draws a 2^4 grid whose true cell means have main effects, a two-way and a strong
 three-way interaction; every cell of a seed shares a random seed effect, and the cells' noise
 variances differ 30-fold. Cell intervals, effect intervals of every order, simple effects, paired
-comparisons, the log-scale ratios and effects with trials missing at random must each cover the truth 92-98 % of the time at 2, 3 and 5
-seeds. A last test shows the window is sharp: a z-interval in place of the t-interval fails it.
+comparisons, the log-scale ratios and effects with trials missing at random must each cover the truth
+92-98 % of the time at 2, 3 and 5 seeds. A last test shows the window is sharp: a z-interval in place
+of the t-interval fails it.
 """
 
 import itertools
@@ -19,8 +20,11 @@ from ablate.analysis.inference import t_interval
 FACTORS = ("tau_sampling", "bootstrap_space", "half_step", "tau2_weight")
 LEVELS = {f: ("paper", "other") for f in FACTORS}
 CODES = np.array(list(itertools.product((1, -1), repeat=4)), float)  # cells in Grid order
-TRUE_EFFECTS = {("tau_sampling",): 0.2, ("half_step", "tau2_weight"): -0.15,
-                ("bootstrap_space", "half_step", "tau2_weight"): 0.3}
+TRUE_EFFECTS = {
+    ("tau_sampling",): 0.2,
+    ("half_step", "tau2_weight"): -0.15,
+    ("bootstrap_space", "half_step", "tau2_weight"): 0.3,
+}
 TERMS = all_terms(FACTORS)
 REPS = 400
 SEED_COUNTS = (2, 3, 5)
@@ -59,15 +63,21 @@ def coverage():
     """Share of intervals covering the truth, per kind of interval and seed count."""
     rng = np.random.default_rng(20261128)
     means = _true_means()
-    within = [("half_step", {"tau2_weight": "paper"}), ("half_step", {"tau2_weight": "other"}),
-              ("bootstrap_space", {"half_step": "other", "tau2_weight": "paper"})]
+    within = [
+        ("half_step", {"tau2_weight": "paper"}),
+        ("half_step", {"tau2_weight": "other"}),
+        ("bootstrap_space", {"half_step": "other", "tau2_weight": "paper"}),
+    ]
     mains_only = 1 + CODES @ np.array([0.2, -0.1, 0.3, 0.0]) / 2
     hits: dict[tuple[str, int], list[bool]] = {}
     for n in SEED_COUNTS:
         for _ in range(REPS):
             values = _simulate(n, rng)
             grid = Grid(FACTORS, LEVELS, tuple(range(n)), values)
-            record = lambda kind, ok: hits.setdefault((kind, n), []).append(ok)  # noqa: E731
+
+            def record(kind: str, ok: bool, n: int = n) -> None:
+                hits.setdefault((kind, n), []).append(ok)
+
             for cell in range(len(CODES)):
                 record("cell", _covers(t_interval(values[cell]), means[cell]))
             for term in TERMS:
@@ -89,14 +99,16 @@ def coverage():
                     record("main, 15 % missing", _covers(interval, _true_effect(mains_only, term)))
             log_grid = Grid(FACTORS, LEVELS, tuple(range(n)), _simulate(n, rng, log_normal=True))
             for term in TERMS[:4]:  # on the log scale the true log-ratio is the coded contrast of means
-                record("log ratio", _covers(term_contrast(log_grid, term, scale="log").interval,
-                                            _true_effect(means, term)))
+                record(
+                    "log ratio", _covers(term_contrast(log_grid, term, scale="log").interval, _true_effect(means, term))
+                )
     return {key: float(np.mean(value)) for key, value in hits.items()}
 
 
 @pytest.mark.parametrize("n_seeds", SEED_COUNTS)
-@pytest.mark.parametrize("kind", ["cell", "main", "2-way", "3-way", "4-way", "simple", "paired", "log ratio",
-                                  "main, 15 % missing"])
+@pytest.mark.parametrize(
+    "kind", ["cell", "main", "2-way", "3-way", "4-way", "simple", "paired", "log ratio", "main, 15 % missing"]
+)
 def test_intervals_cover_the_truth_at_their_nominal_95_percent(coverage, kind, n_seeds):
     assert 0.92 <= coverage[(kind, n_seeds)] <= 0.98, coverage
 

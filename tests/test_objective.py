@@ -1,18 +1,24 @@
 """The objective against docs/objective-spec.md: every identity there is a test here."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
 
 from ablate.objective import (
+    TOGGLES,
     ShortcutForcing,
     Variant,
+    at_least_float32,
+    flow_error,
+    mean_square,
     noisy_input,
     renoise_half_step,
     velocity,
     velocity_bootstrap_error,
     velocity_half_step,
+    x_bootstrap_error,
 )
 
 K_MAX = 8
@@ -30,8 +36,9 @@ class ToyNet(torch.nn.Module):
         self.calls = []
 
     def forward(self, z, tau, d, **kwargs):
-        self.calls.append(dict(z=z.detach().clone(), tau=tau.clone(), d=d.clone(), grad=torch.is_grad_enabled(),
-                               kwargs=kwargs))
+        self.calls.append(
+            dict(z=z.detach().clone(), tau=tau.clone(), d=d.clone(), grad=torch.is_grad_enabled(), kwargs=kwargs)
+        )
         flat = z.reshape(*tau.shape, -1)
         t = tau.to(z.dtype).unsqueeze(-1)
         ld = torch.log2(d).to(z.dtype).unsqueeze(-1)
@@ -221,7 +228,7 @@ def test_flow_term_alone_when_every_d_is_d_min():
     obj = ShortcutForcing(Variant.paper(), k_max=K_MAX)
     net = ToyNet(4)
     g = torch.Generator().manual_seed(0)
-    x1, noise = torch.randn(10, 4, generator=g, dtype=torch.float64), torch.randn(10, 4, generator=g, dtype=torch.float64)
+    x1, noise = (torch.randn(10, 4, generator=g, dtype=torch.float64) for _ in range(2))
     tau = torch.arange(10, dtype=torch.float32) / K_MAX * 0.7
     d = torch.full((10,), 1 / K_MAX)
     out = obj.loss(net, x1, noise, tau, d)
@@ -317,8 +324,9 @@ def test_per_frame_loss_matches_reference_frame_by_frame():
     out = obj.loss(net, x1, noise, tau, d)
     assert torch.isfinite(out.per_sample).all()
     with torch.no_grad():
-        expected = reference_loss(net, x1.reshape(30, 3), noise.reshape(30, 3), tau.reshape(30), d.reshape(30),
-                                  Variant.paper(), K_MAX).reshape(5, 6)
+        expected = reference_loss(
+            net, x1.reshape(30, 3), noise.reshape(30, 3), tau.reshape(30), d.reshape(30), Variant.paper(), K_MAX
+        ).reshape(5, 6)
     torch.testing.assert_close(out.per_sample, expected, rtol=1e-10, atol=1e-12)
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters())
@@ -333,8 +341,12 @@ def test_velocity_conversions_run_in_float32_under_bf16_autocast():
         out = obj.loss(model, x1)
         assert model(x1, None, None).dtype == torch.bfloat16
     assert out.per_sample.dtype == torch.float32 and out.loss.dtype == torch.float32
-    assert velocity(torch.ones(2, dtype=torch.bfloat16), torch.zeros(2, dtype=torch.bfloat16),
-                    torch.tensor([0.5, 0.5])).dtype == torch.float32
+    assert (
+        velocity(
+            torch.ones(2, dtype=torch.bfloat16), torch.zeros(2, dtype=torch.bfloat16), torch.tensor([0.5, 0.5])
+        ).dtype
+        == torch.float32
+    )
 
 
 def test_loss_is_a_function_of_its_inputs_not_of_global_rng_state():
@@ -423,8 +435,9 @@ def test_k_step_sampler_on_the_exact_gaussian_predictor_matches_closed_forms_and
     errors = []
     for steps in (4, 16, 64):
         x = obj.sample(model, noise, steps)
-        by_hand = torch.tensor([[_euler_by_hand(e, mu, s, steps) for e in row] for row in noise.tolist()],
-                               dtype=torch.float64)
+        by_hand = torch.tensor(
+            [[_euler_by_hand(e, mu, s, steps) for e in row] for row in noise.tolist()], dtype=torch.float64
+        )
         torch.testing.assert_close(x, by_hand)
         errors.append((x - (mu + s * noise)).abs().max().item())
     # first-order convergence to the exact transport: 4x the steps, about a quarter of the error
@@ -459,8 +472,12 @@ def test_invalid_objective_arguments_name_the_argument(kwargs, named):
 
 @pytest.mark.parametrize(
     "kwargs, named",
-    [(dict(tau_sampling="uniform"), "grid"), (dict(bootstrap_space="v"), "velocity"),
-     (dict(half_step="noise"), "renoise"), (dict(tau2_weight="yes"), "tau2_weight")],
+    [
+        (dict(tau_sampling="uniform"), "grid"),
+        (dict(bootstrap_space="v"), "velocity"),
+        (dict(half_step="noise"), "renoise"),
+        (dict(tau2_weight="yes"), "tau2_weight"),
+    ],
 )
 def test_invalid_variant_levels_name_the_allowed_values(kwargs, named):
     with pytest.raises(ValueError, match=named):
@@ -495,3 +512,223 @@ def test_variant_matrix_and_labels():
     assert Variant.paper().label == "grid_vboot_vstep_w2"
     assert Variant.simplified().label == "cont_xboot_renoise_now2"
     assert all(Variant.from_label(v.label) == v for v in variants)
+
+
+# --- pinned by mutation testing (docs/mutation.md) -------------------------------------------------------
+
+
+def test_default_objective_is_the_papers_variant():
+    assert ShortcutForcing().variant == Variant.paper() == Variant()
+
+
+def test_variant_as_dict_names_the_four_toggles_in_order_and_round_trips():
+    v = Variant.simplified()
+    assert list(v.as_dict()) == list(TOGGLES)
+    assert Variant(**v.as_dict()) == v
+
+
+def test_half_precision_data_stays_half_in_z_while_errors_are_computed_in_float32():
+    x1, noise = torch.ones(2, 3, dtype=torch.bfloat16), torch.zeros(2, 3, dtype=torch.bfloat16)
+    assert noisy_input(x1, noise, torch.tensor([0.25, 0.5])).dtype == torch.bfloat16  # the model sees data dtype
+    assert at_least_float32(x1).dtype == torch.float32
+    assert at_least_float32(x1.double()).dtype == torch.float64
+    assert flow_error(x1, noise, 1).dtype == torch.float32
+    assert x_bootstrap_error(x1, noise, 1).dtype == torch.float32
+
+
+def test_mean_square_with_nothing_left_to_average_is_the_elementwise_square():
+    a, b = torch.tensor([[1.0, 2.0], [3.0, 5.0]]), torch.zeros(2, 2)
+    torch.testing.assert_close(mean_square(a, b, lead_dims=1), torch.tensor([2.5, 17.0]))
+    torch.testing.assert_close(mean_square(a, b, lead_dims=2), a.square())
+
+
+def test_k_max_must_be_an_int_not_a_bool_or_a_float():
+    for k_max in (True, 4.0):
+        with pytest.raises(ValueError, match="k_max"):
+            ShortcutForcing(Variant.paper(), k_max=k_max)
+
+
+def test_bootstrap_fraction_and_weight_accept_their_closed_ends():
+    """fraction 1 sends every row to the teacher (at k_max=2 that is d=1, the only level above d_min);
+    fraction > 0 is refused only at k_max=1; weight 0 leaves the flow term alone."""
+    obj = ShortcutForcing(Variant.paper(), k_max=2, bootstrap_fraction=1.0)
+    assert (obj.sample_tau_d((100,), generator=torch.Generator().manual_seed(0))[1] == 1).all()
+    half = level_frequencies(ShortcutForcing(Variant.paper(), k_max=2, bootstrap_fraction=0.5), n=1000)
+    torch.testing.assert_close(half, torch.tensor([0.5, 0.5]))  # the d_min level never rides as "above d_min"
+    net = ToyNet(3)
+    x1, noise, tau, d = draw(ShortcutForcing(Variant.paper(), k_max=K_MAX), 40, 3, seed=7)
+    base = ShortcutForcing(Variant.paper(), k_max=K_MAX).loss(net, x1, noise, tau, d).per_sample
+    out = ShortcutForcing(Variant.paper(), k_max=K_MAX, bootstrap_weight=0).loss(net, x1, noise, tau, d).per_sample
+    boot = d > 1 / K_MAX
+    assert (out[boot] == 0).all() and torch.equal(out[~boot], base[~boot])
+
+
+@pytest.mark.parametrize(
+    "config",
+    [dict(), dict(step_sizes="inverse"), dict(bootstrap_fraction=0.25)],
+    ids=["uniform", "inverse", "fraction"],
+)
+def test_sample_tau_d_draws_from_its_generator_only(config):
+    obj = ShortcutForcing(Variant.paper(), k_max=16, **config)
+    torch.manual_seed(0)
+    a = obj.sample_tau_d((300,), generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(1)
+    b = obj.sample_tau_d((300,), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize(
+    "config",
+    [dict(), dict(step_sizes="inverse"), dict(bootstrap_fraction=0.25)],
+    ids=["uniform", "inverse", "fraction"],
+)
+def test_sample_tau_d_draws_on_the_requested_device(config):
+    """The meta device stands in for an accelerator: every intermediate must follow `device`."""
+    obj = ShortcutForcing(Variant.paper(), k_max=16, **config)
+    tau, d = obj.sample_tau_d((4, 3), device="meta")
+    assert tau.device.type == d.device.type == "meta" and tau.shape == d.shape == (4, 3)
+
+
+def test_drawn_tau_and_d_live_on_the_data_device():
+    class Seen(Exception):
+        pass
+
+    devices = {}
+
+    def spy(z, tau, d):
+        devices.update(z=z.device.type, tau=tau.device.type, d=d.device.type)
+        raise Seen  # stop here: the rest of the loss cannot run on the meta device
+
+    with pytest.raises(Seen):
+        ShortcutForcing(Variant.paper(), k_max=K_MAX).loss(spy, torch.empty(4, 3, device="meta"))
+    assert devices == dict(z="meta", tau="meta", d="meta")
+
+
+def test_model_kwargs_reach_the_student_whole_and_the_teacher_sliced_by_row():
+    """Only tensors whose first dim is the batch are sliced; scalars, 0-d tensors and other tensors ride along."""
+    obj = ShortcutForcing(Variant.paper(), k_max=K_MAX)
+    net = ToyNet(3)
+    x1, noise, tau, d = draw(obj, 12, 3, seed=15)
+    boot = d > obj.d_min
+    assert 0 < boot.sum() < 12
+    kwargs = dict(actions=torch.arange(12), context=torch.arange(5), temperature=torch.tensor(0.5), mode="x", scale=2.0)
+    obj.loss(net, x1, noise, tau, d, **kwargs)
+    student, first, second = net.calls
+    assert student["kwargs"] == kwargs
+    for call in (first, second):
+        assert torch.equal(call["kwargs"]["actions"], kwargs["actions"][boot])
+        assert {k: v for k, v in call["kwargs"].items() if k != "actions"} == {
+            k: v for k, v in kwargs.items() if k != "actions"
+        }
+
+
+def test_sequences_go_to_the_teacher_whole_when_any_frame_bootstraps():
+    """(B, T) inputs: a sequence model must see whole sequences, so every sequence with at least one
+    bootstrap frame is sent, all its frames included; a sequence of flow frames only is not."""
+    obj = ShortcutForcing(Variant.paper(), k_max=K_MAX)
+    net = ToyNet(3)
+    g = torch.Generator().manual_seed(16)
+    x1, noise = (torch.randn(3, 4, 3, generator=g, dtype=torch.float64) for _ in range(2))
+    d = torch.full((3, 4), 1 / K_MAX)
+    d[0, 1], d[2, 3] = 0.5, 0.25
+    tau = torch.zeros(3, 4)
+    obj.loss(net, x1, noise, tau, d)
+    _, first, second = net.calls
+    assert first["z"].shape == second["z"].shape == (2, 4, 3) and first["tau"].shape == (2, 4)
+    levels = [[1 / K_MAX, 0.25, 1 / K_MAX, 1 / K_MAX], [1 / K_MAX, 1 / K_MAX, 1 / K_MAX, 0.125]]
+    torch.testing.assert_close(first["d"], torch.tensor(levels, dtype=torch.float64))
+
+
+def test_flow_and_bootstrap_means_with_one_row_each_are_those_rows():
+    obj = ShortcutForcing(Variant.paper(), k_max=K_MAX)
+    net = ToyNet(3)
+    x1, noise = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    out = obj.loss(net, x1, noise, torch.tensor([0.0, 0.5]), torch.tensor([1 / K_MAX, 0.5]))
+    assert out.n_flow == 1 and out.n_bootstrap == 1
+    assert out.flow_loss == out.per_sample[0] and out.bootstrap_loss == out.per_sample[1]
+
+
+@pytest.mark.parametrize("d", [1 / 3, 1 / 16, 0.26], ids=["not-a-power-of-two", "finer-than-d_min", "near-a-level"])
+def test_a_step_size_off_the_levels_is_rejected(d):
+    obj = ShortcutForcing(Variant.paper(), k_max=K_MAX)
+    with pytest.raises(ValueError, match="d must be one of"):
+        obj.check_tau_d(torch.zeros(2), torch.full((2,), d))
+
+
+def test_lead_dims_and_tau_must_leave_feature_dims():
+    obj = ShortcutForcing(Variant.paper(), k_max=K_MAX)
+    x1 = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="lead_dims"):
+        obj.loss(ToyNet(3), x1, lead_dims=2)
+    with pytest.raises(ValueError, match="tau/d shape"):
+        obj.loss(ToyNet(3), x1, tau=torch.zeros(4, 3), d=torch.full((4, 3), 0.5))
+
+
+_OBJ = ShortcutForcing(Variant.paper(), k_max=K_MAX)
+_X1 = torch.zeros(4, 3)
+_SAME = lambda z, tau, d: z  # noqa: E731
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            partial(ShortcutForcing, Variant.paper(), ramp="half"),
+            "ramp='half' is not allowed; choose one of 'both', 'flow', 'none'",
+        ),
+        (
+            partial(ShortcutForcing, Variant.paper(), step_sizes="x"),
+            "step_sizes='x' is not allowed; choose one of 'uniform', 'inverse'",
+        ),
+        (partial(ShortcutForcing, "paper"), "variant='paper' must be a Variant (e.g. Variant.paper())"),
+        (
+            partial(ShortcutForcing, Variant.paper(), k_max=1, bootstrap_fraction=0.5),
+            "bootstrap_fraction > 0 needs k_max >= 2: with k_max=1 every row is a flow row",
+        ),
+        (
+            partial(Variant.from_label, "grid"),
+            "variant label 'grid' is unknown; choose one of " + ", ".join(v.label for v in Variant.all()),
+        ),
+        (partial(_OBJ.loss, _SAME, torch.ones(4, 3, dtype=torch.long)), "x1 must be a floating-point tensor"),
+        (partial(_OBJ.loss, _SAME, [[1.0]]), "x1 must be a floating-point tensor"),
+        (
+            partial(_OBJ.loss, _SAME, _X1, tau=torch.zeros(4)),
+            "tau and d must be given together (or both omitted to draw them)",
+        ),
+        (partial(_OBJ.loss, _SAME, _X1, lead_dims=2), "lead_dims=2 must be in [1, x1.ndim - 1 = 1]"),
+        (partial(_OBJ.loss, _SAME, torch.zeros(4, 3, 2), lead_dims=3), "lead_dims=3 must be in [1, x1.ndim - 1 = 2]"),
+        (
+            partial(_OBJ.loss, _SAME, _X1, tau=torch.zeros(4), d=torch.ones(3)),
+            "tau shape (4,) and d shape (3,) must be equal",
+        ),
+        (
+            partial(_OBJ.loss, _SAME, _X1, tau=torch.zeros(4, 3), d=torch.full((4, 3), 0.5)),
+            "tau/d shape (4, 3) must be the leading dims of x1 (4, 3), e.g. (B,) or (B, T)",
+        ),
+        (
+            partial(_OBJ.loss, _SAME, _X1, tau=torch.full((4,), 0.75), d=torch.full((4,), 0.5)),
+            "tau must satisfy 0 <= tau and tau + d <= 1",
+        ),
+        (partial(_OBJ.loss, lambda z, tau, d: z[:, :2], _X1), "model output shape (4, 2) must equal x1's (4, 3)"),
+    ],
+    ids=[
+        "ramp",
+        "step_sizes",
+        "variant",
+        "fraction-k_max-1",
+        "label",
+        "int-x1",
+        "list-x1",
+        "tau-alone",
+        "lead_dims",
+        "lead_dims-3d",
+        "tau-vs-d",
+        "tau-lead",
+        "tau+d",
+        "model-output",
+    ],
+)
+def test_error_messages_say_what_was_given_and_what_is_allowed(call, message):
+    with pytest.raises(ValueError) as error:
+        call()
+    assert str(error.value) == message

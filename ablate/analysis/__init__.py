@@ -15,18 +15,43 @@ difference), which holds its 95 % at 2, 3 and 5 seeds whatever the cells' varian
 
 from ablate.analysis.cells import cell_summary, noise_floors
 from ablate.analysis.comparisons import paper_vs_others, verdict, worsening_at_max_steps
-from ablate.analysis.effects import (EFFECT_COLUMNS, STRATA_COLUMNS, excludes_null, factor_effects,
-                                     stratum_effects)
+from ablate.analysis.effects import EFFECT_COLUMNS, STRATA_COLUMNS, excludes_null, factor_effects, stratum_effects
 from ablate.analysis.inference import CONFIDENCE, POWER, t_interval
 from ablate.analysis.power import power_table
-from ablate.analysis.tables import (divergence_table, empty_cells, floor_metrics, half_normal_scores,
-                                    horizon_metrics, metric_scales, missing_trials, ok_values,
-                                    quality_metrics)
+from ablate.analysis.tables import (
+    divergence_table,
+    empty_cells,
+    floor_metrics,
+    half_normal_scores,
+    horizon_metrics,
+    metric_scales,
+    missing_trials,
+    ok_values,
+    quality_metrics,
+)
 
 __all__ = [
-    "CONFIDENCE", "EFFECT_COLUMNS", "POWER", "STRATA_COLUMNS", "cell_summary", "divergence_table",
-    "empty_cells", "excludes_null", "factor_effects", "floor_metrics", "half_normal_scores",
-    "horizon_metrics", "metric_scales", "missing_trials", "noise_floors", "ok_values",
-    "paper_vs_others", "power_table", "quality_metrics", "stratum_effects", "t_interval", "verdict",
+    "CONFIDENCE",
+    "EFFECT_COLUMNS",
+    "POWER",
+    "STRATA_COLUMNS",
+    "cell_summary",
+    "divergence_table",
+    "empty_cells",
+    "excludes_null",
+    "factor_effects",
+    "floor_metrics",
+    "half_normal_scores",
+    "horizon_metrics",
+    "metric_scales",
+    "missing_trials",
+    "noise_floors",
+    "ok_values",
+    "paper_vs_others",
+    "power_table",
+    "quality_metrics",
+    "stratum_effects",
+    "t_interval",
+    "verdict",
     "worsening_at_max_steps",
 ]

@@ -29,17 +29,24 @@ def cell_summary(results: Results, confidence: float = CONFIDENCE) -> pd.DataFra
         interval = t_interval(values, confidence)
         positive = len(values) and (values > 0).all()
         geometric = t_interval(np.log(values) if positive else np.array([]), confidence)
-        rows.append({
-            "variant": variant, "steps": int(steps), "metric": metric,
-            "n_seeds": len(values),
-            "n_diverged": group.loc[group["status"] == DIVERGED, "trial_id"].nunique(),
-            "n_failed": group.loc[group["status"] == FAILED, "trial_id"].nunique(),
-            "mean": interval.estimate, "std": interval.sd,
-            "ci_low": interval.low, "ci_high": interval.high,
-            "ci_method": CELL_CI_METHOD if len(values) >= 2 else "none (n<2)",
-            "gmean": np.exp(geometric.estimate), "gmean_ci_low": np.exp(geometric.low),
-            "gmean_ci_high": np.exp(geometric.high),
-        })
+        rows.append(
+            {
+                "variant": variant,
+                "steps": int(steps),
+                "metric": metric,
+                "n_seeds": len(values),
+                "n_diverged": group.loc[group["status"] == DIVERGED, "trial_id"].nunique(),
+                "n_failed": group.loc[group["status"] == FAILED, "trial_id"].nunique(),
+                "mean": interval.estimate,
+                "std": interval.sd,
+                "ci_low": interval.low,
+                "ci_high": interval.high,
+                "ci_method": CELL_CI_METHOD if len(values) >= 2 else "none (n<2)",
+                "gmean": np.exp(geometric.estimate),
+                "gmean_ci_low": np.exp(geometric.low),
+                "gmean_ci_high": np.exp(geometric.high),
+            }
+        )
     cells = pd.DataFrame(rows)
     if cells.empty:
         return cells
@@ -61,10 +68,18 @@ def noise_floors(results: Results, confidence: float = CONFIDENCE) -> pd.DataFra
         rows_of_floor = data[data["metric"] == floor]
         per_seed = rows_of_floor.groupby("seed")["value"].mean().to_numpy(float)
         interval = t_interval(per_seed, confidence)
-        rows.append({"metric": metric, "floor_metric": floor,
-                     "n_trials": rows_of_floor["trial_id"].nunique(), "n_seeds": len(per_seed),
-                     "mean": interval.estimate, "ci_low": interval.low, "ci_high": interval.high,
-                     "ci_method": CELL_CI_METHOD if len(per_seed) >= 2 else "none (n<2)"})
+        rows.append(
+            {
+                "metric": metric,
+                "floor_metric": floor,
+                "n_trials": rows_of_floor["trial_id"].nunique(),
+                "n_seeds": len(per_seed),
+                "mean": interval.estimate,
+                "ci_low": interval.low,
+                "ci_high": interval.high,
+                "ci_method": CELL_CI_METHOD if len(per_seed) >= 2 else "none (n<2)",
+            }
+        )
     columns = ["metric", "floor_metric", "n_trials", "n_seeds", "mean", "ci_low", "ci_high", "ci_method"]
     numbers = {"n_trials": int, "n_seeds": int, "mean": float, "ci_low": float, "ci_high": float}
     return pd.DataFrame(rows, columns=columns).astype(numbers)  # typed even when empty

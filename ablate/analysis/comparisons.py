@@ -17,15 +17,45 @@ from ablate.analysis.tables import metric_scales, metric_steps, ok_values
 from ablate.results import Results
 
 COMPARISON_COLUMNS = [
-    "metric", "steps", "variant", "comparison", "difference", "ci_low", "ci_high", "p_value",
-    "p_holm", "n_paper", "n_variant", "n_pairs", "scale", "ratio", "ratio_ci_low", "ratio_ci_high",
-    "ratio_p_value", "ratio_p_holm", "verdict",
+    "metric",
+    "steps",
+    "variant",
+    "comparison",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_holm",
+    "n_paper",
+    "n_variant",
+    "n_pairs",
+    "scale",
+    "ratio",
+    "ratio_ci_low",
+    "ratio_ci_high",
+    "ratio_p_value",
+    "ratio_p_holm",
+    "verdict",
 ]
 PAIRED_T = "paired_t"
 TREND_COLUMNS = [
-    "variant", "metric", "reference_steps", "reference_mean", "max_steps", "max_steps_mean",
-    "difference", "ci_low", "ci_high", "p_value", "scale", "ratio", "ratio_ci_low", "ratio_ci_high",
-    "ci_method", "n_pairs", "worse",
+    "variant",
+    "metric",
+    "reference_steps",
+    "reference_mean",
+    "max_steps",
+    "max_steps_mean",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "scale",
+    "ratio",
+    "ratio_ci_low",
+    "ratio_ci_high",
+    "ci_method",
+    "n_pairs",
+    "worse",
 ]
 
 
@@ -34,18 +64,26 @@ def _paired(variant: pd.Series, reference: pd.Series, confidence: float) -> dict
     both = variant.index.intersection(reference.index)
     a, b = variant[both].to_numpy(float), reference[both].to_numpy(float)
     raw = t_interval(a - b, confidence)
-    row = {"difference": raw.estimate, "ci_low": raw.low, "ci_high": raw.high, "p_value": raw.p_value,
-           "n_pairs": len(both)}
+    row = {
+        "difference": raw.estimate,
+        "ci_low": raw.low,
+        "ci_high": raw.high,
+        "p_value": raw.p_value,
+        "n_pairs": len(both),
+    }
     if len(both) and (a > 0).all() and (b > 0).all():
         log = t_interval(np.log(a) - np.log(b), confidence)
-        return {**row, "ratio": np.exp(log.estimate), "ratio_ci_low": np.exp(log.low),
-                "ratio_ci_high": np.exp(log.high), "ratio_p_value": log.p_value}
-    return {**row, "ratio": np.nan, "ratio_ci_low": np.nan, "ratio_ci_high": np.nan,
-            "ratio_p_value": np.nan}
+        return {
+            **row,
+            "ratio": np.exp(log.estimate),
+            "ratio_ci_low": np.exp(log.low),
+            "ratio_ci_high": np.exp(log.high),
+            "ratio_p_value": log.p_value,
+        }
+    return {**row, "ratio": np.nan, "ratio_ci_low": np.nan, "ratio_ci_high": np.nan, "ratio_p_value": np.nan}
 
 
-def verdict(row: dict, scale: str, direction: str, alpha: float = 1 - CONFIDENCE,
-            adjusted: bool = True) -> str:
+def verdict(row: dict, scale: str, direction: str, alpha: float = 1 - CONFIDENCE, adjusted: bool = True) -> str:
     """``variant better``, ``paper better``, ``indistinguishable`` or ``no CI``, on the metric's
     scale, from the Holm-adjusted p-value (or the unadjusted CI when ``adjusted`` is False)."""
     prefix = "ratio_" if scale == "log" else ""
@@ -84,10 +122,20 @@ def paper_vs_others(
         group = data[(data["metric"] == metric) & (data["steps"] == k)]
         by_variant = {v: g.groupby("seed")["value"].mean() for v, g in group.groupby("variant", sort=False)}
         control = by_variant.get(paper, pd.Series(dtype=float))
-        family = [{"metric": metric, "steps": k, "variant": v, "comparison": PAIRED_T,
-                   "n_paper": len(control), "n_variant": len(values), "scale": scales[metric],
-                   **_paired(values, control, confidence)}
-                  for v, values in by_variant.items() if v != paper]
+        family = [
+            {
+                "metric": metric,
+                "steps": k,
+                "variant": v,
+                "comparison": PAIRED_T,
+                "n_paper": len(control),
+                "n_variant": len(values),
+                "scale": scales[metric],
+                **_paired(values, control, confidence),
+            }
+            for v, values in by_variant.items()
+            if v != paper
+        ]
         for column in ("p_value", "ratio_p_value"):
             for row, p in zip(family, holm([row[column] for row in family])):
                 row[column.replace("p_value", "p_holm")] = p
@@ -98,7 +146,10 @@ def paper_vs_others(
 
 
 def worsening_at_max_steps(
-    results: Results, variant: str, metric: str, reference_steps: int | None = None,
+    results: Results,
+    variant: str,
+    metric: str,
+    reference_steps: int | None = None,
     confidence: float = CONFIDENCE,
 ) -> pd.DataFrame:
     """Whether ``variant`` is worse at the largest K than at a pre-specified K (default: the
@@ -128,9 +179,19 @@ def worsening_at_max_steps(
     lower_is_better = results.metric_directions.get(metric, "min") == "min"
     low, high = row[f"{prefix}ci_low"], row[f"{prefix}ci_high"]
     worse = bool(low > null) if lower_is_better else bool(high < null)
-    return pd.DataFrame([{
-        "variant": variant, "metric": metric, "reference_steps": int(reference),
-        "reference_mean": pairs[reference].mean(), "max_steps": int(last),
-        "max_steps_mean": pairs[last].mean(), "scale": scale,
-        "ci_method": "paired student_t over seeds", **row, "worse": worse,
-    }]).reindex(columns=TREND_COLUMNS)
+    return pd.DataFrame(
+        [
+            {
+                "variant": variant,
+                "metric": metric,
+                "reference_steps": int(reference),
+                "reference_mean": pairs[reference].mean(),
+                "max_steps": int(last),
+                "max_steps_mean": pairs[last].mean(),
+                "scale": scale,
+                "ci_method": "paired student_t over seeds",
+                **row,
+                "worse": worse,
+            }
+        ]
+    ).reindex(columns=TREND_COLUMNS)

@@ -22,19 +22,51 @@ import pandas as pd
 
 from ablate.analysis.grid import Contrast, Grid, level_test, term_contrast
 from ablate.analysis.inference import CONFIDENCE, holm
-from ablate.analysis.tables import (factorial_rows, factors_in_play, metric_scales, metric_steps,
-                                    ok_values, other_level)
+from ablate.analysis.tables import factorial_rows, factors_in_play, metric_scales, metric_steps, ok_values, other_level
 from ablate.results import Results
 
 EFFECT_COLUMNS = [
-    "term", "metric", "steps", "estimate", "ci_low", "ci_high", "p_value", "p_holm",
-    "n", "method", "kind", "plus_level", "minus_level",
-    "order", "within", "n_seeds", "scale", "ratio", "ratio_ci_low", "ratio_ci_high",
-    "ratio_p_value", "ratio_p_holm",
+    "term",
+    "metric",
+    "steps",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_holm",
+    "n",
+    "method",
+    "kind",
+    "plus_level",
+    "minus_level",
+    "order",
+    "within",
+    "n_seeds",
+    "scale",
+    "ratio",
+    "ratio_ci_low",
+    "ratio_ci_high",
+    "ratio_p_value",
+    "ratio_p_holm",
 ]
 STRATA_COLUMNS = [
-    "term", "within", "metric", "steps", "estimate", "ci_low", "ci_high", "p_value", "p_holm", "n_seeds",
-    "scale", "ratio", "ratio_ci_low", "ratio_ci_high", "ratio_p_value", "ratio_p_holm", "plus_level",
+    "term",
+    "within",
+    "metric",
+    "steps",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_holm",
+    "n_seeds",
+    "scale",
+    "ratio",
+    "ratio_ci_low",
+    "ratio_ci_high",
+    "ratio_p_value",
+    "ratio_p_holm",
+    "plus_level",
     "minus_level",
 ]
 MAIN, INTERACTION, SIMPLE, ANOVA = "main", "interaction", "simple", "anova"
@@ -53,8 +85,7 @@ def ordered_levels(results: Results, factors: Sequence[str]) -> dict[str, list]:
 
 def all_terms(two_level: Sequence[str]) -> list[tuple[str, ...]]:
     """Main effects, then two-way, three-way, ... interactions: the full factorial."""
-    return [term for order in range(1, len(two_level) + 1)
-            for term in itertools.combinations(two_level, order)]
+    return [term for order in range(1, len(two_level) + 1) for term in itertools.combinations(two_level, order)]
 
 
 def within_label(within: Mapping[str, object]) -> str:
@@ -77,14 +108,25 @@ def metric_grids(results: Results) -> dict[tuple[str, int], Grid]:
 def _numbers(raw: Contrast, log: Contrast | None) -> dict:
     """The raw-scale columns and, for positive metrics, the ratio columns of one contrast."""
     r = raw.interval
-    row = {"estimate": r.estimate, "ci_low": r.low, "ci_high": r.high, "p_value": r.p_value,
-           "n": raw.n_values, "n_seeds": r.n, "method": raw.method}
+    row = {
+        "estimate": r.estimate,
+        "ci_low": r.low,
+        "ci_high": r.high,
+        "p_value": r.p_value,
+        "n": raw.n_values,
+        "n_seeds": r.n,
+        "method": raw.method,
+    }
     if log is None:
-        return {**row, "ratio": np.nan, "ratio_ci_low": np.nan, "ratio_ci_high": np.nan,
-                "ratio_p_value": np.nan}
+        return {**row, "ratio": np.nan, "ratio_ci_low": np.nan, "ratio_ci_high": np.nan, "ratio_p_value": np.nan}
     g = log.interval
-    return {**row, "ratio": np.exp(g.estimate), "ratio_ci_low": np.exp(g.low),
-            "ratio_ci_high": np.exp(g.high), "ratio_p_value": g.p_value}
+    return {
+        **row,
+        "ratio": np.exp(g.estimate),
+        "ratio_ci_low": np.exp(g.low),
+        "ratio_ci_high": np.exp(g.high),
+        "ratio_p_value": g.p_value,
+    }
 
 
 def _contrast_row(grid: Grid, term: Sequence[str], within: Mapping, scale: str, confidence: float) -> dict:
@@ -129,9 +171,16 @@ def factor_effects(results: Results, confidence: float = CONFIDENCE) -> pd.DataF
         family = []
         for term in all_terms(two):
             row = _contrast_row(grid, term, {}, scale, confidence)
-            family.append({"term": ":".join(term), "kind": term_kind(len(term)), "order": len(term),
-                           "within": None, **row,
-                           **(_levels_of(results, term[0]) if len(term) == 1 else {})})
+            family.append(
+                {
+                    "term": ":".join(term),
+                    "kind": term_kind(len(term)),
+                    "order": len(term),
+                    "within": None,
+                    **row,
+                    **(_levels_of(results, term[0]) if len(term) == 1 else {}),
+                }
+            )
         for factor in multi:
             family.append(_anova_row(grid, factor, scale))
         _adjust(family)
@@ -146,13 +195,29 @@ def _anova_row(grid: Grid, factor: str, scale: str) -> dict:
     p_raw, usage = level_test(grid, factor, "raw")
     p_log = level_test(grid, factor, "log")[0] if grid.positive else np.nan
     n = usage.interval.n
-    method = (f"hotelling_t2 ({n} seeds, {usage.n_strata} of {usage.total_strata} strata)"
-              if np.isfinite(p_raw) else f"hotelling_t2 impossible ({n} seeds for "
-              f"{len(grid.levels[factor])} levels)")
+    method = (
+        f"hotelling_t2 ({n} seeds, {usage.n_strata} of {usage.total_strata} strata)"
+        if np.isfinite(p_raw)
+        else f"hotelling_t2 impossible ({n} seeds for {len(grid.levels[factor])} levels)"
+    )
     nan = np.nan
-    return {"term": factor, "kind": ANOVA, "order": 1, "within": None, "estimate": nan, "ci_low": nan,
-            "ci_high": nan, "p_value": p_raw, "n": usage.n_values, "n_seeds": n, "method": method,
-            "ratio": nan, "ratio_ci_low": nan, "ratio_ci_high": nan, "ratio_p_value": p_log}
+    return {
+        "term": factor,
+        "kind": ANOVA,
+        "order": 1,
+        "within": None,
+        "estimate": nan,
+        "ci_low": nan,
+        "ci_high": nan,
+        "p_value": p_raw,
+        "n": usage.n_values,
+        "n_seeds": n,
+        "method": method,
+        "ratio": nan,
+        "ratio_ci_low": nan,
+        "ratio_ci_high": nan,
+        "ratio_p_value": p_log,
+    }
 
 
 def _adjust(family: list[dict]) -> None:
@@ -186,8 +251,16 @@ def _simple_effects(grid, family, levels, scale, confidence, results) -> list[di
                     continue
                 seen.add(key)
                 numbers = _contrast_row(grid, [factor], within, scale, confidence)
-                rows.append({"term": factor, "kind": SIMPLE, "order": 1, "within": within_label(within),
-                             **numbers, **_levels_of(results, factor)})
+                rows.append(
+                    {
+                        "term": factor,
+                        "kind": SIMPLE,
+                        "order": 1,
+                        "within": within_label(within),
+                        **numbers,
+                        **_levels_of(results, factor),
+                    }
+                )
     return rows
 
 
@@ -212,8 +285,16 @@ def stratum_effects(results: Results, confidence: float = CONFIDENCE) -> pd.Data
             for combo in itertools.product(*[levels[f] for f in others]):
                 within = dict(zip(others, combo))
                 numbers = _contrast_row(grid, [factor], within, scales[metric], confidence)
-                rows.append({"term": factor, "within": within_label(within), "metric": metric,
-                             "steps": int(steps), "scale": scales[metric], **numbers,
-                             **_levels_of(results, factor)})
-            _adjust(rows[len(rows) - int(np.prod([len(levels[f]) for f in others])):])
+                rows.append(
+                    {
+                        "term": factor,
+                        "within": within_label(within),
+                        "metric": metric,
+                        "steps": int(steps),
+                        "scale": scales[metric],
+                        **numbers,
+                        **_levels_of(results, factor),
+                    }
+                )
+            _adjust(rows[len(rows) - int(np.prod([len(levels[f]) for f in others])) :])
     return pd.DataFrame(rows).reindex(columns=STRATA_COLUMNS)

@@ -45,8 +45,7 @@ class Grid:
     values: np.ndarray
 
     @classmethod
-    def from_rows(cls, rows: pd.DataFrame, levels: Mapping[str, Sequence],
-                  seeds: Sequence | None = None) -> "Grid":
+    def from_rows(cls, rows: pd.DataFrame, levels: Mapping[str, Sequence], seeds: Sequence | None = None) -> Grid:
         """Build from metric rows with one column per factor, ``seed`` and ``value`` (rows of
         cells outside ``levels`` are ignored; ``seeds`` defaults to the seeds in ``rows``)."""
         factors = tuple(levels)
@@ -164,8 +163,13 @@ def _choose(complete: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return best
 
 
-def term_contrast(grid: Grid, term: Sequence[str], within: Mapping[str, object] | None = None,
-                  scale: str = "raw", confidence: float = CONFIDENCE) -> Contrast:
+def term_contrast(
+    grid: Grid,
+    term: Sequence[str],
+    within: Mapping[str, object] | None = None,
+    scale: str = "raw",
+    confidence: float = CONFIDENCE,
+) -> Contrast:
     """Effect of a two-level ``term`` (one factor or an interaction), averaged over the factors
     not in it, within fixed levels of the factors in ``within``; on the raw or log scale."""
     within = dict(within or {})
@@ -179,8 +183,14 @@ def term_contrast(grid: Grid, term: Sequence[str], within: Mapping[str, object] 
         return Contrast(t_interval(np.array([]), confidence), 0, len(blocks), 0)
     chosen = block_values[strata][:, :, seeds]
     per_seed = np.einsum("c,rcs->s", signs, chosen) / (2 ** (len(term) - 1) * strata.sum())
-    return Contrast(t_interval(per_seed, confidence), int(strata.sum()), len(blocks), int(chosen.size),
-                    int(chosen.shape[0] * chosen.shape[1]), per_seed)
+    return Contrast(
+        t_interval(per_seed, confidence),
+        int(strata.sum()),
+        len(blocks),
+        int(chosen.size),
+        int(chosen.shape[0] * chosen.shape[1]),
+        per_seed,
+    )
 
 
 def level_test(grid: Grid, factor: str, scale: str = "raw") -> tuple[float, Contrast]:
@@ -190,8 +200,12 @@ def level_test(grid: Grid, factor: str, scale: str = "raw") -> tuple[float, Cont
     block_values = grid.on_scale(scale)[blocks]  # (strata, levels, seeds)
     strata, seeds = _choose(np.isfinite(block_values).all(axis=1))
     nan = np.nan
-    usage = Contrast(TInterval(nan, nan, nan, nan, int(seeds.sum()), nan), int(strata.sum()),
-                     len(blocks), int(block_values[strata][:, :, seeds].size))
+    usage = Contrast(
+        TInterval(nan, nan, nan, nan, int(seeds.sum()), nan),
+        int(strata.sum()),
+        len(blocks),
+        int(block_values[strata][:, :, seeds].size),
+    )
     if not strata.any():
         return np.nan, usage
     means = block_values[strata][:, :, seeds].mean(axis=0).T  # (seeds, levels)

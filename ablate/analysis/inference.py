@@ -116,8 +116,7 @@ def paired_t_power(effect_over_sd: float, n: int, alpha: float = 1 - CONFIDENCE)
     return float(stats.nct.sf(critical, df, noncentrality) + np.nan_to_num(lower_tail))
 
 
-def minimum_detectable_effect(sd: float, n: int, power: float = POWER,
-                              alpha: float = 1 - CONFIDENCE) -> float:
+def minimum_detectable_effect(sd: float, n: int, power: float = POWER, alpha: float = 1 - CONFIDENCE) -> float:
     """Smallest |effect| the t-test over n seeds detects with the given power, in the units of sd."""
     if n < 2 or not np.isfinite(sd):
         return np.nan

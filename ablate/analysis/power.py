@@ -19,8 +19,17 @@ from ablate.results import Results
 
 TARGET_CHANGES = (0.10, 0.25)
 POWER_COLUMNS = [
-    "metric", "steps", "scale", "n_seeds", "contrast_sd", "power", "alpha", "mde", "mde_percent",
-    "seeds_for_10pct", "seeds_for_25pct",
+    "metric",
+    "steps",
+    "scale",
+    "n_seeds",
+    "contrast_sd",
+    "power",
+    "alpha",
+    "mde",
+    "mde_percent",
+    "seeds_for_10pct",
+    "seeds_for_25pct",
 ]
 
 
@@ -45,9 +54,21 @@ def power_table(results: Results, power: float = POWER, confidence: float = CONF
         else:
             mde_percent = 100 * mde / level if level else np.nan
             targets = [change * level for change in TARGET_CHANGES]
-        rows.append({"metric": metric, "steps": int(steps), "scale": scale, "n_seeds": n,
-                     "contrast_sd": sd, "power": power, "alpha": alpha, "mde": mde,
-                     "mde_percent": mde_percent,
-                     **{f"seeds_for_{round(100 * c)}pct": seeds_needed(t, sd, power, alpha)
-                        for c, t in zip(TARGET_CHANGES, targets)}})
+        rows.append(
+            {
+                "metric": metric,
+                "steps": int(steps),
+                "scale": scale,
+                "n_seeds": n,
+                "contrast_sd": sd,
+                "power": power,
+                "alpha": alpha,
+                "mde": mde,
+                "mde_percent": mde_percent,
+                **{
+                    f"seeds_for_{round(100 * c)}pct": seeds_needed(t, sd, power, alpha)
+                    for c, t in zip(TARGET_CHANGES, targets)
+                },
+            }
+        )
     return pd.DataFrame(rows, columns=POWER_COLUMNS)

@@ -21,6 +21,7 @@ FLOOR_SUFFIX = "_floor"
 # scale: its effects are multiplicative (FD, KID, W2 and energy span orders of magnitude).
 LOG_SCALE_SPAN = 10.0
 
+
 def ok_values(results: Results) -> pd.DataFrame:
     """Metric rows of trials that finished (status ok) with a finite value."""
     m = results.metrics
@@ -36,8 +37,11 @@ def floor_metrics(metric_names: Sequence[str]) -> dict[str, str]:
     metric is left an ordinary metric.
     """
     names = set(metric_names)
-    return {name.removesuffix(FLOOR_SUFFIX): name for name in metric_names
-            if name.endswith(FLOOR_SUFFIX) and name.removesuffix(FLOOR_SUFFIX) in names}
+    return {
+        name.removesuffix(FLOOR_SUFFIX): name
+        for name in metric_names
+        if name.endswith(FLOOR_SUFFIX) and name.removesuffix(FLOOR_SUFFIX) in names
+    }
 
 
 def quality_metrics(metric_names: Sequence[str]) -> list[str]:
@@ -62,17 +66,14 @@ def factorial_rows(frame: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
     return frame[frame[list(factors)].notna().all(axis=1)]
 
 
-
 def metric_steps(results: Results) -> list[tuple[str, int]]:
     """The (quality metric, steps) families to test; noise floors are constants, never tested."""
     pairs = quality_rows(results)[["metric", "steps"]].drop_duplicates()
     return [(m, int(s)) for m, s in pairs.itertuples(index=False)]
 
 
-
 def other_level(levels: Sequence, reference: object) -> object:
     return next(level for level in levels if level != reference)
-
 
 
 def metric_scales(results: Results) -> dict[str, str]:
@@ -128,22 +129,26 @@ def divergence_table(results: Results) -> pd.DataFrame:
     missing = missing_trials(results)
     pieces = [("all", "all", trials, missing)]
     variants = list(pd.unique(pd.concat([trials["variant"], missing.get("variant", pd.Series())])))
-    pieces += [("variant", v, trials[trials["variant"] == v], missing[missing["variant"] == v])
-               for v in variants]
+    pieces += [("variant", v, trials[trials["variant"] == v], missing[missing["variant"] == v]) for v in variants]
     for factor in results.factor_names:
         for level in results.factor_levels[factor]:
-            pieces.append((factor, level, _at_level(trials, factor, level),
-                           _at_level(missing, factor, level)))
+            pieces.append((factor, level, _at_level(trials, factor, level), _at_level(missing, factor, level)))
     rows = []
     for group, level, subset, absent in pieces:
         status = subset["status"]
         n = len(subset)
-        rows.append({
-            "group": group, "level": level, "n_trials": n, "n_ok": int((status == OK).sum()),
-            "n_diverged": int((status == DIVERGED).sum()), "n_failed": int((status == FAILED).sum()),
-            "n_missing": len(absent),
-            "share_diverged": (status == DIVERGED).sum() / n if n else np.nan,
-        })
+        rows.append(
+            {
+                "group": group,
+                "level": level,
+                "n_trials": n,
+                "n_ok": int((status == OK).sum()),
+                "n_diverged": int((status == DIVERGED).sum()),
+                "n_failed": int((status == FAILED).sum()),
+                "n_missing": len(absent),
+                "share_diverged": (status == DIVERGED).sum() / n if n else np.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 

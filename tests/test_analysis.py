@@ -427,7 +427,7 @@ def test_power_of_the_seed_paired_t_test_is_the_two_sided_noncentral_t_power():
 def test_minimum_detectable_effect_is_the_effect_with_80_percent_power_in_units_of_sd():
     from statsmodels.stats.power import TTestPower
 
-    for sd, n, alpha in [(2.0, 2, 0.05), (1.0, 5, 0.05), (1.0, 30, 0.05), (3.0, 5, 0.1)]:
+    for sd, n, alpha in [(2.0, 2, 0.05), (1.0, 5, 0.05), (1.0, 30, 0.05), (3.0, 5, 0.1), (1.0, 5, 0.01)]:
         size = TTestPower().solve_power(nobs=n, alpha=alpha, power=0.8)
         assert inference.minimum_detectable_effect(sd, n, alpha=alpha) == pytest.approx(sd * size, rel=1e-6)
     assert np.isnan(inference.minimum_detectable_effect(1.0, 1))  # one seed: no test
@@ -747,6 +747,7 @@ def test_effect_and_strata_tables_without_factors_keep_their_columns():
     assert list(analysis.factor_effects(flow_only).columns) == analysis.EFFECT_COLUMNS
     assert list(analysis.stratum_effects(flow_only).columns) == analysis.STRATA_COLUMNS
     assert analysis.factor_effects(flow_only).empty and analysis.stratum_effects(flow_only).empty
+    assert analysis.power_table(flow_only)["n_seeds"].tolist() == [0]  # no factorial cell, no seed
 
 
 def paired_by_hand(variant, reference, confidence):
@@ -1327,6 +1328,7 @@ def test_hotelling_p_value_by_hand_and_nan_when_it_cannot_be_computed():
     one_dim = x[:, :1]  # p = 1: the squared one-sample t
     assert inference.hotelling_p_value(one_dim) == pytest.approx(stats.ttest_1samp(one_dim[:, 0], 0).pvalue)
     assert np.isnan(inference.hotelling_p_value(x[:2]))  # no more seeds than dimensions
+    assert np.isnan(inference.hotelling_p_value(x[:1, :1]))
     assert np.isfinite(inference.hotelling_p_value(x[:3]))
     assert np.isnan(inference.hotelling_p_value(np.column_stack([x[:, 0], x[:, 0]])))  # singular covariance
 
@@ -1358,3 +1360,16 @@ def test_tables_of_a_run_without_values_keep_their_columns():
     )
     assert list(analysis.power_table(empty).columns) == analysis.power.POWER_COLUMNS
     assert list(analysis.paper_vs_others(empty).columns) == analysis.comparisons.COMPARISON_COLUMNS
+
+
+def test_simple_effects_within_a_level_with_a_space_stay_one_holm_family():
+    spaced = [{"name": "a", "levels": ["p", "q r"], "reference": "p"}, AB[1]]
+    values = {
+        (("q r" if a == "q" else a, b), metric, k): v
+        for ((a, b), metric, k), v in EFFECT_VALUES.items()
+        if metric == "gain"
+    }
+    table = analysis.factor_effects(in_memory(values, factors=spaced))
+    simple = table[(table["kind"] == "simple") & (table["term"] == "b")]
+    assert simple["within"].tolist() == ["a=p", "a=q r"]
+    np.testing.assert_allclose(simple["p_holm"], holm_by_statsmodels(simple["p_value"].tolist()))

@@ -42,7 +42,16 @@ TOP_LEVEL = (
     "labels",
     "loggers",
 )
-OBJECTIVE_KEYS = ("family", "k_max", "ramp", "step_sizes", "bootstrap_fraction", "bootstrap_weight", *TOGGLES)
+OBJECTIVE_KEYS = (
+    "family",
+    "k_max",
+    "ramp",
+    "step_sizes",
+    "bootstrap_fraction",
+    "bootstrap_weight",
+    "teacher_context",
+    *TOGGLES,
+)
 TRAIN_KEYS = {  # YAML key under `train:` -> trial config key
     "steps": "train_steps",
     "batch_size": "batch_size",

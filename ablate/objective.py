@@ -24,6 +24,7 @@ Model = Callable[..., Tensor]
 
 RAMPS = ("both", "flow", "none")
 STEP_SIZE_DISTRIBUTIONS = ("uniform", "inverse")
+TEACHER_CONTEXTS = ("stepped", "fixed")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -127,6 +128,10 @@ class ShortcutForcing:
         bootstrap_fraction: None keeps Eq. 4; a number f gives that share of rows a d above d_min (uniform
             over those levels) and the rest d_min, as the shortcut-models code (1/8) does.
         bootstrap_weight: multiplies the bootstrap term.
+        teacher_context: for (B, T) sequences, what the teacher's second call sees of the other frames:
+            "stepped" (every bootstrap frame moved by its own half step in one call, as public ports do)
+            or "fixed" (each bootstrap frame's second call sees the others as in the first call, as a
+            rollout holds the past fixed; one call over one copy of the sequence per bootstrap frame).
     """
 
     def __init__(
@@ -137,6 +142,7 @@ class ShortcutForcing:
         step_sizes: str = "uniform",
         bootstrap_fraction: float | None = None,
         bootstrap_weight: float = 1.0,
+        teacher_context: str = "stepped",
     ) -> None:
         variant = Variant.paper() if variant is None else variant
         if not isinstance(variant, Variant):
@@ -145,6 +151,7 @@ class ShortcutForcing:
             raise ValueError(f"k_max={k_max!r} must be a power of two: 1, 2, 4, ..., 64, ...")
         check_choice("ramp", ramp, RAMPS)
         check_choice("step_sizes", step_sizes, STEP_SIZE_DISTRIBUTIONS)
+        check_choice("teacher_context", teacher_context, TEACHER_CONTEXTS)
         if bootstrap_fraction is not None and not (0.0 <= float(bootstrap_fraction) <= 1.0):
             raise ValueError(f"bootstrap_fraction={bootstrap_fraction!r} must be None or a number in [0, 1]")
         if bootstrap_fraction and k_max == 1:
@@ -157,6 +164,7 @@ class ShortcutForcing:
         self.step_sizes = step_sizes
         self.bootstrap_fraction = None if bootstrap_fraction is None else float(bootstrap_fraction)
         self.bootstrap_weight = float(bootstrap_weight)
+        self.teacher_context = teacher_context
 
     @property
     def d_min(self) -> float:
@@ -290,8 +298,9 @@ class ShortcutForcing:
     ) -> TeacherTargets:
         """Eq. 7: two half steps of size d/2 by the teacher, each one batched call without autograd.
 
-        Frames that are not bootstrap frames but ride along in a sequence (per-frame d) are fed their own
-        level and take a zero step, so every value stays finite; their targets are never used.
+        Frames that are not bootstrap frames but ride along in a sequence (per-frame d) are context for
+        the others: they are fed their own level and keep their z and tau in both calls (whichever half
+        step the bootstrap frames take), so every value stays finite; their targets are never used.
         """
         half = torch.where(is_boot, d / 2, torch.zeros_like(d))
         level = torch.where(is_boot, d / 2, d)
@@ -299,11 +308,45 @@ class ShortcutForcing:
         b1 = velocity(x_a, z, tau)
         tau_mid = tau + half
         if self.variant.half_step == "velocity":
-            z_mid = velocity_half_step(z, b1, half).to(z.dtype)
+            z_mid = velocity_half_step(z, b1, half)
         else:
-            z_mid = renoise_half_step(x_a, noise, tau_mid).to(z.dtype)
-        x_b = teacher(z_mid, tau_mid, level, **model_kwargs)
+            z_mid = torch.where(expand_like(is_boot, z), renoise_half_step(x_a, noise, tau_mid), z)
+        z_mid = z_mid.to(z.dtype)
+        if self.teacher_context == "fixed" and tau.ndim > 1:
+            x_b = self._second_call_in_fixed_context(
+                teacher, x_a, z, tau, level, z_mid, tau_mid, is_boot, **model_kwargs
+            )
+        else:
+            x_b = teacher(z_mid, tau_mid, level, **model_kwargs)
         return TeacherTargets(b1=b1, b2=velocity(x_b, z_mid, tau_mid), x_b=x_b)
+
+    @staticmethod
+    def _second_call_in_fixed_context(
+        teacher: Model,
+        x_a: Tensor,
+        z: Tensor,
+        tau: Tensor,
+        level: Tensor,
+        z_mid: Tensor,
+        tau_mid: Tensor,
+        is_boot: Tensor,
+        **model_kwargs,
+    ) -> Tensor:
+        """The second half-step call with every other frame as the first call saw it (teacher_context fixed).
+
+        One batched call over one copy of its sequence per bootstrap frame, in which only that frame is
+        stepped; the frame's prediction is kept. Frames that take no step keep x_a (never used as targets).
+        """
+        rows, frames = is_boot.flatten(1).nonzero(as_tuple=True)
+        copies = torch.arange(len(rows), device=rows.device)
+        stepped = torch.zeros((len(rows), *tau.shape[1:]), dtype=torch.bool, device=tau.device)
+        stepped.flatten(1)[copies, frames] = True
+        z_in = torch.where(expand_like(stepped, z), z_mid[rows], z[rows])
+        tau_in = torch.where(stepped, tau_mid[rows], tau[rows])
+        out = teacher(z_in, tau_in, level[rows], **_rows_of(model_kwargs, rows, len(z)))
+        x_b = x_a.clone()
+        x_b.flatten(1, tau.ndim - 1)[rows, frames] = out.flatten(1, tau.ndim - 1)[copies, frames]
+        return x_b
 
     def _inputs(self, x1: Tensor, noise, tau, d, lead_dims: int) -> tuple[Tensor, Tensor, Tensor]:
         """Fill in omitted noise/tau/d and check that given ones fit x1 and Eq. 4."""

@@ -38,6 +38,7 @@ DEFAULTS: dict = {
     "step_sizes": "uniform",
     "bootstrap_fraction": None,
     "bootstrap_weight": 1.0,
+    "teacher_context": "stepped",  # sequences: what the second teacher call sees of the other frames
     "teacher": "ema",  # "self": the student under stop-gradient (the paper); "ema": an EMA copy
     "teacher_decay": 0.99,
     "train_steps": 3000,

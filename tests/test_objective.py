@@ -732,3 +732,90 @@ def test_error_messages_say_what_was_given_and_what_is_allowed(call, message):
     with pytest.raises(ValueError) as error:
         call()
     assert str(error.value) == message
+
+
+# --- per-frame bootstrap (sequences): frames that take no step keep their z -----------------------------
+
+
+@pytest.mark.parametrize("half_step", ["velocity", "renoise"])
+def test_frames_that_take_no_half_step_reach_the_second_teacher_call_unchanged(half_step):
+    """In a (B, T) sequence only bootstrap frames take the d/2 step. A flow frame riding along is context
+    for the others: the teacher's second call must see it exactly as the first did (z, tau and level),
+    whichever half step the bootstrap frames take. Re-noising it would move the past the teacher sees."""
+    obj = ShortcutForcing(Variant("grid", "velocity", half_step, True), k_max=K_MAX)
+    net = ToyNet(3)
+    g = torch.Generator().manual_seed(21)
+    x1, noise = (torch.randn(4, 5, 3, generator=g, dtype=torch.float64) for _ in range(2))
+    tau, d = obj.sample_tau_d((4, 5), generator=g)
+    d[:, 0], tau[:, 0] = obj.d_min, 0.5  # a flow frame at mid noise in every sequence
+    d[:, 1], tau[:, 1] = 0.25, 0.25  # and a bootstrap frame
+    obj.loss(net, x1, noise, tau, d)
+    _, first, second = net.calls
+    flow = d <= obj.d_min * (1 + 1e-6)
+    torch.testing.assert_close(second["z"][flow], first["z"][flow], rtol=0, atol=0)
+    torch.testing.assert_close(second["tau"][flow], first["tau"][flow], rtol=0, atol=0)
+    torch.testing.assert_close(second["d"][flow], first["d"][flow], rtol=0, atol=0)
+    assert not torch.equal(second["z"][~flow], first["z"][~flow])  # the bootstrap frames did step
+
+
+class CausalNet(ToyNet):
+    """ToyNet plus a causal mix: frame t's output also depends on the z of every earlier frame."""
+
+    def forward(self, z, tau, d, **kwargs):
+        out = super().forward(z, tau, d, **kwargs)
+        past = torch.cumsum(z, dim=1) - z  # the sum of z over frames < t
+        return out + 0.3 * torch.tanh(past)
+
+
+def test_fixed_teacher_context_steps_one_frame_per_call_and_holds_the_others():
+    """teacher_context fixed: frame t's second call sees the other frames exactly as the first call did,
+    and only frame t moved by its half step; checked against one call per bootstrap frame by hand."""
+    g = torch.Generator().manual_seed(22)
+    x1, noise = (torch.randn(3, 4, 2, generator=g, dtype=torch.float64) for _ in range(2))
+    actions = torch.tensor([7, 8, 9])
+    for half_step in ("velocity", "renoise"):
+        obj = ShortcutForcing(Variant("grid", "x", half_step, True), k_max=K_MAX, teacher_context="fixed")
+        tau, d = obj.sample_tau_d((3, 4), generator=g)
+        d[:, 0], tau[:, 0] = obj.d_min, 0.5
+        d[:, 1], tau[:, 1] = obj.d_min, 0.25
+        d[:, 2], tau[:, 2] = 0.5, 0.0
+        d[:, 3], tau[:, 3] = 0.25, 0.5
+        is_boot = d > obj.d_min * (1 + 1e-6)
+        z = noisy_input(x1, noise, tau)
+        net = CausalNet(2)
+        targets = obj.teacher_targets(net, z, noise, tau, d, is_boot, actions=actions)
+        stepped = ShortcutForcing(obj.variant, k_max=K_MAX).teacher_targets(net, z, noise, tau, d, is_boot)
+        level = torch.where(is_boot, d / 2, d)
+        for b, t in is_boot.nonzero().tolist():
+            x_a = net(z[b : b + 1], tau[b : b + 1], level[b : b + 1])
+            z_in, tau_in = z[b : b + 1].clone(), tau[b : b + 1].clone()
+            tau_in[0, t] = tau[b, t] + d[b, t] / 2
+            if half_step == "velocity":
+                z_in[0, t] = z[b, t] + d[b, t] / 2 * velocity(x_a, z[b : b + 1], tau[b : b + 1])[0, t]
+            else:
+                z_in[0, t] = noisy_input(x_a[0, t], noise[b, t], tau_in[0, t])
+            expected = net(z_in, tau_in, level[b : b + 1])[0, t]
+            torch.testing.assert_close(targets.x_b[b, t], expected, rtol=1e-12, atol=1e-12)
+        fixed_call = net.calls[1]  # one copy of its sequence per bootstrap frame, with that sequence's actions
+        assert len(fixed_call["z"]) == int(is_boot.sum())
+        assert torch.equal(fixed_call["kwargs"]["actions"], actions[is_boot.nonzero()[:, 0]])
+        # the last frame's past (frame 2) moved in the stepped call, not in the fixed one
+        assert not torch.allclose(targets.x_b[:, 3], stepped.x_b[:, 3])
+        torch.testing.assert_close(targets.x_b[:, 2], stepped.x_b[:, 2])  # frames 0, 1 take no step
+
+
+def test_fixed_and_stepped_teacher_context_agree_for_a_frame_wise_model_and_for_one_frame():
+    g = torch.Generator().manual_seed(23)
+    net = ToyNet(3)
+    for shape, lead in (((5, 6, 3), (5, 6)), ((7, 3), (7,))):
+        x1, noise = (torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(2))
+        obj = ShortcutForcing(Variant("grid", "velocity", "renoise", True), k_max=K_MAX)
+        tau, d = obj.sample_tau_d(lead, generator=g)
+        stepped = obj.loss(net, x1, noise, tau, d).per_sample
+        obj.teacher_context = "fixed"
+        torch.testing.assert_close(obj.loss(net, x1, noise, tau, d).per_sample, stepped, rtol=1e-12, atol=1e-12)
+
+
+def test_teacher_context_must_be_stepped_or_fixed():
+    with pytest.raises(ValueError, match="teacher_context"):
+        ShortcutForcing(teacher_context="frozen")

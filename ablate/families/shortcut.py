@@ -20,6 +20,7 @@ class ShortcutForcingFamily:
             step_sizes=config["step_sizes"],
             bootstrap_fraction=config["bootstrap_fraction"],
             bootstrap_weight=config["bootstrap_weight"],
+            teacher_context=config["teacher_context"],
         )
 
     def sampler_d(self, objective: ShortcutForcing) -> None:

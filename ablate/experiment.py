@@ -60,6 +60,7 @@ TRAIN_KEYS = {  # YAML key under `train:` -> trial config key
     "grad_clip": "grad_clip",
     "teacher": "teacher",
     "teacher_decay": "teacher_decay",
+    "bootstrap_start": "bootstrap_start",
     "eval_ema": "eval_ema",
     "log_every": "log_every",
     "divergence_loss": "divergence_loss",
@@ -313,6 +314,7 @@ def _check_train(train: dict) -> dict:
     train["steps"] = _number("train.steps", train["steps"], integer=True, positive=True)
     train["batch_size"] = _number("train.batch_size", train["batch_size"], integer=True, positive=True)
     train["log_every"] = _number("train.log_every", train["log_every"], integer=True, positive=True)
+    train["bootstrap_start"] = _number("train.bootstrap_start", train["bootstrap_start"], integer=True, minimum=0)
     for key in ("lr", "lr_final", "divergence_loss"):
         train[key] = _number(f"train.{key}", train[key], positive=True)
     train["grad_clip"] = _number("train.grad_clip", train["grad_clip"], positive=True, allow_none=True)

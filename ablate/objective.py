@@ -178,12 +178,23 @@ class ShortcutForcing:
     # --- Eq. 4 -------------------------------------------------------------------------------------------
 
     def sample_tau_d(
-        self, shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None = None, device=None
+        self,
+        shape: tuple[int, ...] | torch.Size,
+        generator: torch.Generator | None = None,
+        device=None,
+        flow_only: bool = False,
     ) -> tuple[Tensor, Tensor]:
-        """Eq. 4: d = 1/n with n from {1, 2, ..., k_max}; tau on the grid {0, d, ..., 1 - d} or U[0, 1 - d]."""
+        """Eq. 4: d = 1/n with n from {1, 2, ..., k_max}; tau on the grid {0, d, ..., 1 - d} or U[0, 1 - d].
+
+        `flow_only` draws every row at d = d_min (tau as above): a warm-up before bootstrap rows begin.
+        """
         shape = torch.Size(shape)
         counts = torch.tensor(self.step_counts, dtype=torch.float32, device=device)
-        n = counts[self._sample_level_index(shape, counts, generator, device)]
+        if flow_only:
+            level = torch.full(shape, len(counts) - 1, device=device)
+        else:
+            level = self._sample_level_index(shape, counts, generator, device)
+        n = counts[level]
         u = torch.rand(shape, generator=generator, device=device)
         if self.variant.tau_sampling == "grid":
             tau = torch.clamp(torch.floor(u * n), max=n - 1) / n

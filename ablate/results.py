@@ -38,6 +38,14 @@ TRIALS_COLUMNS = [
     "node",  # the Ray node the trial finished on
     "reason",  # why a failed trial failed: "timeout" (train.timeout_seconds), "error" (Tune gave up)
 ]
+TRAINING_STATS = (  # per trial, after `reason`: what the stabilisers did and what the budget cost
+    "clipped_share",  # share of steps whose gradient norm was above train.grad_clip (so clipped)
+    "loss_spikes",  # steps whose loss was above 10x the median of the previous (up to 100) steps
+    "max_grad_norm",  # the largest gradient norm before clipping
+    "forward_passes",  # model forward rows in training / batch size: 1 per step, + the teacher's calls
+    "backward_passes",  # backward passes over one batch: 1 per step
+)
+TRIALS_COLUMNS += TRAINING_STATS
 CURVE_METRICS = ("loss", "flow_loss", "bootstrap_loss", "grad_norm")  # the training curves, per logged step
 RECORDS_DIR = "trials"  # <folder>/trials/<trial_id>.json: one finished trial
 SAMPLES_DIR = "samples"  # <folder>/samples/<trial_id>.npz: arrays steps_<K>

@@ -2,7 +2,9 @@
 
 Knows nothing of Ray: the runner drives `Trial` in chunks (train to a step, checkpoint, report) and
 `run_trial` runs one config start to finish in this process. Everything random derives from `seed`:
-the same config gives the same numbers on CPU.
+the same config gives the same numbers on CPU. Each stream (model init, data, noise, (tau, d)) has its own
+generator, so every cell of a seed, the flow baseline included, trains on the same data and noise
+whatever its objective draws; the evaluation noise comes from `eval_seed`, the same for every trial.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +21,7 @@ from torch import nn
 
 from ablate.families import DEFAULT_FAMILY, load_family
 from ablate.objective import ShortcutForcing
-from ablate.results import CURVE_METRICS, DIVERGED, OK
+from ablate.results import CURVE_METRICS, DIVERGED, OK, TRAINING_STATS
 from ablate.tasks import Evaluation, Sampler, make_task
 
 RUNNING = "running"  # until training ends as OK or DIVERGED (the results contract's status values)
@@ -41,12 +44,13 @@ DEFAULTS: dict = {
     "teacher_context": "stepped",  # sequences: what the second teacher call sees of the other frames
     "teacher": "ema",  # "self": the student under stop-gradient (the paper); "ema": an EMA copy
     "teacher_decay": 0.99,
+    "bootstrap_start": 0,  # steps of flow rows only (d = d_min) before bootstrap rows begin (a warm-up)
     "train_steps": 3000,
     "batch_size": 256,
     "lr": 1e-3,
     "lr_final": 1e-4,  # cosine decay from lr to lr_final
     "grad_clip": 1.0,  # None: no clipping
-    "eval_ema": 0.995,  # decay of the weight EMA used for evaluation; None: evaluate the raw weights
+    "eval_ema": 0.995,  # decay of the (bias-corrected) weight EMA used for evaluation; None: the raw weights
     "log_every": 100,
     "divergence_loss": 1e3,  # a loss above this (or NaN/inf) ends the trial as diverged
     "timeout_seconds": None,  # enforced by the runner: a trial attempt longer than this fails (reason timeout)
@@ -57,6 +61,10 @@ DEFAULTS: dict = {
     "device": "cpu",
 }
 TEACHERS = ("self", "ema")
+STREAMS = ("data", "noise", "tau_d")  # one generator each, seeded from (seed, stream)
+SPIKE_FACTOR = 10.0  # a loss spike: a step's loss above this many times the median of the previous ones
+SPIKE_WINDOW = 100  # ... over at most this many previous steps, once at least SPIKE_MIN_HISTORY are known
+SPIKE_MIN_HISTORY = 20
 
 
 def resolve_config(config: dict) -> dict:
@@ -70,15 +78,25 @@ def resolve_config(config: dict) -> dict:
     return resolved
 
 
+def stream_generator(seed: int, stream: str) -> torch.Generator:
+    """The generator of one random stream of a trial, independent of the others (numpy's SeedSequence)."""
+    entropy = np.random.SeedSequence([int(seed), STREAMS.index(stream)]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(entropy))
+
+
 def build_objective(config: dict) -> ShortcutForcing:
     """The objective of the config's family (ablate.families): shortcut forcing, the flow baseline, ..."""
     return load_family(config["family"]).build(config)
 
 
 @torch.no_grad()
-def ema_update(average: nn.Module, model: nn.Module, decay: float) -> None:
+def ema_update(average: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    """Bias-corrected EMA after update number `step` (1, 2, ...): the weighted mean of the weights after
+    steps 1..step with weights decay^(step - i), normalised, as Adam corrects its moments. The initial
+    weights get no weight, so the decay does not leave a budget-dependent share of them in the average."""
+    weight = (1 - decay) / (1 - decay**step) if decay < 1 else 1.0 / step
     for avg, new in zip(average.parameters(), model.parameters()):
-        avg.lerp_(new, 1 - decay)
+        avg.lerp_(new, weight)
     for avg, new in zip(average.buffers(), model.buffers()):
         avg.copy_(new)
 
@@ -96,6 +114,7 @@ class TrialResult:
     diverged_step: int | None
     curves: list[dict]  # one dict per logged step: step, loss, flow_loss, bootstrap_loss, grad_norm
     metrics: dict[int, dict[str, float]]  # {K: {metric: value}}; empty when diverged in training
+    training_stats: dict[str, float] = field(default_factory=dict)  # results.TRAINING_STATS
     samples: dict[int, np.ndarray] = field(default_factory=dict)
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
@@ -117,8 +136,16 @@ class Trial:
         self.teacher = frozen_copy(self.model) if c["teacher"] == "ema" else None
         self.eval_model = frozen_copy(self.model) if c["eval_ema"] is not None else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c["lr"])
-        self.generator = torch.Generator().manual_seed(c["seed"])  # data, noise, tau and d
+        self.generators = {stream: stream_generator(c["seed"], stream) for stream in STREAMS}
         self.step = 0
+        self.clipped_steps = 0
+        self.loss_spikes = 0
+        self.max_grad_norm = 0.0
+        self.recent_losses: deque[float] = deque(maxlen=SPIKE_WINDOW)
+        self.forward_rows = 0  # rows (samples or sequences) through the model in training, teacher calls included
+        self._counting_rows = False
+        for module in {id(m): m for m in (self.model, self.teacher) if m is not None}.values():
+            module.register_forward_hook(self._count_rows)
         self.curves: list[dict] = []
         self.status = RUNNING
         self.diverged_step: int | None = None
@@ -141,33 +168,70 @@ class Trial:
             self._train_step()
         self.train_seconds += time.perf_counter() - start
 
+    def _count_rows(self, module: nn.Module, args: tuple, output) -> None:
+        if self._counting_rows and args:
+            self.forward_rows += int(args[0].shape[0])
+
     def _train_step(self) -> None:
         c = self.config
-        x1, model_kwargs = self.task.batch(c["batch_size"], self.generator)
-        noise = torch.randn(x1.shape, generator=self.generator)
-        tau, d = self.objective.sample_tau_d(x1.shape[: self.task.lead_dims], generator=self.generator)
+        x1, model_kwargs = self.task.batch(c["batch_size"], self.generators["data"])
+        noise = torch.randn(x1.shape, generator=self.generators["noise"])
+        tau, d = self.objective.sample_tau_d(
+            x1.shape[: self.task.lead_dims],
+            generator=self.generators["tau_d"],
+            flow_only=self.step < c["bootstrap_start"],
+        )
         x1, noise, tau, d = (t.to(self.device) for t in (x1, noise, tau, d))
         model_kwargs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in model_kwargs.items()}
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(self.step)
 
-        out = self.objective.loss(self.model, x1, noise, tau, d, teacher=self.teacher, **model_kwargs)
+        self._counting_rows = True
+        try:
+            out = self.objective.loss(self.model, x1, noise, tau, d, teacher=self.teacher, **model_kwargs)
+        finally:
+            self._counting_rows = False
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), c["grad_clip"] or math.inf)
         loss = out.loss.item()
         self.step += 1
+        self._track_stability(loss, grad_norm.item())
         if not math.isfinite(loss) or loss > c["divergence_loss"] or not math.isfinite(grad_norm.item()):
             self._mark_diverged()
             self._log(out, grad_norm)
             return
         self.optimizer.step()
         if self.teacher is not None:
-            ema_update(self.teacher, self.model, c["teacher_decay"])
+            ema_update(self.teacher, self.model, c["teacher_decay"], self.step)
         if self.eval_model is not None:
-            ema_update(self.eval_model, self.model, c["eval_ema"])
+            ema_update(self.eval_model, self.model, c["eval_ema"], self.step)
         if self.step % c["log_every"] == 0 or self.step == c["train_steps"]:
             self._log(out, grad_norm)
+
+    def _track_stability(self, loss: float, grad_norm: float) -> None:
+        """What the stabilisers did: clipped steps, loss spikes (SPIKE_FACTOR x the running median), the
+        largest gradient norm (before clipping)."""
+        clip = self.config["grad_clip"]
+        self.clipped_steps += int(clip is not None and grad_norm > clip)
+        if math.isfinite(grad_norm):
+            self.max_grad_norm = max(self.max_grad_norm, grad_norm)
+        if len(self.recent_losses) >= SPIKE_MIN_HISTORY and loss > SPIKE_FACTOR * float(np.median(self.recent_losses)):
+            self.loss_spikes += 1
+        self.recent_losses.append(loss)
+
+    @property
+    def training_stats(self) -> dict[str, float]:
+        """results.TRAINING_STATS of the steps trained so far; passes in units of one batch."""
+        steps, batch = max(self.step, 1), self.config["batch_size"]
+        values = (
+            self.clipped_steps / steps,
+            self.loss_spikes,
+            self.max_grad_norm,
+            self.forward_rows / batch,
+            self.step,
+        )
+        return dict(zip(TRAINING_STATS, values, strict=True))
 
     def _log(self, out, grad_norm: torch.Tensor) -> None:
         values = (out.loss, out.flow_loss, out.bootstrap_loss, grad_norm)
@@ -197,9 +261,16 @@ class Trial:
             "teacher": None if self.teacher is None else self.teacher.state_dict(),
             "eval_model": None if self.eval_model is None else self.eval_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
+            "generators": {stream: g.get_state() for stream, g in self.generators.items()},
             "torch_rng": torch.get_rng_state(),
             "step": self.step,
+            "stability": {
+                "clipped_steps": self.clipped_steps,
+                "loss_spikes": self.loss_spikes,
+                "max_grad_norm": self.max_grad_norm,
+                "recent_losses": list(self.recent_losses),
+                "forward_rows": self.forward_rows,
+            },
             "curves": self.curves,
             "status": self.status,
             "diverged_step": self.diverged_step,
@@ -213,9 +284,14 @@ class Trial:
         if self.eval_model is not None:
             self.eval_model.load_state_dict(state["eval_model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
+        for stream, g in self.generators.items():
+            g.set_state(state["generators"][stream])
         torch.set_rng_state(state["torch_rng"])
         self.step = state["step"]
+        stability = state["stability"]
+        self.clipped_steps, self.loss_spikes = stability["clipped_steps"], stability["loss_spikes"]
+        self.max_grad_norm, self.forward_rows = stability["max_grad_norm"], stability["forward_rows"]
+        self.recent_losses = deque(stability["recent_losses"], maxlen=SPIKE_WINDOW)
         self.curves = list(state["curves"])
         self.status = state["status"]
         self.diverged_step = state["diverged_step"]
@@ -228,6 +304,7 @@ class Trial:
             diverged_step=self.diverged_step,
             curves=self.curves,
             metrics=evaluation.metrics if evaluation else {},
+            training_stats=self.training_stats,
             samples=evaluation.samples if evaluation else {},
             train_seconds=self.train_seconds,
             eval_seconds=eval_seconds,

@@ -12,7 +12,7 @@ from scipy import stats
 
 from ablate import analysis
 from ablate.analysis import inference
-from ablate.results import Results, load, write_tables
+from ablate.results import TRAINING_STATS, Results, load, write_tables
 from ablate.synthetic import make_synthetic_results
 
 MAIN, INTERACTION = "tau_sampling", "half_step:tau2_weight"
@@ -1373,3 +1373,27 @@ def test_simple_effects_within_a_level_with_a_space_stay_one_holm_family():
     simple = table[(table["kind"] == "simple") & (table["term"] == "b")]
     assert simple["within"].tolist() == ["a=p", "a=q r"]
     np.testing.assert_allclose(simple["p_holm"], holm_by_statsmodels(simple["p_value"].tolist()))
+
+
+def test_stability_table_averages_what_the_stabilisers_did_per_variant():
+    results = in_memory({(("p", True), "gain", 1): [1.0, 2.0], ("flow", "gain", 1): [3.0, 4.0]})
+    stats = {
+        "p_True/0": (0.5, 2, 3.0, 1500.0, 1000),
+        "p_True/1": (0.1, 0, 9.0, 1700.0, 1000),
+        "flow/0": (0.0, 0, 1.0, 1000.0, 1000),
+        "flow/1": (0.0, 1, 2.0, 1000.0, 1000),
+    }
+    for trial_id, row in stats.items():
+        results.trials.loc[results.trials["trial_id"] == trial_id, list(TRAINING_STATS)] = row
+    table = analysis.stability_table(results).set_index("variant")
+    assert list(table.reset_index().columns) == analysis.tables.STABILITY_COLUMNS
+    assert table.loc["p_True", "clipped_share"] == pytest.approx(0.3)
+    assert table.loc["p_True", "loss_spikes"] == 1.0 and table.loc["p_True", "max_grad_norm"] == 9.0
+    assert table.loc["p_True", "forward_per_step"] == pytest.approx(1.6)
+    assert table.loc["p_True", "cost_per_step"] == pytest.approx((1.6 + 2) / 3)
+    assert table.loc["flow", "cost_per_step"] == 1.0 and table.loc["flow", "loss_spikes"] == 0.5
+
+
+def test_stability_table_is_empty_for_results_written_without_training_stats():
+    results = in_memory({(("p", True), "gain", 1): [1.0, 2.0]})
+    assert analysis.stability_table(results).empty

@@ -28,6 +28,7 @@ from ablate.analysis.tables import (
     missing_trials,
     ok_values,
     quality_metrics,
+    stability_table,
 )
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "paper_vs_others",
     "power_table",
     "quality_metrics",
+    "stability_table",
     "stratum_effects",
     "t_interval",
     "verdict",

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ablate.results import DIVERGED, FAILED, MISSING, OK, Results
+from ablate.results import DIVERGED, FAILED, MISSING, OK, TRAINING_STATS, Results
 
 HORIZON_PATTERN = re.compile(r"^(?P<base>.+)_h(?P<t>\d+)$")
 FLOOR_SUFFIX = "_floor"
@@ -150,6 +150,47 @@ def divergence_table(results: Results) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+STABILITY_COLUMNS = [
+    "variant",
+    "n_trials",
+    "clipped_share",
+    "loss_spikes",
+    "max_grad_norm",
+    "forward_per_step",
+    "cost_per_step",
+]
+
+
+def stability_table(results: Results) -> pd.DataFrame:
+    """Per variant, over its trials that trained (ok or diverged): the mean share of clipped steps, the
+    mean number of loss spikes per trial, the largest gradient norm, the forward passes of one batch per
+    training step (1 for flow matching; more with teacher calls) and the cost of a step in units of a
+    flow step (a backward counted as two forwards: (forward + 2 backward) / 3). A stabiliser that rescues
+    one variant shows here; so does what "equal steps" means in compute."""
+    trials = trial_table(results)
+    if not set(TRAINING_STATS) <= set(trials.columns):
+        return pd.DataFrame(columns=STABILITY_COLUMNS)
+    trained = trials[trials["status"].isin([OK, DIVERGED])]
+    rows = []
+    for variant, group in trained.groupby("variant", sort=False):
+        stats_ = group[list(TRAINING_STATS)].astype(float)
+        known = stats_.dropna(subset=["backward_passes"])
+        known = known[known["backward_passes"] > 0]
+        forward = (known["forward_passes"] / known["backward_passes"]).mean() if len(known) else np.nan
+        rows.append(
+            {
+                "variant": variant,
+                "n_trials": len(known),
+                "clipped_share": stats_["clipped_share"].mean(),
+                "loss_spikes": stats_["loss_spikes"].mean(),
+                "max_grad_norm": stats_["max_grad_norm"].max(),
+                "forward_per_step": forward,
+                "cost_per_step": (forward + 2) / 3,
+            }
+        )
+    return pd.DataFrame(rows, columns=STABILITY_COLUMNS)
 
 
 def _at_level(frame: pd.DataFrame, factor: str, level: object) -> pd.DataFrame:

@@ -65,6 +65,7 @@ def write_report(
         "strata": analysis.stratum_effects(results),
         "power": analysis.power_table(results),
         "comparisons": analysis.paper_vs_others(results),
+        "stability": analysis.stability_table(results),
     }
     for name, table in tables.items():  # atomically: a full disk leaves the old table or the new one
         atomic_write(results.folder / f"{name}.csv", lambda tmp, table=table: table.to_csv(tmp, index=False))
@@ -91,7 +92,7 @@ def write_report(
         draw(ctx)
     if ctx.single_seed:
         fig_half_normal(ctx)
-    text = render(ctx, analysis.divergence_table(results), analysis.missing_trials(results))
+    text = render(ctx, analysis.divergence_table(results), analysis.missing_trials(results), tables["stability"])
     path = results.folder / "report.md"
     atomic_write(path, lambda tmp: tmp.write_text(text))
     return path

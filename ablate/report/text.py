@@ -513,7 +513,26 @@ levels given in `within`, added when an interaction's CI excludes no effect).
 """
 
 
-def render(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame) -> str:
+def _stability_section(stability: pd.DataFrame) -> str:
+    """The stabilisers' work and the compute per step, per variant (stability.csv)."""
+    known = stability.dropna(subset=["forward_per_step"])
+    if known.empty:
+        return "Not recorded for these trials (results written before ablate recorded them)."
+    cheapest, dearest = known["cost_per_step"].min(), known["cost_per_step"].max()
+    clipped = known.sort_values("clipped_share", ascending=False).iloc[0]
+    sentence = (
+        f"At equal training steps the cells did not spend equal compute: a step cost {fmt(cheapest)} to "
+        f"{fmt(dearest)} flow steps (teacher calls: forward passes of one batch; a backward counted as two "
+        f"forwards). Gradient clipping acted on {fmt(100 * known['clipped_share'].min())} % to "
+        f"{fmt(100 * known['clipped_share'].max())} % of the steps (most in `{clipped['variant']}`); "
+        f"a cell that depends on clipping or other stabilisers shows it here. A loss spike is a step whose "
+        f"loss is over 10x the median of the previous 100."
+    )
+    table = known.assign(variant=known["variant"].map(lambda v: f"`{v}`"))
+    return sentence + "\n\n" + md_table(table)
+
+
+def render(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame, stability: pd.DataFrame) -> str:
     results = ctx.results
     run = results.run
     missing_text = md_table(missing.astype(str)) if len(missing) else "None: every expected trial is present."
@@ -528,6 +547,8 @@ def render(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame) -> str
         divergence_sentence(divergence, results) + "\n\n" + _divergence_tables(divergence),
         "## Missing trials",
         missing_text,
+        "## Stabilisers and compute",
+        "From `stability.csv`. " + _stability_section(stability),
         f"## Cell means: {ctx.metric} at K = {ctx.steps}",
         "From `cells.csv` (best first; 95% Student-t CI over seeds)." + _floor_note(ctx) + "\n\n" + _cells_table(ctx),
         f"## Factor effects: {ctx.metric} at K = {ctx.steps}",

@@ -142,12 +142,12 @@ class DigitsTask:
     }
     max_samples = 256
 
-    def __init__(self, n_eval: int | None = None, hidden: int = 128, depth: int = 3) -> None:
+    def __init__(self, n_eval: int | None = None, hidden: int = 128, depth: int = 3, layer_norm: bool = True) -> None:
         self.train_images, self.train_labels, self.held_out_images, _ = digit_splits()
         self.n_eval = len(self.held_out_images) if n_eval is None else n_eval
         if self.n_eval < 2:
             raise ValueError(f"n_eval={n_eval!r} must be at least 2")
-        self.hidden, self.depth = hidden, depth
+        self.hidden, self.depth, self.layer_norm = hidden, depth, layer_norm
         self._scoring: tuple[Scorer, dict[str, float]] | None = None
 
     def batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, dict]:
@@ -155,7 +155,7 @@ class DigitsTask:
         return self.train_images[index], {}
 
     def make_model(self) -> nn.Module:
-        return ResidualMLP(64, self.hidden, self.depth)
+        return ResidualMLP(64, self.hidden, self.depth, self.layer_norm)
 
     def scoring(self) -> tuple[Scorer, dict[str, float]]:
         """The scorer (training half as reference) and the held-out half's scores as `*_floor`; built once."""
@@ -177,7 +177,10 @@ class DigitsTask:
         return Evaluation(metrics, samples)
 
 
-def make_digits_task(n_eval: int | None = None, hidden: int = 128, depth: int = 3) -> DigitsTask:
+def make_digits_task(
+    n_eval: int | None = None, hidden: int = 128, depth: int = 3, layer_norm: bool = True
+) -> DigitsTask:
     """`n_eval` samples per K (default: the held-out half's size, so samples and floor share the FD bias);
-    `hidden`/`depth`: width and residual blocks of the MLP x-predictor."""
-    return DigitsTask(n_eval, hidden, depth)
+    `hidden`/`depth`: width and residual blocks of the MLP x-predictor; `layer_norm: false` removes its
+    LayerNorms (a stabiliser to ablate)."""
+    return DigitsTask(n_eval, hidden, depth, layer_norm)

@@ -12,17 +12,19 @@ class ResidualMLP(nn.Module):
     input layer is shifted by the LevelEmbedding of (tau, d).
 
     Conditioning once at the input trains as well here as a projection per block and is cheaper per step,
-    which matters on one CPU core. The LayerNorms are what keep the bootstrap's self-feedback stable:
-    without them the paper variant's bootstrap loss ran away late in training on digits (width 128).
+    which matters on one CPU core. The LayerNorms were added because without them the paper variant's
+    bootstrap loss ran away late in training on digits (width 128); as a stabiliser that may favour some
+    variants, they are a task parameter (`layer_norm: false` gives identities) that a study can ablate.
     """
 
-    def __init__(self, dim: int, hidden: int = 128, depth: int = 3) -> None:
+    def __init__(self, dim: int, hidden: int = 128, depth: int = 3, layer_norm: bool = True) -> None:
         super().__init__()
+        norm = (lambda: nn.LayerNorm(hidden)) if layer_norm else nn.Identity
         self.embed = LevelEmbedding(hidden)
         self.inp = nn.Linear(dim, hidden)
-        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(depth))
+        self.norms = nn.ModuleList(norm() for _ in range(depth))
         self.blocks = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
-        self.norm = nn.LayerNorm(hidden)
+        self.norm = norm()
         self.out = nn.Linear(hidden, dim)
 
     def forward(self, z: Tensor, tau: Tensor, d: Tensor) -> Tensor:

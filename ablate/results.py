@@ -48,7 +48,9 @@ TRAINING_STATS = (  # per trial, after `reason`: what the stabilisers did and wh
 TRIALS_COLUMNS += TRAINING_STATS
 CURVE_METRICS = ("loss", "flow_loss", "bootstrap_loss", "grad_norm")  # the training curves, per logged step
 RECORDS_DIR = "trials"  # <folder>/trials/<trial_id>.json: one finished trial
-SAMPLES_DIR = "samples"  # <folder>/samples/<trial_id>.npz: arrays steps_<K>
+SAMPLES_DIR = (
+    "samples"  # <folder>/samples/<trial_id>.npz: arrays steps_<K>, and `real` (real data) if the task gives it
+)
 # Read as text from CSV so that trial ids such as "0001" keep their zeros.
 _TEXT_COLUMNS = {"trial_id": str, "variant": str, "status": str}
 OK = "ok"
@@ -151,7 +153,11 @@ def record_path(folder: str | Path, trial_id: str) -> Path:
 
 
 def write_trial_result(
-    folder: str | Path, trial_id: str, record: dict, samples: Mapping[int, np.ndarray] | None = None
+    folder: str | Path,
+    trial_id: str,
+    record: dict,
+    samples: Mapping[int, np.ndarray] | None = None,
+    real: np.ndarray | None = None,
 ) -> None:
     """Samples first, then the result record, each atomically (temporary file + rename): a result
     file always means a finished trial, and an interrupted write leaves no partial file behind.
@@ -164,6 +170,8 @@ def write_trial_result(
         samples_dir = folder / SAMPLES_DIR
         samples_dir.mkdir(parents=True, exist_ok=True)
         arrays = {f"steps_{k}": np.asarray(v) for k, v in samples.items()}
+        if real is not None:
+            arrays["real"] = np.asarray(real)
         atomic_write(samples_dir / f"{trial_id}.npz", lambda tmp: _save_npz(tmp, arrays))
     path = record_path(folder, trial_id)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -410,7 +410,7 @@ def save_trial_result(output: Path, trial_id: str, result, restored_at: int | No
         "curves": result.curves,
         "config": result.config,
     }
-    results.write_trial_result(output, trial_id, record, result.samples)
+    results.write_trial_result(output, trial_id, record, result.samples, result.real_samples)
 
 
 # --- back in the driver -----------------------------------------------------------------------------------

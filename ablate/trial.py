@@ -116,6 +116,7 @@ class TrialResult:
     metrics: dict[int, dict[str, float]]  # {K: {metric: value}}; empty when diverged in training
     training_stats: dict[str, float] = field(default_factory=dict)  # results.TRAINING_STATS
     samples: dict[int, np.ndarray] = field(default_factory=dict)
+    real_samples: np.ndarray | None = None  # the task's real data, in the samples' format
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
 
@@ -306,6 +307,7 @@ class Trial:
             metrics=evaluation.metrics if evaluation else {},
             training_stats=self.training_stats,
             samples=evaluation.samples if evaluation else {},
+            real_samples=evaluation.real if evaluation else None,
             train_seconds=self.train_seconds,
             eval_seconds=eval_seconds,
         )

@@ -266,23 +266,32 @@ def _tile(array: np.ndarray, fmt: str) -> np.ndarray:
 
 
 def _label(ax: Axes, x: float, y: float, variant: str, results: Results) -> None:
-    ax.text(x, y, variant, ha="center", va="bottom", fontsize=6, color=style_of(variant, results)["color"])
+    color = "black" if variant == REAL else style_of(variant, results)["color"]
+    ax.text(x, y, variant, ha="center", va="bottom", fontsize=6, color=color)
+
+
+REAL = "real data"  # the label of the real-data panel, drawn first
 
 
 def _points_grid(ax: Axes, arrays: dict[str, np.ndarray], ncols: int, results: Results) -> None:
-    """Point clouds in a grid of unit boxes on one axes, all on one common scale.
+    """Point clouds in a grid of unit boxes on one axes, all on one fixed scale.
 
-    One axes instead of one per variant keeps the figure cheap to draw; the common scale keeps a
-    blurry variant visibly wider than a sharp one.
+    One axes instead of one per variant keeps the figure cheap to draw. The scale is the real data's
+    (its 0.5-99.5 percentile box, padded) when the real-data panel is there, else that of all panels,
+    never each panel's own: a blurry or collapsed variant looks wider or smaller than the data. Points
+    outside the box are not drawn; the share of them is printed under the panel.
     """
-    everything = np.concatenate(list(arrays.values()))
-    low, high = np.nanpercentile(everything, [0.5, 99.5], axis=0)
-    centre, span = (low + high) / 2, max(float(np.max(high - low)), 1e-12)
+    basis = arrays[REAL] if REAL in arrays else np.concatenate(list(arrays.values()))
+    low, high = np.nanpercentile(basis, [0.5, 99.5], axis=0)
+    centre, span = (low + high) / 2, max(float(np.max(high - low)), 1e-12) * (1.2 if REAL in arrays else 1.0)
     for i, (variant, points) in enumerate(arrays.items()):
         x0, y0 = (i % ncols) * 1.1, -(i // ncols) * 1.3
         scaled = (points[:, :2] - centre) / span * 0.9
         inside = np.all(np.abs(scaled) <= 0.5, axis=1)
-        ax.scatter(x0 + scaled[inside, 0], y0 + scaled[inside, 1], s=1.5, lw=0, alpha=0.6, color="tab:blue")
+        color = "0.2" if variant == REAL else "tab:blue"
+        ax.scatter(x0 + scaled[inside, 0], y0 + scaled[inside, 1], s=1.5, lw=0, alpha=0.6, color=color)
+        if not inside.all():
+            ax.text(x0, y0 - 0.6, f"{100 * (1 - inside.mean()):.0f}% outside", ha="center", va="top", fontsize=5)
         ax.plot(
             x0 + np.array([-0.5, 0.5, 0.5, -0.5, -0.5]),
             y0 + np.array([-0.5, -0.5, 0.5, 0.5, -0.5]),
@@ -292,12 +301,14 @@ def _points_grid(ax: Axes, arrays: dict[str, np.ndarray], ncols: int, results: R
         _label(ax, x0, y0 + 0.53, variant, results)
     nrows = -(-len(arrays) // ncols)
     ax.set_xlim(-0.55, (ncols - 1) * 1.1 + 0.55)
-    ax.set_ylim(-(nrows - 1) * 1.3 - 0.55, 0.75)
+    ax.set_ylim(-(nrows - 1) * 1.3 - 0.7, 0.75)  # room for the "% outside" line under the last row
     ax.set_aspect("equal")
 
 
 def _picture_grid(ax: Axes, tiles: dict[str, np.ndarray], ncols: int, results: Results) -> None:
-    """Image mosaics or frame strips as one canvas with a label band above each tile."""
+    """Image mosaics or frame strips as one canvas with a label band above each tile, on one grey scale:
+    the real data's range when its panel is there (so a washed-out variant looks washed out), else the
+    1-99 percentiles of all tiles."""
     height = max(t.shape[0] for t in tiles.values())
     width = max(t.shape[1] for t in tiles.values())
     band, gap = max(3, height // 4), max(1, width // 16)
@@ -307,7 +318,7 @@ def _picture_grid(ax: Axes, tiles: dict[str, np.ndarray], ncols: int, results: R
         top, left = (i // ncols) * (height + band) + band, (i % ncols) * (width + gap)
         canvas[top : top + tile.shape[0], left : left + tile.shape[1]] = tile
         _label(ax, left + width / 2 - 0.5, top - 1, variant, results)
-    low, high = np.nanpercentile(canvas, [1, 99])
+    low, high = (np.nanmin(tiles[REAL]), np.nanmax(tiles[REAL])) if REAL in tiles else np.nanpercentile(canvas, [1, 99])
     cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")
     ax.imshow(canvas, cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
 
@@ -323,13 +334,14 @@ def fig_samples(ctx: Context) -> None:
     variants = first + [v for v in files if v not in first]
     ncols = 3 if fmt == "video" else 6
     width = ncols * (3.2 if fmt == "video" else 1.6)
+    real = _real_samples(files.values())
     for k in sorted({k for k in (1, 4, results.k_max) if k in results.eval_steps}):
-        arrays = {}
+        arrays = {} if real is None else {REAL: real}
         for variant in variants:
             with np.load(files[variant]) as npz:
                 if f"steps_{k}" in npz:
                     arrays[variant] = npz[f"steps_{k}"]
-        if not arrays:
+        if not set(arrays) - {REAL}:
             continue
         fig = Figure()
         ax = fig.add_axes((0, 0, 1, 1))
@@ -343,7 +355,19 @@ def fig_samples(ctx: Context) -> None:
         fig.set_size_inches(width, height + title)
         ax.set_position((0, 0, 1, height / (height + title)))
         fig.suptitle(f"Samples at K = {k} sampling steps (lowest finished seed per variant)", fontsize=10)
-        save(ctx, fig, f"samples_K{k}.png", f"Samples per variant at K = {k}", tight=False)
+        caption = f"Samples per variant at K = {k}" + (
+            ", real data first, every panel on the real data's scale" if real is not None else ""
+        )
+        save(ctx, fig, f"samples_K{k}.png", caption, tight=False)
+
+
+def _real_samples(files) -> np.ndarray | None:
+    """The real data the task stored next to a trial's samples (the same in every trial), if any."""
+    for path in files:
+        with np.load(path) as npz:
+            if "real" in npz:
+                return npz["real"]
+    return None
 
 
 def fig_half_normal(ctx: Context) -> None:

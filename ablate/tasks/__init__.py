@@ -77,6 +77,7 @@ class Evaluation:
 
     metrics: dict[int, dict[str, float]]
     samples: dict[int, np.ndarray] = field(default_factory=dict)
+    real: np.ndarray | None = None  # real data in the samples' format, drawn first in the sample figures
 
 
 class Task(Protocol):

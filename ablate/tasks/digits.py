@@ -174,7 +174,7 @@ class DigitsTask:
             x = torch.where(torch.isfinite(x), x.clamp(-1, 1), x)  # keep NaN/inf visible to the metrics
             metrics[k] = {**scorer(x), **floor}
             samples[k] = x[: self.max_samples].clamp(-1, 1).numpy()
-        return Evaluation(metrics, samples)
+        return Evaluation(metrics, samples, self.held_out_images[: self.max_samples].numpy())
 
 
 def make_digits_task(

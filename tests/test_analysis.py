@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from synthetic import make_synthetic_results
 
 from ablate import analysis
 from ablate.analysis import inference
 from ablate.results import TRAINING_STATS, Results, load, write_tables
-from ablate.synthetic import make_synthetic_results
 
 MAIN, INTERACTION = "tau_sampling", "half_step:tau2_weight"
 INJECTED = {MAIN: 0.4, INTERACTION: 0.25}

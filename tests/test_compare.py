@@ -1,9 +1,9 @@
 """`ablate compare`: folders side by side, effects per folder and rliable-style aggregates."""
 
 import pandas as pd
+from synthetic import make_synthetic_results
 
 from ablate.cli import main
-from ablate.synthetic import make_synthetic_results
 
 
 def test_compare_two_studies_with_opposite_metric_directions(tmp_path, capsys):

@@ -7,8 +7,7 @@ import nbformat
 import pytest
 from ipykernel.kernelspec import write_kernel_spec
 from nbclient import NotebookClient
-
-from ablate.synthetic import make_synthetic_results
+from synthetic import make_synthetic_results
 
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "compare_variants.ipynb"
 

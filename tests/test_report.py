@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from synthetic import make_synthetic_results
 
 from ablate import analysis
 from ablate.report import FLOOR_LABEL, plot_quality_vs_steps, write_report
 from ablate.results import load, write_tables
-from ablate.synthetic import make_synthetic_results
 
 INJECTED = {"tau_sampling": 0.4, "half_step:tau2_weight": 0.25}
 

@@ -1,7 +1,7 @@
-"""Synthetic results folders with known effects.
+"""Synthetic results folders with known effects: a test helper (not part of the package).
 
-Lets users try the report without training anything, and lets the tests check that the
-statistics recover what was injected. Values are built in coded units: every two-level factor is
+Lets the tests check that the statistics and the report recover what was injected, without training
+anything. Values are built in coded units: every two-level factor is
 +1 at its reference level and -1 otherwise, and an injected effect ``e`` for a term adds ``e / 2``
 times the coded product, so that ``mean(y | +1) - mean(y | -1) = e`` exactly as in effects.csv.
 """

@@ -1,7 +1,7 @@
 """Write the statistical report of one results folder.
 
 ``write_report`` adds ``report.md``, ``cells.csv``, ``effects.csv``, ``strata.csv``, ``power.csv``,
-``comparisons.csv`` and ``figures/*.png`` to the folder. The report opens with the answer (what each
+``comparisons.csv``, ``stability.csv`` and ``figures/*.png`` to the folder. The report opens with the answer (what each
 toggle does, by how much, with CIs that hold their 95 %) and treats divergence and missing trials as
 results to be stated, not errors. Noise floors (``<m>_floor``, real data scored against the
 reference) are no quality metric: they are drawn and quoted next to ``<m>`` and get no figure, cells
@@ -9,7 +9,8 @@ or effects of their own.
 
 - :mod:`~ablate.report.context`: the shared tables, primary metric and K, formatting;
 - :mod:`~ablate.report.figures`: the figures;
-- :mod:`~ablate.report.text`: the opening and the tables of ``report.md``.
+- :mod:`~ablate.report.opening`: the opening answer, toggle by toggle, in words;
+- :mod:`~ablate.report.text`: the rest of ``report.md`` (tables, run facts) and ``effects.tex``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from ablate.report.figures import (
     fig_steps,
     plot_quality_vs_steps,
 )
-from ablate.report.text import divergence_sentence, effects_latex, render
+from ablate.report.opening import divergence_sentence
+from ablate.report.text import effects_latex, render
 from ablate.results import Results, atomic_write, load
 
 __all__ = ["FLOOR_LABEL", "plot_quality_vs_steps", "write_report"]

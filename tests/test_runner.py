@@ -7,12 +7,16 @@ atomically and only for a finished trial; the tables say which trials are ok, di
 missing; an output folder is never clobbered nor resumed with another experiment.
 """
 
+import dataclasses
 import json
+import math
 import re
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import TINY_TASK
@@ -255,3 +259,693 @@ def test_one_driver_per_folder(tmp_path, capsys):
         pass
     assert "an earlier run (pid 1 on elsewhere since yesterday) ended without releasing" in capsys.readouterr().out
     assert (output / runner.LOCK_NAME).read_text() == ""  # released
+
+
+# --- pinned by mutation testing (benchmarks/mutation.sh runner, docs/mutation.md) ----------------------------
+
+
+def _message(error_type, call, *args, **kwargs) -> str:
+    with pytest.raises(error_type) as caught:
+        call(*args, **kwargs)
+    return str(caught.value)
+
+
+def test_every_refusal_of_an_output_folder_says_what_to_do(tmp_path):
+    experiment = _experiment(tmp_path)
+    output = tmp_path / "out"
+    assert _message(ExperimentError, runner.check_output, experiment, output, True, True) == (
+        "--resume and --force contradict each other: pick one"
+    )
+    (tmp_path / "file").write_text("x")
+    assert _message(ExperimentError, runner.check_output, experiment, tmp_path / "file", False, False) == (
+        f"{tmp_path / 'file'} is a file, not a results folder: choose another --output"
+    )
+    output.mkdir()
+    (output / runner.LOCK_NAME).write_text("")
+    runner.check_output(experiment, output, resume=False, force=False)  # only the lock: a fresh folder
+    (output / "metrics.csv").write_text("x")
+    assert _message(ExperimentError, runner.check_output, experiment, output, False, False) == (
+        f"{output} already exists: add --resume to finish what is missing, or --force to delete it and start over"
+    )
+    assert _message(ExperimentError, runner.check_output, experiment, output, True, False) == (
+        f"{output} holds no run of this experiment to resume (no experiment.json)"
+    )
+    (output / "experiment.json").mkdir()  # not a file
+    assert "no experiment.json" in _message(ExperimentError, runner.check_output, experiment, output, True, False)
+    (output / "experiment.json").rmdir()
+    (output / "experiment.json").write_text("{")
+    assert _message(ExperimentError, runner.check_output, experiment, output, True, False) == (
+        f"{output / 'experiment.json'} is damaged: cannot tell which experiment {output} holds; "
+        "use --force or another output folder"
+    )
+    (output / "experiment.json").write_text(json.dumps(runner._jsonable(experiment.spec)))
+    changed = parse_experiment({**experiment.spec, "seeds": [0, 1, 2]})
+    assert _message(ExperimentError, runner.check_output, changed, output, True, False) == (
+        f"the experiment changed since {output} was started: resume with the same file, "
+        "or use --force / another output folder"
+    )
+
+
+def test_the_output_folder_is_the_one_given_else_the_experiments_else_results_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    named = SimpleNamespace(name="grid", spec={"output": "elsewhere/run"})
+    unnamed = SimpleNamespace(name="grid", spec={"output": None})
+    assert runner.resolve_output(named, "given") == tmp_path / "given"
+    assert runner.resolve_output(named, Path("given")) == tmp_path / "given"
+    assert runner.resolve_output(named, None) == tmp_path / "elsewhere" / "run"
+    assert runner.resolve_output(unnamed, None) == tmp_path / "results" / "grid"
+    assert runner.resolve_output(unnamed, "").is_absolute()
+
+
+def test_the_gpu_share_of_a_trial(tmp_path):
+    assert runner._gpu_share("auto", {"GPU": 2.0, "CPU": 8.0}) == 0.25
+    assert runner._gpu_share("auto", {"GPU": 1.0}) == 0.25
+    assert runner._gpu_share("auto", {"CPU": 8.0}) == 0.0
+    assert runner._gpu_share("auto", {"GPU": 0.0}) == 0.0
+    for requested, cluster, share in ((0, {}, 0.0), (0.5, {"GPU": 1.0}, 0.5), (1, {"GPU": 1.0}, 1.0)):
+        got = runner._gpu_share(requested, cluster)
+        assert got == share and type(got) is float
+    assert _message(ExperimentError, runner._gpu_share, 1, {"CPU": 8.0}) == (
+        "resources.gpu: 1 requested, but the Ray cluster has no GPU (use gpu: 0 or gpu: auto)"
+    )
+
+
+def test_the_watchdog_records_a_timeout_and_ends_the_worker(tmp_path, worker, monkeypatch):
+    exits = []
+    monkeypatch.setattr(runner.os, "_exit", exits.append)
+    curves = [{"step": 10, "loss": 1.5, "flow_loss": 1.0, "bootstrap_loss": 0.5, "grad_norm": 2.0}]
+    stats = {"clipped_share": 0.5, "loss_spikes": 1}
+    trial = SimpleNamespace(train_seconds=2.5, training_stats=stats, curves=curves, config={"seed": 3})
+    runner._give_up(tmp_path, "t0", trial, 0.5)
+    assert exits == [1]
+    assert _record(tmp_path) == {
+        "node": "node-a",
+        "restored_at_step": None,
+        "status": "failed",
+        "reason": "timeout",
+        "diverged_step": None,
+        "train_seconds": 2.5,
+        "eval_seconds": 0.0,
+        "clipped_share": 0.5,
+        "loss_spikes": 1,
+        "metrics": {},
+        "curves": curves,
+        "config": {"seed": 3},
+        "timeout_seconds": 0.5,
+        "trial_id": "t0",
+    }
+
+
+class FakeTimer:
+    """Stands in for `threading.Timer`: records how the watchdog is built, started and cancelled."""
+
+    made: list = []
+
+    def __init__(self, interval, function, args=None, kwargs=None) -> None:
+        self.interval, self.function, self.args, self.daemon, self.events = interval, function, args, False, []
+        FakeTimer.made.append(self)
+
+    def start(self) -> None:
+        self.events.append(("start", self.daemon))
+
+    def cancel(self) -> None:
+        self.events.append("cancel")
+
+
+def test_a_trial_with_a_timeout_runs_under_a_watchdog_that_is_cancelled_when_it_ends(tmp_path, worker, monkeypatch):
+    monkeypatch.setattr(runner.threading, "Timer", FakeTimer)
+    monkeypatch.setattr(FakeTimer, "made", [])
+    worker()
+    params = _params(tmp_path)
+    params["trial"]["config"]["timeout_seconds"] = 120.0
+    runner.train_one(params)
+    [timer] = FakeTimer.made
+    assert timer.interval == 120.0 and timer.function is runner._give_up
+    output, trial_id, trial, timeout = timer.args
+    assert (output, trial_id, timeout) == (tmp_path, "t0", 120.0)
+    assert isinstance(trial, runner.Trial) and trial.step == 60  # the very trial that trained
+    assert timer.events == [("start", True), "cancel"]  # a daemon: it never keeps a worker alive
+    worker()
+    runner.train_one(_params(tmp_path / "untimed"))  # timeout_seconds None: no watchdog
+    assert len(FakeTimer.made) == 1
+
+
+def test_a_checkpoint_is_due_only_after_more_than_checkpoint_seconds(tmp_path, worker, monkeypatch):
+    monkeypatch.setattr(runner, "time", SimpleNamespace(monotonic=lambda: 100.0))  # no time passes
+    recorder = worker()
+    runner.train_one(_params(tmp_path, checkpoint_seconds=0.0))
+    assert [r["step"] for r in recorder.reports] == [60, 60] and len(recorder.states) == 1
+
+
+def test_each_checkpoint_reports_the_latest_loss_and_status(tmp_path, worker):
+    recorder = worker()
+    runner.train_one(_params(tmp_path))
+    curves = {point["step"]: point["loss"] for point in _record(tmp_path)["curves"]}
+    train = [r for r in recorder.reports if r["phase"] == "train"]
+    assert [r["loss"] for r in train] == [curves[r["step"]] for r in train]
+    assert [r["status"] for r in train] == ["running"] * 6  # "ok" only once evaluated
+    fresh = runner.Trial(CONFIG)  # nothing logged yet: the loss is NaN
+    recorder = worker()
+    runner._report_with_checkpoint(fresh, "a warning")
+    [report] = recorder.reports
+    assert math.isnan(report.pop("loss"))
+    assert report == {"phase": "train", "step": 0, "status": "running", "warning": "a warning"}
+    assert recorder.states[0]["step"] == 0
+
+
+def _checkpoint(tmp_path: Path, state) -> tune.Checkpoint:
+    folder = tmp_path / "checkpoint"
+    folder.mkdir(exist_ok=True)
+    torch.save(state, folder / "state.pt")
+    return tune.Checkpoint.from_directory(str(folder))
+
+
+class RunsCode:
+    """A pickle that runs code when loaded: a checkpoint must never be able to do that."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_restoring_reads_only_tensors_and_plain_data(tmp_path):
+    trial, restored_at, warning = runner._restore(CONFIG, None)
+    assert trial.step == 0 and restored_at is None and warning is None
+    state = runner.Trial(CONFIG).state_dict()
+    marker = tmp_path / "code-ran"
+    state["step"] = RunsCode(marker)
+    trial, restored_at, warning = runner._restore(CONFIG, _checkpoint(tmp_path, state))
+    assert not marker.exists() and restored_at is None and trial.step == 0
+    assert warning.startswith("checkpoint unreadable (") and warning.endswith("); restarted from step 0")
+
+
+@pytest.mark.parametrize(
+    "error, reason",
+    [
+        (RuntimeError("first line\nsecond line"), "first line"),
+        (RuntimeError("x" * 200), "x" * 120),
+        (EOFError(), "EOFError"),
+    ],
+)
+def test_an_unreadable_checkpoint_says_why_in_one_short_line(tmp_path, monkeypatch, error, reason):
+    state = runner.Trial(CONFIG).state_dict()
+    checkpoint = _checkpoint(tmp_path, state)
+
+    def damaged(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(runner.torch, "load", damaged)
+    trial, restored_at, warning = runner._restore(CONFIG, checkpoint)
+    assert warning == f"checkpoint unreadable ({reason}); restarted from step 0"
+    assert restored_at is None and trial.step == 0
+
+
+def test_a_finished_trial_is_saved_whole(tmp_path, worker):
+    worker()
+    result = SimpleNamespace(
+        status="diverged",
+        diverged_step=30,
+        train_seconds=1.25,
+        eval_seconds=0.5,
+        training_stats={"clipped_share": 0.25, "max_grad_norm": 3.5},
+        metrics={1: {"mean_error": 0.125}, 8: {"mean_error": 0.5}},
+        curves=[{"step": 10, "loss": 1.5, "flow_loss": 1.0, "bootstrap_loss": 0.5, "grad_norm": 2.0}],
+        config={"seed": 3, "k_max": 8},
+        samples={1: [[0.0, 1.0], [2.0, 3.0]], 8: np.arange(6.0).reshape(3, 2)},
+        real_samples=[[5.0, 6.0]],
+    )
+    runner.save_trial_result(tmp_path, "t0", result, restored_at=20)
+    assert _record(tmp_path) == {
+        "node": "node-a",
+        "restored_at_step": 20,
+        "status": "diverged",
+        "diverged_step": 30,
+        "train_seconds": 1.25,
+        "eval_seconds": 0.5,
+        "clipped_share": 0.25,
+        "max_grad_norm": 3.5,
+        "metrics": {"1": {"mean_error": 0.125}, "8": {"mean_error": 0.5}},
+        "curves": result.curves,
+        "config": {"seed": 3, "k_max": 8},
+        "trial_id": "t0",
+    }
+    with np.load(tmp_path / "samples" / "t0.npz") as samples:
+        assert samples["steps_1"].tolist() == [[0.0, 1.0], [2.0, 3.0]]
+        assert samples["steps_8"].tolist() == np.arange(6.0).reshape(3, 2).tolist()
+        assert samples["real"].tolist() == [[5.0, 6.0]] and sorted(samples.files) == ["real", "steps_1", "steps_8"]
+    result.real_samples = None  # a task without real data: no `real` array
+    runner.save_trial_result(tmp_path, "t1", result)
+    with np.load(tmp_path / "samples" / "t1.npz") as samples:
+        assert sorted(samples.files) == ["steps_1", "steps_8"]
+    assert _record(tmp_path, "t1")["restored_at_step"] is None
+
+
+def test_a_trial_record_creates_its_folders_and_stores_numpy_values_and_paths(tmp_path):
+    record = {"status": "ok", "metrics": {2: {"m": np.float32(0.5)}}, "curves": [], "path": Path("/a/b")}
+    results.write_trial_result(tmp_path / "new" / "run", "t0", record)  # no samples: no samples folder
+    assert _record(tmp_path / "new" / "run") == {
+        "status": "ok",
+        "metrics": {"2": {"m": 0.5}},
+        "curves": [],
+        "path": "/a/b",
+        "trial_id": "t0",
+    }
+    assert not (tmp_path / "new" / "run" / "samples").exists()
+    with pytest.raises(TypeError, match="cannot store set in JSON"):
+        results.write_trial_result(tmp_path, "t1", {"metrics": {}, "odd": {1}})
+    assert not results.record_path(tmp_path, "t1").exists()
+
+
+def test_the_json_of_records_and_specs(tmp_path):
+    assert runner._jsonable({"a": np.int64(3), "b": (np.float64(0.5), Path("/x"))}) == {"a": 3, "b": [0.5, "/x"]}
+    value = results._json_default(np.float32(0.25))
+    assert value == 0.25 and type(value) is float
+    assert results._json_default(np.bool_(True)) is True
+    assert results._json_default(Path("/a/b")) == "/a/b"
+    assert _message(TypeError, results._json_default, object()) == "cannot store object in JSON"
+    assert runner._iso(0) == "1970-01-01T00:00:00+00:00"
+    assert runner._iso(86400 + 61.9) == "1970-01-02T00:01:01+00:00"
+
+
+def test_a_failed_write_names_the_file_and_leaves_the_old_one(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("old")
+
+    def full_disk(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError) as caught:
+        results.atomic_write(path, full_disk)
+    error = caught.value
+    assert (error.errno, error.strerror, error.filename) == (28, "No space left on device", str(path))
+    assert isinstance(error.__cause__, OSError) and error.__cause__.errno == 28
+    assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
+
+    def no_details(tmp: Path) -> None:
+        raise OSError("the disk went away")
+
+    with pytest.raises(OSError) as caught:
+        results.atomic_write(path, no_details)
+    error = caught.value
+    assert (error.errno, error.strerror, error.filename) == (None, "the disk went away", str(path))
+    results.atomic_write(path, lambda tmp: tmp.write_text("new"))
+    assert path.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
+
+
+def test_the_trial_records_present_and_damaged(tmp_path):
+    assert results.read_trial_records(tmp_path) == {} and results.record_names(tmp_path) == frozenset()
+    records = tmp_path / "trials"
+    records.mkdir()
+    good = {"status": "ok", "metrics": {}, "curves": []}
+    for name in ("b", "a"):
+        (records / f"{name}.json").write_text(json.dumps(good))
+    (records / ".c.json.tmp").write_text("{")  # a write in progress is not a record
+    names = results.record_names(tmp_path)
+    assert names == frozenset({"a", "b"}) and isinstance(names, frozenset)
+    assert results.read_trial_records(tmp_path) == {"a": good, "b": good}
+    for content, reason in (
+        ("{", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+        (json.dumps({"status": "ok", "metrics": {}}), "'curves'"),
+        (json.dumps({"metrics": {}, "curves": []}), "'status'"),
+        ("[1, 2]", "list indices must be integers or slices, not str"),
+    ):
+        (records / "c.json").write_text(content)
+        assert _message(results.ResultsError, results.read_trial_records, tmp_path) == (
+            f"{records / 'c.json'} is damaged ({reason}): delete it and run `ablate run EXPERIMENT --resume` "
+            "to run that trial again"
+        )
+    (records / "c.json").unlink()
+    (records / "c.json").mkdir()  # unreadable
+    assert "c.json is damaged (" in _message(results.ResultsError, results.read_trial_records, tmp_path)
+    assert results._reason(KeyError()) == "KeyError"
+    assert results._reason(ValueError("first\nsecond")) == "first"
+
+
+CURVE = {"step": 10, "loss": 1.5, "flow_loss": 1.0, "bootstrap_loss": 0.5, "grad_norm": 2.0}
+
+
+def _grid_records():
+    expected = [
+        {"trial_id": "a0", "variant": "A", "w": True, "seed": 0},
+        {"trial_id": "a1", "variant": "A", "w": True, "seed": 1},  # Tune gave up on it, no record
+        {"trial_id": "b0", "variant": "B", "w": False, "seed": 0},  # the watchdog's record
+        {"trial_id": "b1", "variant": "B", "w": False, "seed": 1},  # never ran
+        {"trial_id": "base0", "variant": "flow", "seed": 0},  # no level for w
+    ]
+    records = {
+        "a0": {
+            "status": "ok",
+            "diverged_step": None,
+            "train_seconds": 1.5,
+            "eval_seconds": 0.5,
+            "node": "n1",
+            **{stat: 0.5 + i for i, stat in enumerate(results.TRAINING_STATS)},
+            "metrics": {"2": {"err": 0.5, "spread": 1.0}, "16": {"err": 0.25}},
+            "curves": [CURVE],
+        },
+        "b0": {
+            "status": "failed",
+            "reason": "timeout",
+            "diverged_step": None,
+            "train_seconds": 3.0,
+            "eval_seconds": 0.0,
+            "node": "n2",
+            "metrics": {},
+            "curves": [CURVE],
+        },
+        "base0": {
+            "status": "diverged",
+            "diverged_step": 20,
+            "train_seconds": 2.0,
+            "eval_seconds": 0.25,
+            "node": "n1",
+            "metrics": {"2": {"err": 0.75}},
+            "curves": [],
+        },
+    }
+    return expected, records
+
+
+def test_the_tables_cell_by_cell(tmp_path):
+    expected, records = _grid_records()
+    metrics, curves, trials = results.collect_tables(expected, ["w"], records, failed={"a1", "b0"})
+    nan = float("nan")
+    ident = {
+        "a0": ["a0", "A", True, 0],
+        "a1": ["a1", "A", True, 1],
+        "b0": ["b0", "B", False, 0],
+        "b1": ["b1", "B", False, 1],
+        "base0": ["base0", "flow", None, 0],
+    }
+    head = ["trial_id", "variant", "w", "seed"]
+    stats, no_stats = [0.5 + i for i in range(len(results.TRAINING_STATS))], [None] * len(results.TRAINING_STATS)
+    want_trials = pd.DataFrame(
+        [
+            ident["a0"] + ["ok", None, 1.5, 0.5, "n1", None] + stats,
+            ident["a1"] + ["failed", None, None, None, None, "error"] + no_stats,
+            ident["b0"] + ["failed", None, 3.0, 0.0, "n2", "timeout"] + no_stats,
+            ident["b1"] + ["missing", None, None, None, None, None] + no_stats,
+            ident["base0"] + ["diverged", 20, 2.0, 0.25, "n1", None] + no_stats,
+        ],
+        columns=head
+        + ["status", "diverged_step", "train_seconds", "eval_seconds", "node", "reason", *results.TRAINING_STATS],
+    )
+    pd.testing.assert_frame_equal(trials, want_trials)
+    values = {"a0": [0.5, 1.0, 0.25], "b0": [nan] * 3, "base0": [0.75, nan, nan]}
+    status = {"a0": "ok", "b0": "failed", "base0": "diverged"}
+    keys = [(2, "err"), (2, "spread"), (16, "err")]  # the pairs some record has: K numerically, then the metric
+    want_metrics = pd.DataFrame(
+        [ident[t] + [status[t], k, m, v] for t in values for (k, m), v in zip(keys, values[t])],
+        columns=head + ["status", "steps", "metric", "value"],
+    )
+    pd.testing.assert_frame_equal(metrics, want_metrics)
+    want_curves = pd.DataFrame(
+        [ident[t] + [status[t], 10, m, CURVE[m]] for t in ("a0", "b0") for m in results.CURVE_METRICS],
+        columns=head + ["status", "step", "metric", "value"],
+    )
+    pd.testing.assert_frame_equal(curves, want_curves)
+    nothing = results.collect_tables([], ["w"], {})  # no trials: the tables still have their columns
+    assert [list(t.columns) for t in nothing] == [list(want_metrics.columns), list(want_curves.columns)] + [
+        list(want_trials.columns)
+    ]
+    empty = results.collect_tables(expected, ["w"], {})
+    assert [len(t) for t in empty] == [0, 0, 5] and list(empty[0].columns) == list(want_metrics.columns)
+    assert list(empty[1].columns) == list(want_curves.columns) and set(empty[2]["status"]) == {"missing"}
+
+
+def _frames():
+    expected, records = _grid_records()
+    return results.collect_tables(expected, ["w"], records, failed={"a1"})
+
+
+def test_tables_are_checked_before_anything_is_written(tmp_path):
+    metrics, curves, trials = _frames()
+    run_info = {"factors": [{"name": "w", "levels": [True, False]}]}
+    for which, missing in ((0, "metric"), (1, "step"), (2, "w"), (0, "seed"), (1, "seed"), (2, "seed")):
+        frames = [metrics, curves, trials]
+        frames[which] = frames[which].drop(columns=[missing])
+        name = ("metrics", "curves", "trials")[which]
+        assert _message(ValueError, results.write_tables, tmp_path / "out", *frames, run_info) == (
+            f"{name} is missing required columns: ['{missing}']"
+        )
+        assert not (tmp_path / "out").exists()
+
+
+def test_tables_and_run_json_are_written_whole(tmp_path):
+    metrics, curves, trials = _frames()
+    run_info = {"name": "grid", "factors": [{"name": "w", "levels": [True, False]}], "where": Path("/a/b")}
+    out = tmp_path / "new" / "out"
+    metrics, curves = metrics.iloc[::2], curves.iloc[1::2]  # a frame's index is not written
+    results.write_tables(out, metrics, curves, trials, run_info)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "curves.csv",
+        "curves.parquet",
+        "metrics.csv",
+        "metrics.parquet",
+        "run.json",
+        "trials.csv",
+    ]
+    assert (out / "run.json").read_text() == json.dumps({**run_info, "where": "/a/b"}, indent=2)
+    for name, frame in (("metrics", metrics), ("curves", curves)):
+        pd.testing.assert_frame_equal(pd.read_parquet(out / f"{name}.parquet"), frame.reset_index(drop=True))
+        assert (out / f"{name}.csv").read_text() == frame.to_csv(index=False)
+    assert (out / "trials.csv").read_text() == trials.to_csv(index=False)
+    results.write_tables(tmp_path / "plain", metrics, curves, trials, {})  # no factors: none required
+    assert json.loads((tmp_path / "plain" / "run.json").read_text()) == {}
+
+
+def test_factor_columns_that_mix_types_are_stored_as_text_in_parquet(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "numbers": [1.0, 2.0, 3.0, 4.0],  # first: a column that needs nothing does not end the search
+            "mixed": [1, "a", None, float("nan")],
+            "bools": [True, np.False_, None, True],
+            "words": ["x", "y", None, "z"],
+            "ints": pd.Series([1, 2, None, 3], dtype=object),  # one type: left as it is
+        }
+    )
+    safe = results._parquet_safe(frame)
+    assert safe["mixed"].tolist()[:2] == ["1", "a"] and safe["mixed"][2:].isna().all()  # missing stays missing
+    assert safe["bools"].tolist() == [True, np.False_, None, True] and type(safe["bools"][1]) is np.bool_
+    pd.testing.assert_frame_equal(safe[["words", "ints", "numbers"]], frame[["words", "ints", "numbers"]])
+    assert frame["mixed"].tolist()[0] == 1  # a copy: the caller's frame is untouched
+    results._to_parquet(frame.set_axis([5, 6, 7, 8]), tmp_path / "mixed.parquet")  # the index is not written
+    back = pd.read_parquet(tmp_path / "mixed.parquet")
+    assert list(back.columns) == list(frame.columns) and back.index.tolist() == [0, 1, 2, 3]
+    assert back["mixed"].tolist()[:2] == ["1", "a"] and back["mixed"][2:].isna().all()
+    assert back["bools"].tolist()[:2] == [True, False]
+    plain = frame[["words", "numbers"]]
+    results._to_parquet(plain.set_axis([5, 6, 7, 8]), tmp_path / "plain.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "plain.parquet"), plain)
+
+
+def test_the_tables_are_rebuilt_from_run_json_and_the_records(tmp_path):
+    expected, records = _grid_records()
+    out = tmp_path / "out"
+    assert _message(FileNotFoundError, results.rebuild_tables, out) == (
+        f"{out / 'run.json'} not found: is {out} a results folder?"
+    )
+    out.mkdir()
+    (out / "run.json").write_text("{")
+    assert _message(results.ResultsError, results.rebuild_tables, out) == (
+        f"{out / 'run.json'} is damaged (Expecting property name enclosed in double quotes: line 1 column 2 "
+        f"(char 1)): run `ablate run EXPERIMENT --resume --output {out}` to write it again"
+    )
+    (out / "run.json").write_text("[]")
+    assert _message(results.ResultsError, results.rebuild_tables, out) == (
+        f"{out / 'run.json'} is damaged (not a JSON object)"
+    )
+    for run in ({"name": "grid"}, {"expected_trials": []}):
+        (out / "run.json").write_text(json.dumps(run))
+        assert _message(results.ResultsError, results.rebuild_tables, out) == (
+            f"{out / 'run.json'} lists no expected trials: cannot rebuild the tables"
+        )
+    run = {"name": "grid", "factors": [{"name": "w", "levels": [True, False]}], "expected_trials": expected}
+    (out / "run.json").write_text(json.dumps(run))
+    for trial_id, record in records.items():
+        results.write_trial_result(out, trial_id, record)
+    results.rebuild_tables(out)
+    metrics, curves, trials = results.collect_tables(expected, ["w"], results.read_trial_records(out))
+    assert trials.loc[1, "status"] == "missing"  # Tune's earlier verdict is not in the records
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "metrics.parquet"), metrics)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "curves.parquet"), curves)
+    assert (out / "trials.csv").read_text() == trials.to_csv(index=False)
+    assert json.loads((out / "run.json").read_text()) == run
+
+
+def test_the_primary_steps_by_default():
+    assert results.default_primary_steps([1, 2, 4, 8]) == 4
+    assert results.default_primary_steps([16, 8, 4, 1]) == 4  # 4 wherever it is, not the middle one
+    assert results.default_primary_steps([32, 1, 16, 2, 8]) == 8  # no 4: the middle one
+    assert results.default_primary_steps([16, 1]) == 16
+    got = results.default_primary_steps(np.array([8, 2, 1]))
+    assert got == 2 and type(got) is int  # run.json needs a JSON number
+
+
+def _run_experiment_spec(tmp_path: Path, **changes) -> dict:
+    spec = {
+        "name": "grid",
+        "task": TINY_TASK,
+        "objective": {"k_max": 8, "bootstrap_space": "x"},
+        "seeds": [3, 5],
+        "factors": {"half_step": ["renoise", "velocity"], "tau2_weight": [True, False], "lr": [0.01, 0.001]},
+        "baseline": True,
+        "train": {"steps": 20, "batch_size": 8, "log_every": 10},
+        "eval": {"steps": [1, 2, 8]},
+        "labels": {"paper": "P"},
+        "primary": {"metric": "spread"},
+        "output": str(tmp_path / "out"),
+    }
+    return {**spec, **changes}
+
+
+def test_run_json_describes_the_run_and_keeps_every_session(tmp_path, monkeypatch):
+    experiment = dataclasses.replace(
+        parse_experiment(_run_experiment_spec(tmp_path)), overrides=("train.steps=20", "seeds=[3,5]")
+    )
+    output = tmp_path / "out"
+    output.mkdir()
+    now = [1000.0 + 3600.0]
+    monkeypatch.setattr(runner, "time", SimpleNamespace(time=lambda: now[0]))
+    provenance = {"versions": {"torch": "2"}, "git_commit": "abc"}
+    info = runner._run_info(experiment, output, 1000.0, False, provenance)
+    session = {
+        "started": "1970-01-01T00:16:40+00:00",
+        "finished": "1970-01-01T01:16:40+00:00",
+        "wall_seconds": 3600.0,
+        "resumed": False,
+        "versions": {"torch": "2"},
+        "git_commit": "abc",
+    }
+    assert info == {
+        "name": "grid",
+        "task": {"name": TINY_TASK, "params": {}, "sample_format": "points"},
+        "factors": [
+            {"name": "half_step", "levels": ["renoise", "velocity"], "reference": "velocity"},
+            {"name": "tau2_weight", "levels": [True, False], "reference": True},
+            {"name": "lr", "levels": [0.01, 0.001], "reference": 0.01},
+        ],
+        "seeds": [3, 5],
+        "eval_steps": [1, 2, 8],
+        "k_max": 8,
+        "expected_trials": experiment.expected_trials(),
+        "paper_variant": "grid_xboot_vstep_w2,lr=0.01",  # the paper's levels of the varied toggles
+        "simplified_variant": "grid_xboot_renoise_now2,lr=0.01",  # bootstrap_space is fixed at x
+        "baseline_variant": "flow,lr=0.01",
+        "primary_metric": "spread",
+        "primary_steps": 2,
+        "metric_directions": {"mean_error": "min", "spread": "max"},
+        "labels": {"paper": "P"},
+        "config": json.loads(json.dumps(experiment.spec)),
+        "overrides": ["train.steps=20", "seeds=[3,5]"],
+        "versions": {"torch": "2"},
+        "git_commit": "abc",
+        "started": "1970-01-01T00:16:40+00:00",
+        "finished": "1970-01-01T01:16:40+00:00",
+        "wall_seconds": 3600.0,
+        "sessions": [session],
+    }
+    # A resumed session: the earlier ones are kept, this one's entry is replaced by every refresh.
+    (output / "run.json").write_text(json.dumps(info))
+    now[0] = 20000.0
+    resumed = runner._run_info(experiment, output, 10000.0, True, {"versions": {"torch": "3"}, "git_commit": None})
+    (output / "run.json").write_text(json.dumps(resumed))
+    now[0] = 20500.0
+    resumed = runner._run_info(experiment, output, 10000.0, True, {"versions": {"torch": "3"}, "git_commit": None})
+    second = {
+        "started": "1970-01-01T02:46:40+00:00",
+        "finished": "1970-01-01T05:41:40+00:00",
+        "wall_seconds": 10500.0,
+        "resumed": True,
+        "versions": {"torch": "3"},
+        "git_commit": None,
+    }
+    assert resumed["sessions"] == [session, second]
+    assert (resumed["started"], resumed["finished"]) == (session["started"], second["finished"])
+    assert resumed["wall_seconds"] == 3600.0 + 10500.0
+    assert (resumed["versions"], resumed["git_commit"]) == ({"torch": "3"}, None)
+    (output / "run.json").write_text("{damaged")  # rewritten from this session on
+    rewritten = runner._run_info(experiment, output, 10000.0, True, {})
+    assert rewritten["sessions"] == [{k: second[k] for k in ("started", "finished", "wall_seconds", "resumed")}]
+
+
+def test_run_json_defaults_eval_steps_primary_and_baseline(tmp_path, monkeypatch):
+    factors = {"tau2_weight": [False, True], "lr": [0.01], "batch_size": [8]}
+    spec = _run_experiment_spec(tmp_path, baseline=False, primary={"steps": 8}, factors=factors)
+    del spec["eval"]
+    experiment = parse_experiment(spec)
+    monkeypatch.setattr(runner, "time", SimpleNamespace(time=lambda: 1000.0))
+    info = runner._run_info(experiment, tmp_path, 1000.0, False, {})
+    assert info["eval_steps"] == [1, 2, 4, 8] and info["primary_steps"] == 8
+    assert info["primary_metric"] == "mean_error" and info["baseline_variant"] is None
+    assert (info["paper_variant"], info["simplified_variant"]) == (
+        "grid_xboot_vstep_w2,lr=0.01,batch_size=8",
+        "grid_xboot_vstep_now2,lr=0.01,batch_size=8",
+    )
+    assert info["overrides"] == [] and info["wall_seconds"] == 0.0
+    del spec["primary"]
+    info = runner._run_info(parse_experiment(spec), tmp_path, 1000.0, False, {})
+    assert info["primary_steps"] == 4
+    one = parse_experiment({**spec, "seeds": [0], "factors": {"tau2_weight": [False]}})  # a single trial
+    info = runner._run_info(one, tmp_path, 1000.0, False, {})
+    assert (info["paper_variant"], info["simplified_variant"]) == ("grid_xboot_vstep_w2", "grid_xboot_vstep_now2")
+
+
+def test_write_results_counts_what_finished_failed_or_is_missing(tmp_path, monkeypatch):
+    experiment = _experiment(tmp_path)
+    output = tmp_path / "out"
+    ok, diverged, timed_out, given_up = (t.trial_id for t in experiment.trials)
+    base = {"diverged_step": None, "train_seconds": 1.0, "eval_seconds": 0.5, "node": "n", "curves": [CURVE]}
+    results.write_trial_result(output, ok, {**base, "status": "ok", "metrics": {1: {"mean_error": 0.5}}})
+    results.write_trial_result(output, diverged, {**base, "status": "diverged", "diverged_step": 10, "metrics": {}})
+    results.write_trial_result(output, timed_out, {**base, "status": "failed", "reason": "timeout", "metrics": {}})
+    monkeypatch.setattr(runner, "time", SimpleNamespace(time=lambda: 1000.0))
+    outcome = runner.write_results(experiment, output, 1000.0, False, {}, set())
+    assert outcome == runner.RunOutcome(output, 4, 2, 1, True)
+    outcome = runner.write_results(experiment, output, 1000.0, True, {}, {given_up})
+    assert outcome == runner.RunOutcome(output, 4, 2, 2, False)
+    loaded = results.load(output)
+    assert dict(zip(loaded.trials["trial_id"], loaded.trials["status"])) == {
+        ok: "ok",
+        diverged: "diverged",
+        timed_out: "failed",
+        given_up: "failed",
+    }
+    assert loaded.run == json.loads(json.dumps(runner._run_info(experiment, output, 1000.0, True, {})))
+    assert loaded.run["sessions"][0]["resumed"] is True
+
+
+def test_live_tables_refresh_when_a_trial_finishes_and_retry_a_failed_refresh(tmp_path):
+    seen, failures = [], [OSError(28, "No space left on device"), ValueError("half a table")]
+
+    def refresh():
+        seen.append(results.record_names(tmp_path))
+        if failures:
+            raise failures.pop(0)
+
+    def wait_for(count: int) -> None:
+        deadline = time.monotonic() + 5
+        while len(seen) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(seen) >= count, f"{len(seen)} refreshes after 5 s, expected {count}"
+
+    live = runner.LiveTables(refresh, tmp_path, every_seconds=0.01)
+    assert live.daemon and (live.refresh, live.output, live.every_seconds) == (refresh, tmp_path, 0.01)
+    assert runner.LiveTables(refresh, tmp_path).every_seconds == 2.0
+    with live:
+        assert live.is_alive()
+        time.sleep(0.1)
+        assert seen == []  # nothing finished yet
+        results.write_trial_result(tmp_path, "a", {"metrics": {}})
+        wait_for(3)  # two failed refreshes, retried
+        time.sleep(0.1)
+        assert seen == [frozenset({"a"})] * 3  # and no refresh while nothing new finished
+        results.write_trial_result(tmp_path, "b", {"metrics": {}})
+        wait_for(4)
+    assert not live.is_alive() and seen[3:] == [frozenset({"a", "b"})]
+    results.write_trial_result(tmp_path, "c", {"metrics": {}})
+    time.sleep(0.05)
+    assert len(seen) == 4  # stopped

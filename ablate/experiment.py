@@ -6,9 +6,8 @@ values and a did-you-mean suggestion.
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import itertools
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,11 +15,23 @@ from pathlib import Path
 
 import yaml
 
+from ablate.config import (
+    FACTOR_SECTIONS,
+    SECTIONS,
+    EvalConfig,
+    ExperimentError,
+    ObjectiveConfig,
+    TrainConfig,
+    TrialConfig,
+    check_keys,
+    number,
+    suggest,
+)
 from ablate.families import BASELINE_FAMILY, family_spec, load_family
 from ablate.objective import ShortcutForcing
 from ablate.tasks import BUILTIN_TASKS, make_task
 from ablate.trackers import parse_loggers
-from ablate.trial import DEFAULTS, TEACHERS, build_objective
+from ablate.trial import build_objective
 from ablate.variants import TOGGLES
 
 TOP_LEVEL = (
@@ -42,41 +53,9 @@ TOP_LEVEL = (
     "labels",
     "loggers",
 )
-OBJECTIVE_KEYS = (
-    "family",
-    "k_max",
-    "ramp",
-    "step_sizes",
-    "bootstrap_fraction",
-    "bootstrap_weight",
-    "teacher_context",
-    *TOGGLES,
-)
-TRAIN_KEYS = {  # YAML key under `train:` -> trial config key
-    "steps": "train_steps",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "lr_final": "lr_final",
-    "grad_clip": "grad_clip",
-    "teacher": "teacher",
-    "teacher_decay": "teacher_decay",
-    "bootstrap_start": "bootstrap_start",
-    "eval_ema": "eval_ema",
-    "log_every": "log_every",
-    "divergence_loss": "divergence_loss",
-    "timeout_seconds": "timeout_seconds",
-}
-EVAL_KEYS = ("steps", "seed")
 RESOURCE_KEYS = ("cpu", "gpu")
 PRIMARY_KEYS = ("metric", "steps")
-# Keys a factor may vary: the toggles, the objective's other knobs, the training keys, and task params
-# written as `task_params.NAME`.
-FACTOR_KEYS = (*OBJECTIVE_KEYS, *TRAIN_KEYS)
 DEFAULT_FACTORS = {name: list(levels) for name, levels in TOGGLES.items()}
-
-
-class ExperimentError(ValueError):
-    """A problem in an experiment file, reported as one line naming the key."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +64,7 @@ class TrialSpec:
     variant: str
     levels: dict  # factor name -> level (None for toggles of the baseline cell)
     seed: int
-    config: dict  # the flat trial config (see ablate.trial.DEFAULTS)
+    config: TrialConfig
 
 
 @dataclass
@@ -108,43 +87,6 @@ class Experiment:
     def expected_trials(self) -> list[dict]:
         """Every trial of the matrix as the results contract lists it: id, cell label, levels, seed."""
         return [{"trial_id": t.trial_id, "variant": t.variant, **t.levels, "seed": t.seed} for t in self.trials]
-
-
-def _suggest(key: str, allowed) -> str:
-    close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"{hint}; allowed: {', '.join(map(str, allowed))}"
-
-
-def _check_keys(section: str, mapping, allowed) -> None:
-    if not isinstance(mapping, dict):
-        raise ExperimentError(f"{section}: must be a mapping of key: value, got {type(mapping).__name__}")
-    for key in mapping:
-        if key not in allowed and not (section == "factors" and str(key).startswith("task_params.")):
-            where = f"{section}.{key}" if section else str(key)
-            raise ExperimentError(f"{where}: unknown key{_suggest(key, allowed)}")
-
-
-def _number(where: str, value, *, integer=False, minimum=None, positive=False, allow_none=False):
-    """Numbers from YAML; `1e-3` (a string to YAML 1.1) is accepted as the number it means."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ExperimentError(f"{where}: expected a number, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ExperimentError(f"{where}: expected a {'whole ' if integer else ''}number, got {value!r}")
-    if integer:
-        if value != int(value):
-            raise ExperimentError(f"{where}: expected a whole number, got {value!r}")
-        value = int(value)
-    if positive and value <= 0:
-        raise ExperimentError(f"{where}: must be > 0, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ExperimentError(f"{where}: must be >= {minimum}, got {value!r}")
-    return value
 
 
 def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:
@@ -186,7 +128,7 @@ def apply_overrides(raw, overrides: Sequence[str]) -> dict:
             raw[head] = value
             continue
         if head not in TOP_LEVEL:
-            raise ExperimentError(f"{head}: unknown key{_suggest(head, TOP_LEVEL)}")
+            raise ExperimentError(f"{head}: unknown key{suggest(head, TOP_LEVEL)}")
         section = raw.get(head)
         if section is None and head == "factors":
             section = {name: list(levels) for name, levels in DEFAULT_FACTORS.items()}
@@ -202,7 +144,7 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
     """Validate a spec (the parsed YAML) and expand its trial matrix."""
     if not isinstance(raw, dict):
         raise ExperimentError("the file must hold a mapping with at least `name`, `task` and `seeds`")
-    _check_keys("", raw, TOP_LEVEL)
+    check_keys("", raw, TOP_LEVEL)
     name = raw.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ExperimentError(f"name: must be a word of letters, digits, '_', '-' or '.', got {name!r}")
@@ -218,44 +160,39 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
     if not isinstance(task_params, dict):
         raise ExperimentError("task_params: must be a mapping")
 
-    objective = {k: DEFAULTS[k] for k in OBJECTIVE_KEYS}
-    _check_keys("objective", raw.get("objective") or {}, OBJECTIVE_KEYS)
-    objective.update(raw.get("objective") or {})
-    objective["k_max"] = _number("objective.k_max", objective["k_max"], integer=True, positive=True)
+    fields = {name: [f.name for f in dataclasses.fields(kind)] for name, kind in SECTIONS.items()}
+    sections = {name: _section(raw, name, fields[name]) for name in SECTIONS}
     try:  # the family must import here, before any trial runs
-        load_family(family_spec(str(objective["family"])))
+        load_family(family_spec(str(sections["objective"].get("family", ObjectiveConfig.family))))
     except ValueError as error:
         raise ExperimentError(str(error)) from None
-
-    train = {k: DEFAULTS[v] for k, v in TRAIN_KEYS.items()}
-    _check_keys("train", raw.get("train") or {}, TRAIN_KEYS)
-    train.update(raw.get("train") or {})
-    _check_train(train)
-
-    evaluation = {"steps": None, "seed": 0, **_section(raw, "eval", EVAL_KEYS)}
-    evaluation["seed"] = _number("eval.seed", evaluation["seed"], integer=True, minimum=0)
+    base = TrialConfig(
+        task=task,
+        task_params=task_params,
+        objective=ObjectiveConfig(**sections["objective"]),
+        train=TrainConfig(**sections["train"]),
+        eval=EvalConfig(**sections["eval"]),
+    )
 
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds:
         raise ExperimentError("seeds: must be a non-empty list of whole numbers, e.g. [0, 1, 2]")
-    seeds = [_number("seeds", s, integer=True, minimum=0) for s in seeds]
+    seeds = [number("seeds", s, integer=True, minimum=0) for s in seeds]
     if len(set(seeds)) != len(seeds):
         raise ExperimentError(f"seeds: must not repeat a seed, got {seeds}")
 
-    factors = _parse_factors(raw.get("factors", DEFAULT_FACTORS))
-    for key in set(factors) & set(TRAIN_KEYS):  # each level checked as if it were the `train:` value
-        factors[key] = [_check_train({**train, key: level})[key] for level in factors[key]]
+    factors = _parse_factors(raw.get("factors", DEFAULT_FACTORS), base)
     baseline = raw.get("baseline", False)
     if not isinstance(baseline, bool):
         raise ExperimentError(f"baseline: must be true or false, got {baseline!r}")
 
     resources = {"cpu": 1, "gpu": 0, **_section(raw, "resources", RESOURCE_KEYS)}
-    resources["cpu"] = _number("resources.cpu", resources["cpu"], positive=True)
+    resources["cpu"] = number("resources.cpu", resources["cpu"], positive=True)
     if resources["gpu"] != "auto":
-        resources["gpu"] = _number("resources.gpu", resources["gpu"], minimum=0)
+        resources["gpu"] = number("resources.gpu", resources["gpu"], minimum=0)
         if resources["gpu"] > 1 and resources["gpu"] != int(resources["gpu"]):
             raise ExperimentError(f"resources.gpu: a share above 1 must be whole, got {resources['gpu']}")
-    max_concurrent = _number("max_concurrent", raw.get("max_concurrent"), integer=True, positive=True, allow_none=True)
+    max_concurrent = number("max_concurrent", raw.get("max_concurrent"), integer=True, positive=True, allow_none=True)
 
     labels = raw.get("labels") or {}
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
@@ -264,7 +201,7 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
             "display name, e.g. {paper: DreamerV4, simplified: port}"
         )
     try:
-        loggers = parse_loggers(raw.get("loggers"), _suggest)
+        loggers = parse_loggers(raw.get("loggers"), suggest)
     except ValueError as error:
         raise ExperimentError(str(error)) from None
     spec = {
@@ -272,29 +209,29 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
         "task": task,
         "labels": {str(k): v for k, v in labels.items()},
         "loggers": loggers,
-        "task_params": task_params,
-        "objective": objective,
+        "task_params": dict(base.task_params),
+        "objective": dataclasses.asdict(base.objective),
         "factors": factors,
         "baseline": baseline,
         "seeds": seeds,
-        "train": train,
-        "eval": evaluation,
+        "train": dataclasses.asdict(base.train),
+        "eval": base.to_dict()["eval"],
         "resources": resources,
         "max_concurrent": max_concurrent,
         "primary": _section(raw, "primary", PRIMARY_KEYS),
         "output": raw.get("output"),
-        "checkpoint_seconds": _number("checkpoint_seconds", raw.get("checkpoint_seconds", 10.0), positive=True),
-        "max_failures": _number("max_failures", raw.get("max_failures", 2), integer=True, minimum=0),
+        "checkpoint_seconds": number("checkpoint_seconds", raw.get("checkpoint_seconds", 10.0), positive=True),
+        "max_failures": number("max_failures", raw.get("max_failures", 2), integer=True, minimum=0),
     }
     reference = {f: (TOGGLES[f][0] if f in TOGGLES else levels[0]) for f, levels in factors.items()}
-    trials = _expand(spec, factors)
+    trials = _expand(spec, base, factors)
     task = _check_task(spec, factors)
     return Experiment(name, source, spec, factors, reference, trials, resources, max_concurrent, task)
 
 
 def _section(raw: dict, key: str, allowed) -> dict:
     value = raw.get(key) or {}
-    _check_keys(key, value, allowed)
+    check_keys(key, value, allowed)
     return dict(value)
 
 
@@ -310,66 +247,42 @@ def _absolute_task_path(task: str, source: Path | None) -> str:
     return str(path.resolve()) + sep + function
 
 
-def _check_train(train: dict) -> dict:
-    train["steps"] = _number("train.steps", train["steps"], integer=True, positive=True)
-    train["batch_size"] = _number("train.batch_size", train["batch_size"], integer=True, positive=True)
-    train["log_every"] = _number("train.log_every", train["log_every"], integer=True, positive=True)
-    train["bootstrap_start"] = _number("train.bootstrap_start", train["bootstrap_start"], integer=True, minimum=0)
-    for key in ("lr", "lr_final", "divergence_loss"):
-        train[key] = _number(f"train.{key}", train[key], positive=True)
-    train["grad_clip"] = _number("train.grad_clip", train["grad_clip"], positive=True, allow_none=True)
-    train["timeout_seconds"] = _number(
-        "train.timeout_seconds", train["timeout_seconds"], positive=True, allow_none=True
-    )
-    train["eval_ema"] = _number("train.eval_ema", train["eval_ema"], minimum=0, allow_none=True)
-    train["teacher_decay"] = _number("train.teacher_decay", train["teacher_decay"], minimum=0)
-    for key in ("teacher_decay", "eval_ema"):
-        if train[key] is not None and not train[key] < 1:
-            raise ExperimentError(f"train.{key}: an EMA decay must be in [0, 1), got {train[key]}")
-    if train["teacher"] not in TEACHERS:
-        raise ExperimentError(
-            f"train.teacher: {train['teacher']!r} is not allowed{_suggest(train['teacher'], TEACHERS)}"
-        )
-    return train
-
-
-def _parse_factors(factors) -> dict[str, list]:
+def _parse_factors(factors, base: TrialConfig) -> dict[str, list]:
+    """Factor levels, each checked (and normalised, e.g. ``1e-3`` to 0.001) as its section checks it."""
     if factors is None:
         factors = {}
-    _check_keys("factors", factors, FACTOR_KEYS)
+    check_keys("factors", factors, list(FACTOR_SECTIONS))
     parsed = {}
     for name, levels in factors.items():
         if not isinstance(levels, list) or not levels:
             raise ExperimentError(f"factors.{name}: must be a non-empty list of levels, e.g. [a, b]")
         if len({repr(level) for level in levels}) != len(levels):
             raise ExperimentError(f"factors.{name}: repeats a level: {levels}")
-        if name in TOGGLES:
-            for level in levels:
-                if level not in TOGGLES[name] or type(level) is not type(TOGGLES[name][0]):
-                    raise ExperimentError(
-                        f"factors.{name}: level {level!r} is not allowed{_suggest(level, TOGGLES[name])}"
-                    )
-        parsed[str(name)] = list(levels)
+        parsed[str(name)] = [_level(base, str(name), level) for level in levels]
     return parsed
 
 
-def _cell_config(spec: dict, levels: dict, baseline: bool) -> dict:
-    """The flat trial config of one cell (without seed and id)."""
-    o, t, e = spec["objective"], spec["train"], spec["eval"]
-    config = {k: o[k] for k in OBJECTIVE_KEYS}
-    config.update({TRAIN_KEYS[k]: v for k, v in t.items()})
-    config.update(task=spec["task"], task_params=dict(spec["task_params"]), eval_steps=e["steps"], eval_seed=e["seed"])
-    for name, level in levels.items():
-        if name.startswith("task_params."):
-            config["task_params"][name.split(".", 1)[1]] = level
-        elif level is not None:
-            config[TRAIN_KEYS.get(name, name)] = level
+def _level(base: TrialConfig, name: str, level: object) -> object:
+    if name.startswith("task_params."):
+        return level
+    try:
+        config = base.with_levels({name: level})
+    except TypeError as error:  # a dataclass rejects a value its own check cannot read
+        raise ExperimentError(f"factors.{name}: level {level!r}: {error}") from None
+    except ExperimentError as error:
+        raise ExperimentError(f"factors.{name}: level {level!r} is not allowed ({error})") from None
+    return getattr(getattr(config, FACTOR_SECTIONS[name]), name)
+
+
+def _cell_config(base: TrialConfig, levels: dict, baseline: bool) -> TrialConfig:
+    """The trial config of one cell (seed 0: the trials set theirs)."""
+    config = base.with_levels({name: level for name, level in levels.items() if level is not None})
     # what a Ray worker imports: the family's "module:attribute" (the baseline cells: the flow family)
-    config["family"] = family_spec(BASELINE_FAMILY if baseline else str(config["family"]))
-    return config
+    family = family_spec(BASELINE_FAMILY if baseline else config.objective.family)
+    return dataclasses.replace(config, objective=dataclasses.replace(config.objective, family=family))
 
 
-def _expand(spec: dict, factors: dict) -> list[TrialSpec]:
+def _expand(spec: dict, base: TrialConfig, factors: dict) -> list[TrialSpec]:
     """The factor x seed matrix, plus the flow-only baseline cells (one per level of the non-toggle factors)."""
     cells = []
     names = list(factors)
@@ -382,32 +295,29 @@ def _expand(spec: dict, factors: dict) -> list[TrialSpec]:
             cells.append((levels, True))
     trials = []
     for levels, baseline in cells:
-        config = _cell_config(spec, levels, baseline)
+        config = _cell_config(base, levels, baseline)
         label = cell_label(config, levels)
         _check_cell(config, label)
         for seed in spec["seeds"]:
             trial_id = re.sub(r"[^A-Za-z0-9_.=-]+", "-", f"{label}__seed{seed}")
-            trials.append(TrialSpec(trial_id, label, levels, seed, {**config, "seed": seed}))
+            trials.append(TrialSpec(trial_id, label, levels, seed, dataclasses.replace(config, seed=seed)))
     return trials
 
 
-def cell_label(config: dict, levels: dict) -> str:
+def cell_label(config: TrialConfig, levels: dict) -> str:
     """The family's name for the cell, then ``,factor=level`` for every factor that is not a toggle."""
     extras = "".join(f",{name}={level}" for name, level in levels.items() if name not in TOGGLES)
-    return load_family(config["family"]).cell_label(config) + extras
+    return load_family(config.objective.family).cell_label(config.objective) + extras
 
 
-def _check_cell(config: dict, label: str) -> None:
+def _check_cell(config: TrialConfig, label: str) -> None:
     """Build the cell's objective and check eval steps: impossible values fail before anything runs."""
     try:
-        objective: ShortcutForcing = build_objective(config)
+        objective: ShortcutForcing = build_objective(config.objective)
     except ValueError as error:
         raise ExperimentError(f"cell {label}: {error}") from None
-    steps = config["eval_steps"]
-    if steps is not None:
-        if not isinstance(steps, list) or not steps:
-            raise ExperimentError(f"eval.steps: must be a non-empty list of step counts, got {steps!r}")
-        for k in steps:
+    if config.eval.steps is not None:
+        for k in config.eval.steps:
             if k not in objective.step_counts:
                 raise ExperimentError(
                     f"eval.steps: {k!r} is not a power of two <= k_max="

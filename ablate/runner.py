@@ -8,6 +8,7 @@ A trial that finds its result file already there returns at once, so no trial is
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import logging
@@ -20,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -279,7 +280,7 @@ def _tuner(experiment: Experiment, output: Path, gpu: float, resume: bool, verbo
             "seed": t.seed,
             "output": str(output),
             "checkpoint_seconds": experiment.spec["checkpoint_seconds"],
-            "config": {**t.config, "threads": max(1, int(cpu)), "device": device},
+            "config": dataclasses.replace(t.config, threads=max(1, int(cpu)), device=device).to_dict(),
         }
         for t in experiment.trials
     ]
@@ -316,7 +317,7 @@ def train_one(params: dict) -> None:
         tune.report({"phase": "done", "step": 0, "status": "done before"})
         return
     trial, restored_at, warning = _restore(spec["config"], tune.get_checkpoint())
-    timeout = spec["config"].get("timeout_seconds")
+    timeout = trial.config.train.timeout_seconds
     watchdog = threading.Timer(timeout, _give_up, (output, trial_id, trial, timeout)) if timeout else None
     if watchdog is not None:
         watchdog.daemon = True
@@ -324,7 +325,7 @@ def train_one(params: dict) -> None:
     try:
         last_saved = time.monotonic()
         while not trial.done_training:
-            trial.train(until=trial.step + trial.config["log_every"])
+            trial.train(until=trial.step + trial.config.train.log_every)
             if trial.done_training or time.monotonic() - last_saved > spec["checkpoint_seconds"]:
                 _report_with_checkpoint(trial, warning)
                 warning, last_saved = None, time.monotonic()
@@ -349,7 +350,7 @@ def _trial_name(trial) -> str:
     return trial.config["trial"]["trial_id"]
 
 
-def _restore(config: dict, checkpoint) -> tuple[Trial, int | None, str | None]:
+def _restore(config: Mapping, checkpoint) -> tuple[Trial, int | None, str | None]:
     """A fresh trial, or one continued from Tune's checkpoint; a checkpoint that cannot be read
     (truncated, corrupt) restarts the trial from step 0 with a warning instead of failing it."""
     trial = Trial(config)
@@ -379,7 +380,7 @@ def _give_up(output: Path, trial_id: str, trial: Trial, timeout: float) -> None:
         **trial.training_stats,
         "metrics": {},
         "curves": list(trial.curves),
-        "config": trial.config,
+        "config": trial.config.to_dict(),
         "timeout_seconds": timeout,
     }
     results.write_trial_result(output, trial_id, record)
@@ -408,7 +409,7 @@ def save_trial_result(output: Path, trial_id: str, result, restored_at: int | No
         **result.training_stats,
         "metrics": result.metrics,
         "curves": result.curves,
-        "config": result.config,
+        "config": result.config.to_dict(),
     }
     results.write_trial_result(output, trial_id, record, result.samples, result.real_samples)
 
@@ -460,7 +461,7 @@ def _run_info(experiment: Experiment, output: Path, started: float, resumed: boo
     toggles_varied = [name for name in TOGGLES if name in experiment.factors]
     simplified_levels = {n: getattr(Variant.simplified(), n) for n in toggles_varied}
     extras_reference = "".join(f",{n}={experiment.reference[n]}" for n in experiment.factors if n not in TOGGLES)
-    fixed = {n: experiment.trials[0].config[n] for n in TOGGLES}
+    fixed = {n: getattr(experiment.trials[0].config.objective, n) for n in TOGGLES}
     return {
         "name": experiment.name,
         "task": {
@@ -575,7 +576,7 @@ def _running_steps(trials, most: int = 4) -> str:
         if t.status == "RUNNING" and (t.last_result or {}).get("phase") == "train":
             parts.append(
                 f"{t.config['trial']['trial_id']} step {t.last_result['step']}/"
-                f"{t.config['trial']['config']['train_steps']}"
+                f"{t.config['trial']['config']['train']['steps']}"
             )
     more = f", +{len(parts) - most} more" if len(parts) > most else ""
     return f" | {', '.join(parts[:most])}{more}" if parts else ""

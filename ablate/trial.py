@@ -13,69 +13,25 @@ import copy
 import math
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from ablate.families import DEFAULT_FAMILY, load_family
+from ablate.config import ObjectiveConfig, TrialConfig
+from ablate.families import load_family
 from ablate.objective import ShortcutForcing
 from ablate.results import CURVE_METRICS, DIVERGED, OK, TRAINING_STATS
 from ablate.tasks import Evaluation, Sampler, make_task
 
 RUNNING = "running"  # until training ends as OK or DIVERGED (the results contract's status values)
 
-# Every key a trial understands, with its default. The defaults were chosen so that the paper variant
-# trains stably on every built-in task (see README, "Training defaults").
-DEFAULTS: dict = {
-    "task": "toy2d",
-    "task_params": {},
-    "family": DEFAULT_FAMILY,  # the objective family (ablate.families): shortcut_forcing, flow, or "module:attr"
-    "tau_sampling": "grid",
-    "bootstrap_space": "velocity",
-    "half_step": "velocity",
-    "tau2_weight": True,
-    "k_max": 64,
-    "ramp": "both",
-    "step_sizes": "uniform",
-    "bootstrap_fraction": None,
-    "bootstrap_weight": 1.0,
-    "teacher_context": "stepped",  # sequences: what the second teacher call sees of the other frames
-    "teacher": "ema",  # "self": the student under stop-gradient (the paper); "ema": an EMA copy
-    "teacher_decay": 0.99,
-    "bootstrap_start": 0,  # steps of flow rows only (d = d_min) before bootstrap rows begin (a warm-up)
-    "train_steps": 3000,
-    "batch_size": 256,
-    "lr": 1e-3,
-    "lr_final": 1e-4,  # cosine decay from lr to lr_final
-    "grad_clip": 1.0,  # None: no clipping
-    "eval_ema": 0.995,  # decay of the (bias-corrected) weight EMA used for evaluation; None: the raw weights
-    "log_every": 100,
-    "divergence_loss": 1e3,  # a loss above this (or NaN/inf) ends the trial as diverged
-    "timeout_seconds": None,  # enforced by the runner: a trial attempt longer than this fails (reason timeout)
-    "eval_steps": None,  # None: 1, 2, 4, ..., k_max
-    "eval_seed": 0,  # the evaluation noise: the same for every variant and seed
-    "seed": 0,
-    "threads": 1,
-    "device": "cpu",
-}
-TEACHERS = ("self", "ema")
 STREAMS = ("data", "noise", "tau_d")  # one generator each, seeded from (seed, stream)
 SPIKE_FACTOR = 10.0  # a loss spike: a step's loss above this many times the median of the previous ones
 SPIKE_WINDOW = 100  # ... over at most this many previous steps, once at least SPIKE_MIN_HISTORY are known
 SPIKE_MIN_HISTORY = 20
-
-
-def resolve_config(config: dict) -> dict:
-    """Defaults filled in; unknown keys raise ValueError naming the key."""
-    unknown = sorted(set(config) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown trial config key(s) {unknown}; known keys: {', '.join(DEFAULTS)}")
-    resolved = {**DEFAULTS, **config}
-    if resolved["teacher"] not in TEACHERS:
-        raise ValueError(f"teacher={resolved['teacher']!r} is not allowed; choose one of {TEACHERS}")
-    return resolved
 
 
 def stream_generator(seed: int, stream: str) -> torch.Generator:
@@ -84,9 +40,9 @@ def stream_generator(seed: int, stream: str) -> torch.Generator:
     return torch.Generator().manual_seed(int(entropy))
 
 
-def build_objective(config: dict) -> ShortcutForcing:
+def build_objective(objective: ObjectiveConfig) -> ShortcutForcing:
     """The objective of the config's family (ablate.families): shortcut forcing, the flow baseline, ..."""
-    return load_family(config["family"]).build(config)
+    return load_family(objective.family).build(objective)
 
 
 @torch.no_grad()
@@ -109,7 +65,7 @@ def frozen_copy(model: nn.Module) -> nn.Module:
 
 @dataclass
 class TrialResult:
-    config: dict
+    config: TrialConfig
     status: str  # OK or DIVERGED
     diverged_step: int | None
     curves: list[dict]  # one dict per logged step: step, loss, flow_loss, bootstrap_loss, grad_norm
@@ -124,20 +80,20 @@ class TrialResult:
 class Trial:
     """Trainable state of one config, resumable from `state_dict()` at any step."""
 
-    def __init__(self, config: dict) -> None:
-        self.config = resolve_config(config)
+    def __init__(self, config: TrialConfig | Mapping) -> None:
+        self.config = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
         c = self.config
-        torch.set_num_threads(int(c["threads"]))
-        torch.manual_seed(c["seed"])  # model initialisation
-        self.device = torch.device(c["device"])
-        self.task = make_task(c["task"], c["task_params"])
-        self.objective = build_objective(c)
-        self.eval_steps = list(c["eval_steps"] or self.objective.step_counts)
+        torch.set_num_threads(c.threads)
+        torch.manual_seed(c.seed)  # model initialisation
+        self.device = torch.device(c.device)
+        self.task = make_task(c.task, c.task_params)
+        self.objective = build_objective(c.objective)
+        self.eval_steps = list(c.eval.steps or self.objective.step_counts)
         self.model = self.task.make_model().to(self.device)
-        self.teacher = frozen_copy(self.model) if c["teacher"] == "ema" else None
-        self.eval_model = frozen_copy(self.model) if c["eval_ema"] is not None else None
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c["lr"])
-        self.generators = {stream: stream_generator(c["seed"], stream) for stream in STREAMS}
+        self.teacher = frozen_copy(self.model) if c.train.teacher == "ema" else None
+        self.eval_model = frozen_copy(self.model) if c.train.eval_ema is not None else None
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.train.lr)
+        self.generators = {stream: stream_generator(c.seed, stream) for stream in STREAMS}
         self.step = 0
         self.clipped_steps = 0
         self.loss_spikes = 0
@@ -154,16 +110,16 @@ class Trial:
 
     @property
     def done_training(self) -> bool:
-        return self.status == DIVERGED or self.step >= self.config["train_steps"]
+        return self.status == DIVERGED or self.step >= self.config.train.steps
 
     def learning_rate(self, step: int) -> float:
-        c = self.config
-        progress = min(step / max(c["train_steps"], 1), 1.0)
-        return c["lr_final"] + 0.5 * (c["lr"] - c["lr_final"]) * (1 + math.cos(math.pi * progress))
+        train = self.config.train
+        progress = min(step / max(train.steps, 1), 1.0)
+        return train.lr_final + 0.5 * (train.lr - train.lr_final) * (1 + math.cos(math.pi * progress))
 
     def train(self, until: int | None = None) -> None:
         """Train up to step `until` (default: the budget); stops early, as diverged, on a NaN/inf/huge loss."""
-        until = self.config["train_steps"] if until is None else min(until, self.config["train_steps"])
+        until = self.config.train.steps if until is None else min(until, self.config.train.steps)
         start = time.perf_counter()
         while self.step < until and self.status != DIVERGED:
             self._train_step()
@@ -174,13 +130,13 @@ class Trial:
             self.forward_rows += int(args[0].shape[0])
 
     def _train_step(self) -> None:
-        c = self.config
-        x1, model_kwargs = self.task.batch(c["batch_size"], self.generators["data"])
+        c = self.config.train
+        x1, model_kwargs = self.task.batch(c.batch_size, self.generators["data"])
         noise = torch.randn(x1.shape, generator=self.generators["noise"])
         tau, d = self.objective.sample_tau_d(
             x1.shape[: self.task.lead_dims],
             generator=self.generators["tau_d"],
-            flow_only=self.step < c["bootstrap_start"],
+            flow_only=self.step < c.bootstrap_start,
         )
         x1, noise, tau, d = (t.to(self.device) for t in (x1, noise, tau, d))
         model_kwargs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in model_kwargs.items()}
@@ -194,26 +150,26 @@ class Trial:
             self._counting_rows = False
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), c["grad_clip"] or math.inf)
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip or math.inf)
         loss = out.loss.item()
         self.step += 1
         self._track_stability(loss, grad_norm.item())
-        if not math.isfinite(loss) or loss > c["divergence_loss"] or not math.isfinite(grad_norm.item()):
+        if not math.isfinite(loss) or loss > c.divergence_loss or not math.isfinite(grad_norm.item()):
             self._mark_diverged()
             self._log(out, grad_norm)
             return
         self.optimizer.step()
         if self.teacher is not None:
-            ema_update(self.teacher, self.model, c["teacher_decay"], self.step)
+            ema_update(self.teacher, self.model, c.teacher_decay, self.step)
         if self.eval_model is not None:
-            ema_update(self.eval_model, self.model, c["eval_ema"], self.step)
-        if self.step % c["log_every"] == 0 or self.step == c["train_steps"]:
+            ema_update(self.eval_model, self.model, c.eval_ema, self.step)
+        if self.step % c.log_every == 0 or self.step == c.steps:
             self._log(out, grad_norm)
 
     def _track_stability(self, loss: float, grad_norm: float) -> None:
         """What the stabilisers did: clipped steps, loss spikes (SPIKE_FACTOR x the running median), the
         largest gradient norm (before clipping)."""
-        clip = self.config["grad_clip"]
+        clip = self.config.train.grad_clip
         self.clipped_steps += int(clip is not None and grad_norm > clip)
         if math.isfinite(grad_norm):
             self.max_grad_norm = max(self.max_grad_norm, grad_norm)
@@ -224,7 +180,7 @@ class Trial:
     @property
     def training_stats(self) -> dict[str, float]:
         """results.TRAINING_STATS of the steps trained so far; passes in units of one batch."""
-        steps, batch = max(self.step, 1), self.config["batch_size"]
+        steps, batch = max(self.step, 1), self.config.train.batch_size
         values = (
             self.clipped_steps / steps,
             self.loss_spikes,
@@ -245,8 +201,8 @@ class Trial:
         """Metrics per K with the evaluation weights; non-finite metrics mark the trial diverged."""
         model = self.eval_model if self.eval_model is not None else self.model
         model.eval()
-        sampler = Sampler(model, self.objective, load_family(self.config["family"]).sampler_d(self.objective))
-        generator = torch.Generator().manual_seed(self.config["eval_seed"])
+        sampler = Sampler(model, self.objective, load_family(self.config.objective.family).sampler_d(self.objective))
+        generator = torch.Generator().manual_seed(self.config.eval.seed)
         evaluation = self.task.evaluate(sampler, self.eval_steps, generator)
         model.train()
         values = [v for per_k in evaluation.metrics.values() for v in per_k.values()]
@@ -322,6 +278,6 @@ class Trial:
         return self.result(evaluation, time.perf_counter() - start)
 
 
-def run_trial(config: dict) -> TrialResult:
+def run_trial(config: TrialConfig | Mapping) -> TrialResult:
     """Train and evaluate one config in this process (no Ray)."""
     return Trial(config).finish()

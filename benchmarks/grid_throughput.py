@@ -14,6 +14,7 @@ and slots = how many trials fit at once (CPUs / cpu per trial). Target: >= 0.85 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -39,7 +40,7 @@ def main() -> None:
 
     start = time.perf_counter()
     for trial in experiment.trials:
-        run_trial({**trial.config, "threads": 1})
+        run_trial(dataclasses.replace(trial.config, threads=1))
     sequential = time.perf_counter() - start
 
     with tempfile.TemporaryDirectory() as folder:

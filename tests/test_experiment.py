@@ -31,7 +31,7 @@ def test_default_factors_are_the_four_toggles_with_the_paper_as_reference():
     }
     assert len(experiment.trials) == 17 * 2
     flow = [t for t in experiment.trials if t.variant == "flow"]
-    assert len(flow) == 2 and all(t.config["family"] == "ablate.families.flow:FAMILY" for t in flow)
+    assert len(flow) == 2 and all(t.config.objective.family == "ablate.families.flow:FAMILY" for t in flow)
     assert all(v is None for v in flow[0].levels.values())
 
 
@@ -48,10 +48,10 @@ def test_training_objective_and_task_keys_can_be_factors():
     )
     assert len(experiment.trials) == 8
     configs = [t.config for t in experiment.trials]
-    assert {c["lr"] for c in configs} == {1e-3, 3e-4}  # "1e-3" (a string to YAML 1.1) is read as a number
-    assert {c["k_max"] for c in configs} == {4, 8}
-    assert {c["task_params"]["separation"] for c in configs} == {1.0, 3.0}
-    assert all(c["seed"] == 3 for c in configs)
+    assert {c.train.lr for c in configs} == {1e-3, 3e-4}  # "1e-3" (a string to YAML 1.1) is read as a number
+    assert {c.objective.k_max for c in configs} == {4, 8}
+    assert {c.task_params["separation"] for c in configs} == {1.0, 3.0}
+    assert all(c.seed == 3 for c in configs)
     assert experiment.trials[0].variant == "grid_vboot_vstep_w2,lr=0.001,k_max=4,task_params.separation=1.0"
 
 
@@ -65,7 +65,7 @@ def test_a_relative_user_task_path_is_made_absolute(tmp_path, monkeypatch):
     (tmp_path / "exp.yaml").write_text("name: rel\ntask: task.py\nobjective: {k_max: 8}\n")
     monkeypatch.chdir("/")
     experiment = load_experiment(tmp_path / "exp.yaml")
-    assert experiment.trials[0].config["task"] == str(tmp_path / "task.py")
+    assert experiment.trials[0].config.task == str(tmp_path / "task.py")
 
 
 def test_invalid_yaml_is_one_line(tmp_path):

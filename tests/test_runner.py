@@ -26,7 +26,12 @@ from ablate import results, runner
 from ablate.experiment import ExperimentError, parse_experiment
 from ablate.trial import run_trial
 
-CONFIG = dict(task=TINY_TASK, k_max=8, train_steps=60, batch_size=32, log_every=10, eval_steps=[1, 2, 8])
+CONFIG = {
+    "task": TINY_TASK,
+    "objective": {"k_max": 8},
+    "train": {"steps": 60, "batch_size": 32, "log_every": 10},
+    "eval": {"steps": [1, 2, 8]},
+}
 
 
 class RecordingTune:

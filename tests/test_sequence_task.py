@@ -290,14 +290,13 @@ def test_experiment_file_builds_the_task_and_a_short_trial_runs():
     assert isinstance(task, SequenceTask) and task.primary_metric in task.metric_directions
 
     result = run_trial(
-        dict(
-            task="sequence",
-            task_params={**experiment["task_params"], **SMALL},
-            k_max=4,
-            train_steps=3,
-            batch_size=8,
-            eval_steps=[1, 4],
-        )
+        {
+            "task": "sequence",
+            "task_params": {**experiment["task_params"], **SMALL},
+            "objective": {"k_max": 4},
+            "train": {"steps": 3, "batch_size": 8},
+            "eval": {"steps": [1, 4]},
+        }
     )
     assert result.status == "ok" and set(result.metrics) == {1, 4}
     assert result.samples[4].shape == (16, task.context + SMALL["horizon"], task.world.size, task.world.size)

@@ -1,7 +1,8 @@
 """Objective families: the one seam between an objective and what trains, runs and reports it.
 
-A family turns a cell's trial config into an objective (anything with ShortcutForcing's interface:
-``sample_tau_d``, ``loss``, ``sample``, ``step_counts``, ``d_min``), says which step size its sampler
+A family turns a cell's objective config (``ablate.config.ObjectiveConfig``) into an objective
+(anything with ShortcutForcing's interface: ``sample_tau_d``, ``loss``, ``sample``, ``step_counts``,
+``d_min``), says which step size its sampler
 tells the model, and names its cells. The built-in ones are ``shortcut_forcing`` (the 16 variants of
 the four toggles) and ``flow`` (the flow-only baseline). A new family is one module with a ``FAMILY``
 object and one line in ``FAMILIES``; the experiment key ``objective.family`` picks it.
@@ -11,22 +12,24 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ablate.config import ObjectiveConfig
 
 
 class ObjectiveFamily(Protocol):
     name: str
 
-    def build(self, config: Mapping[str, Any]) -> Any:
-        """The objective of one trial config (k_max, the family's knobs, ...); ValueError if impossible."""
+    def build(self, config: ObjectiveConfig) -> Any:
+        """The objective of one ObjectiveConfig (k_max, the family's knobs, ...); ValueError if impossible."""
 
     def sampler_d(self, objective: Any) -> float | None:
         """The step size the sampler tells the model: None for d = 1/K, or a fixed one (e.g. d_min)."""
 
-    def cell_label(self, config: Mapping[str, Any]) -> str:
+    def cell_label(self, config: ObjectiveConfig) -> str:
         """The cell's name in the results (before any ``,factor=level`` of further factors)."""
 
 

@@ -6,10 +6,12 @@ Euler steps while being told d = d_min, the only step size it was trained on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ablate.objective import ShortcutForcing, Variant
+
+if TYPE_CHECKING:
+    from ablate.config import ObjectiveConfig
 
 LABEL = "flow"
 
@@ -17,20 +19,20 @@ LABEL = "flow"
 class FlowBaselineFamily:
     name = "flow"
 
-    def build(self, config: Mapping[str, Any]) -> ShortcutForcing:
+    def build(self, config: ObjectiveConfig) -> ShortcutForcing:
         return ShortcutForcing(
             Variant(tau_sampling="continuous"),
-            k_max=config["k_max"],
-            ramp=config["ramp"],
-            step_sizes=config["step_sizes"],
+            k_max=config.k_max,
+            ramp=config.ramp,
+            step_sizes=config.step_sizes,
             bootstrap_fraction=0.0,
-            bootstrap_weight=config["bootstrap_weight"],
+            bootstrap_weight=config.bootstrap_weight,
         )
 
     def sampler_d(self, objective: ShortcutForcing) -> float:
         return objective.d_min
 
-    def cell_label(self, config: Mapping[str, Any]) -> str:
+    def cell_label(self, config: ObjectiveConfig) -> str:
         return LABEL
 
 

@@ -7,6 +7,7 @@ atomically and only for a finished trial; the tables say which trials are ok, di
 missing; an output folder is never clobbered nor resumed with another experiment.
 """
 
+import copy
 import dataclasses
 import json
 import math
@@ -23,6 +24,7 @@ from conftest import TINY_TASK
 from ray import tune
 
 from ablate import results, runner
+from ablate.config import ObjectiveConfig, TrialConfig
 from ablate.experiment import ExperimentError, parse_experiment
 from ablate.trial import run_trial
 
@@ -76,7 +78,7 @@ def _params(output: Path, trial_id: str = "t0", checkpoint_seconds: float = 0.0)
             "trial_id": trial_id,
             "output": str(output),
             "checkpoint_seconds": checkpoint_seconds,
-            "config": dict(CONFIG),
+            "config": copy.deepcopy(CONFIG),
         }
     }
 
@@ -340,7 +342,8 @@ def test_the_watchdog_records_a_timeout_and_ends_the_worker(tmp_path, worker, mo
     monkeypatch.setattr(runner.os, "_exit", exits.append)
     curves = [{"step": 10, "loss": 1.5, "flow_loss": 1.0, "bootstrap_loss": 0.5, "grad_norm": 2.0}]
     stats = {"clipped_share": 0.5, "loss_spikes": 1}
-    trial = SimpleNamespace(train_seconds=2.5, training_stats=stats, curves=curves, config={"seed": 3})
+    config = TrialConfig(seed=3)
+    trial = SimpleNamespace(train_seconds=2.5, training_stats=stats, curves=curves, config=config)
     runner._give_up(tmp_path, "t0", trial, 0.5)
     assert exits == [1]
     assert _record(tmp_path) == {
@@ -355,7 +358,7 @@ def test_the_watchdog_records_a_timeout_and_ends_the_worker(tmp_path, worker, mo
         "loss_spikes": 1,
         "metrics": {},
         "curves": curves,
-        "config": {"seed": 3},
+        "config": json.loads(json.dumps(config.to_dict())),
         "timeout_seconds": 0.5,
         "trial_id": "t0",
     }
@@ -382,7 +385,7 @@ def test_a_trial_with_a_timeout_runs_under_a_watchdog_that_is_cancelled_when_it_
     monkeypatch.setattr(FakeTimer, "made", [])
     worker()
     params = _params(tmp_path)
-    params["trial"]["config"]["timeout_seconds"] = 120.0
+    params["trial"]["config"]["train"]["timeout_seconds"] = 120.0
     runner.train_one(params)
     [timer] = FakeTimer.made
     assert timer.interval == 120.0 and timer.function is runner._give_up
@@ -477,7 +480,7 @@ def test_a_finished_trial_is_saved_whole(tmp_path, worker):
         training_stats={"clipped_share": 0.25, "max_grad_norm": 3.5},
         metrics={1: {"mean_error": 0.125}, 8: {"mean_error": 0.5}},
         curves=[{"step": 10, "loss": 1.5, "flow_loss": 1.0, "bootstrap_loss": 0.5, "grad_norm": 2.0}],
-        config={"seed": 3, "k_max": 8},
+        config=TrialConfig(seed=3, objective=ObjectiveConfig(k_max=8)),
         samples={1: [[0.0, 1.0], [2.0, 3.0]], 8: np.arange(6.0).reshape(3, 2)},
         real_samples=[[5.0, 6.0]],
     )
@@ -493,7 +496,7 @@ def test_a_finished_trial_is_saved_whole(tmp_path, worker):
         "max_grad_norm": 3.5,
         "metrics": {"1": {"mean_error": 0.125}, "8": {"mean_error": 0.5}},
         "curves": result.curves,
-        "config": {"seed": 3, "k_max": 8},
+        "config": json.loads(json.dumps(result.config.to_dict())),
         "trial_id": "t0",
     }
     with np.load(tmp_path / "samples" / "t0.npz") as samples:

@@ -16,16 +16,12 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 # Read by Ray at import time, hence set before `import ray`:
@@ -42,27 +38,14 @@ from ray import tune
 
 from ablate import results
 from ablate.experiment import Experiment, ExperimentError
-from ablate.families import flow
+from ablate.progress import LiveTables, ProgressView
+from ablate.provenance import git_commit, iso_time, jsonable, package_versions, run_info
 from ablate.trackers import eval_metrics, logger_callbacks
 from ablate.trial import Trial
-from ablate.variants import TOGGLES, Variant
 
 # Without Tune's own result.json loggers (disabled above), its ResultGrid warns that it cannot read them.
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
-PACKAGES = (
-    "ablate",
-    "torch",
-    "ray",
-    "numpy",
-    "pandas",
-    "scipy",
-    "statsmodels",
-    "POT",
-    "scikit-learn",
-    "matplotlib",
-    "pyyaml",
-)
 GPU_AUTO_SHARE = 0.25  # `gpu: auto` on a cluster with GPUs: four trials share one GPU
 LOCK_NAME = ".ablate.lock"  # held by the one driver running into a results folder
 
@@ -102,7 +85,7 @@ def check_output(experiment: Experiment, output: Path, resume: bool, force: bool
             raise ExperimentError(
                 f"{saved} is damaged: cannot tell which experiment {output} holds; use --force or another output folder"
             ) from None
-        if recorded != _jsonable(experiment.spec):
+        if recorded != jsonable(experiment.spec):
             raise ExperimentError(
                 f"the experiment changed since {output} was started: resume with the same "
                 "file, or use --force / another output folder"
@@ -132,7 +115,7 @@ def _run_locked(
             for child in output.iterdir():  # everything but the lock this driver holds
                 if child.name != LOCK_NAME:
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
-        (output / "experiment.json").write_text(json.dumps(_jsonable(experiment.spec), indent=2))
+        (output / "experiment.json").write_text(json.dumps(jsonable(experiment.spec), indent=2))
         started = time.time()
         provenance = {"versions": package_versions(), "git_commit": git_commit()}  # of the code that runs now
         tuner = _tuner(experiment, output, gpu, resume, verbose)
@@ -144,36 +127,6 @@ def _run_locked(
         outcome = write_results(experiment, output, started, resume, provenance, failed)
     outcome.fit_seconds = fit_seconds
     return outcome
-
-
-class LiveTables(threading.Thread):
-    """Rewrites the tables (atomically) whenever a trial finishes, so `ablate report` works mid-run on
-    what is done. Polls the trial records every `every_seconds`; stopped (and joined) before the final
-    write. A failed refresh (e.g. a full disk) is left to the final write to report."""
-
-    def __init__(self, refresh: Callable[[], object], output: Path, every_seconds: float = 2.0) -> None:
-        super().__init__(daemon=True, name="ablate-live-tables")
-        self.refresh, self.output, self.every_seconds = refresh, output, every_seconds
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        seen = None
-        while not self.stopping.wait(self.every_seconds):
-            records = results.record_names(self.output)
-            if records and records != seen:
-                try:
-                    self.refresh()
-                    seen = records
-                except (OSError, ValueError):
-                    pass
-
-    def __enter__(self) -> LiveTables:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stopping.set()
-        self.join()
 
 
 @contextmanager
@@ -209,7 +162,7 @@ def folder_lock(output: Path, check: Callable[[], None] = lambda: None):
             )
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {_iso(time.time())}")
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {iso_time(time.time())}")
         handle.flush()
         claimed = True
         yield
@@ -424,8 +377,8 @@ def write_results(
     metrics, curves, trials = collect_tables(experiment, output, failed)
     finished = int(trials["status"].isin([results.OK, results.DIVERGED]).sum())
     n_failed = int((trials["status"] == results.FAILED).sum())
-    run_info = _run_info(experiment, output, started, resumed, provenance)
-    results.write_tables(output, metrics, curves, trials, run_info)
+    info = run_info(experiment, output, started, resumed, provenance)
+    results.write_tables(output, metrics, curves, trials, info)
     interrupted = finished + n_failed < len(experiment.trials)
     return RunOutcome(output, len(experiment.trials), finished, n_failed, interrupted)
 
@@ -437,151 +390,3 @@ def collect_tables(
     return results.collect_tables(
         experiment.expected_trials(), list(experiment.factors), results.read_trial_records(output), failed
     )
-
-
-def _run_info(experiment: Experiment, output: Path, started: float, resumed: bool, provenance: dict) -> dict:
-    task = experiment.task  # built and described when the experiment was validated
-    eval_steps = experiment.spec["eval"]["steps"] or [2**i for i in range(experiment.k_max.bit_length())]
-    primary = experiment.spec["primary"]
-    try:  # earlier sessions of this run; a damaged run.json is rewritten from this session on
-        previous = json.loads((output / "run.json").read_text()) if (output / "run.json").is_file() else {}
-    except ValueError:
-        previous = {}
-    now = time.time()
-    earlier = [s for s in previous.get("sessions", []) if s.get("started") != _iso(started)]
-    sessions = earlier + [
-        {  # this session's entry, rewritten by every refresh of the live tables
-            "started": _iso(started),
-            "finished": _iso(now),
-            "wall_seconds": now - started,
-            "resumed": resumed,
-            **provenance,
-        }
-    ]
-    toggles_varied = [name for name in TOGGLES if name in experiment.factors]
-    simplified_levels = {n: getattr(Variant.simplified(), n) for n in toggles_varied}
-    extras_reference = "".join(f",{n}={experiment.reference[n]}" for n in experiment.factors if n not in TOGGLES)
-    fixed = {n: getattr(experiment.trials[0].config.objective, n) for n in TOGGLES}
-    return {
-        "name": experiment.name,
-        "task": {
-            "name": experiment.spec["task"],
-            "params": experiment.spec["task_params"],
-            "sample_format": task["sample_format"],
-        },
-        "factors": [
-            {"name": n, "levels": levels, "reference": experiment.reference[n]}
-            for n, levels in experiment.factors.items()
-        ],
-        "seeds": experiment.spec["seeds"],
-        "eval_steps": eval_steps,
-        "k_max": experiment.k_max,
-        "expected_trials": experiment.expected_trials(),
-        "paper_variant": Variant(**{**fixed, **{n: TOGGLES[n][0] for n in toggles_varied}}).label + extras_reference,
-        "simplified_variant": Variant(**{**fixed, **simplified_levels}).label + extras_reference,
-        "baseline_variant": flow.LABEL + extras_reference if experiment.spec["baseline"] else None,
-        "primary_metric": primary.get("metric", task["primary_metric"]),
-        "primary_steps": primary.get("steps", results.default_primary_steps(eval_steps)),
-        "metric_directions": task["metric_directions"],
-        "labels": experiment.spec["labels"],  # display names for figures, by cell label or role
-        "config": _jsonable(experiment.spec),  # resolved: the file with its overrides applied
-        "overrides": list(experiment.overrides),
-        **provenance,  # of the latest session; every session's own is in `sessions`
-        "started": sessions[0]["started"],
-        "finished": sessions[-1]["finished"],
-        "wall_seconds": sum(s["wall_seconds"] for s in sessions),
-        "sessions": sessions,
-    }
-
-
-def package_versions() -> dict:
-    versions = {"python": sys.version.split()[0]}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def git_commit() -> str | None:
-    """The commit of the ablate checkout in use, with `-dirty` when it has uncommitted changes."""
-    repo = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("-dirty" if dirty else "")
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
-
-
-def _jsonable(value):
-    return json.loads(json.dumps(value, default=results._json_default))
-
-
-class ProgressView(tune.Callback):
-    """One compact status line (done / running / failed, ETA) instead of Tune's tables."""
-
-    def __init__(self, total: int, every_seconds: float = 15.0) -> None:
-        self.total, self.every_seconds = total, every_seconds
-        self.setup()
-
-    def setup(self, **info) -> None:
-        """Called by Tune at the start of every run, including a restored one."""
-        self.start, self.done_before = time.monotonic(), None
-        self.last_counts, self.last_time = None, 0.0
-
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if result.get("warning"):
-            print(f"[ablate] warning: {trial.config['trial']['trial_id']}: {result['warning']}", flush=True)
-
-    def on_step_end(self, iteration, trials, **info) -> None:
-        done = sum(t.status == "TERMINATED" for t in trials)
-        if self.done_before is None:  # trials finished by an earlier session do not count for the ETA
-            self.done_before = done
-        running = sum(t.status == "RUNNING" for t in trials)
-        failed = sum(t.status == "ERROR" for t in trials)
-        diverged = sum(
-            t.status == "TERMINATED" and (t.last_result or {}).get("status") == results.DIVERGED for t in trials
-        )
-        elapsed = time.monotonic() - self.start
-        new = max(done - self.done_before, 0)
-        remaining = self.total - done - failed
-        eta = f"ETA {_duration(elapsed / new * remaining)}" if new and remaining else "ETA ?" if remaining else "done"
-        counts = (done, diverged, failed)
-        if counts != self.last_counts or time.monotonic() - self.last_time > self.every_seconds:
-            print(
-                f"[ablate] {done}/{self.total} trials done ({diverged} diverged), {running} running, "
-                f"{failed} failed | {_duration(elapsed)} elapsed, {eta}{_running_steps(trials)}",
-                flush=True,
-            )
-            self.last_counts, self.last_time = counts, time.monotonic()
-
-
-def _running_steps(trials, most: int = 4) -> str:
-    """`` | seed0 step 300/1000, ...``: each running trial's training step out of its total."""
-    parts = []
-    for t in trials:
-        if t.status == "RUNNING" and (t.last_result or {}).get("phase") == "train":
-            parts.append(
-                f"{t.config['trial']['trial_id']} step {t.last_result['step']}/"
-                f"{t.config['trial']['config']['train']['steps']}"
-            )
-    more = f", +{len(parts) - most} more" if len(parts) > most else ""
-    return f" | {', '.join(parts[:most])}{more}" if parts else ""
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

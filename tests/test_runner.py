@@ -23,7 +23,7 @@ import torch
 from conftest import TINY_TASK
 from ray import tune
 
-from ablate import results, runner
+from ablate import progress, provenance, results, runner
 from ablate.config import ObjectiveConfig, TrialConfig
 from ablate.experiment import ExperimentError, parse_experiment
 from ablate.trial import run_trial
@@ -215,7 +215,7 @@ def test_an_output_folder_is_never_clobbered_nor_resumed_with_another_experiment
     runner.check_output(experiment, output, resume=False, force=True)
     with pytest.raises(ExperimentError, match="no experiment.json"):
         runner.check_output(experiment, output, resume=True, force=False)
-    (output / "experiment.json").write_text(json.dumps(runner._jsonable(experiment.spec)))
+    (output / "experiment.json").write_text(json.dumps(provenance.jsonable(experiment.spec)))
     runner.check_output(experiment, output, resume=True, force=False)
     saved = (output / "experiment.json").read_text()
     (output / "experiment.json").write_text(saved[:10])
@@ -305,7 +305,7 @@ def test_every_refusal_of_an_output_folder_says_what_to_do(tmp_path):
         f"{output / 'experiment.json'} is damaged: cannot tell which experiment {output} holds; "
         "use --force or another output folder"
     )
-    (output / "experiment.json").write_text(json.dumps(runner._jsonable(experiment.spec)))
+    (output / "experiment.json").write_text(json.dumps(provenance.jsonable(experiment.spec)))
     changed = parse_experiment({**experiment.spec, "seeds": [0, 1, 2]})
     assert _message(ExperimentError, runner.check_output, changed, output, True, False) == (
         f"the experiment changed since {output} was started: resume with the same file, "
@@ -527,14 +527,14 @@ def test_a_trial_record_creates_its_folders_and_stores_numpy_values_and_paths(tm
 
 
 def test_the_json_of_records_and_specs(tmp_path):
-    assert runner._jsonable({"a": np.int64(3), "b": (np.float64(0.5), Path("/x"))}) == {"a": 3, "b": [0.5, "/x"]}
+    assert provenance.jsonable({"a": np.int64(3), "b": (np.float64(0.5), Path("/x"))}) == {"a": 3, "b": [0.5, "/x"]}
     value = results._json_default(np.float32(0.25))
     assert value == 0.25 and type(value) is float
     assert results._json_default(np.bool_(True)) is True
     assert results._json_default(Path("/a/b")) == "/a/b"
     assert _message(TypeError, results._json_default, object()) == "cannot store object in JSON"
-    assert runner._iso(0) == "1970-01-01T00:00:00+00:00"
-    assert runner._iso(86400 + 61.9) == "1970-01-02T00:01:01+00:00"
+    assert provenance.iso_time(0) == "1970-01-01T00:00:00+00:00"
+    assert provenance.iso_time(86400 + 61.9) == "1970-01-02T00:01:01+00:00"
 
 
 def test_a_failed_write_names_the_file_and_leaves_the_old_one(tmp_path):
@@ -817,9 +817,9 @@ def test_run_json_describes_the_run_and_keeps_every_session(tmp_path, monkeypatc
     output = tmp_path / "out"
     output.mkdir()
     now = [1000.0 + 3600.0]
-    monkeypatch.setattr(runner, "time", SimpleNamespace(time=lambda: now[0]))
-    provenance = {"versions": {"torch": "2"}, "git_commit": "abc"}
-    info = runner._run_info(experiment, output, 1000.0, False, provenance)
+    monkeypatch.setattr(provenance, "time", SimpleNamespace(time=lambda: now[0]))
+    code = {"versions": {"torch": "2"}, "git_commit": "abc"}
+    info = provenance.run_info(experiment, output, 1000.0, False, code)
     session = {
         "started": "1970-01-01T00:16:40+00:00",
         "finished": "1970-01-01T01:16:40+00:00",
@@ -859,10 +859,10 @@ def test_run_json_describes_the_run_and_keeps_every_session(tmp_path, monkeypatc
     # A resumed session: the earlier ones are kept, this one's entry is replaced by every refresh.
     (output / "run.json").write_text(json.dumps(info))
     now[0] = 20000.0
-    resumed = runner._run_info(experiment, output, 10000.0, True, {"versions": {"torch": "3"}, "git_commit": None})
+    resumed = provenance.run_info(experiment, output, 10000.0, True, {"versions": {"torch": "3"}, "git_commit": None})
     (output / "run.json").write_text(json.dumps(resumed))
     now[0] = 20500.0
-    resumed = runner._run_info(experiment, output, 10000.0, True, {"versions": {"torch": "3"}, "git_commit": None})
+    resumed = provenance.run_info(experiment, output, 10000.0, True, {"versions": {"torch": "3"}, "git_commit": None})
     second = {
         "started": "1970-01-01T02:46:40+00:00",
         "finished": "1970-01-01T05:41:40+00:00",
@@ -876,7 +876,7 @@ def test_run_json_describes_the_run_and_keeps_every_session(tmp_path, monkeypatc
     assert resumed["wall_seconds"] == 3600.0 + 10500.0
     assert (resumed["versions"], resumed["git_commit"]) == ({"torch": "3"}, None)
     (output / "run.json").write_text("{damaged")  # rewritten from this session on
-    rewritten = runner._run_info(experiment, output, 10000.0, True, {})
+    rewritten = provenance.run_info(experiment, output, 10000.0, True, {})
     assert rewritten["sessions"] == [{k: second[k] for k in ("started", "finished", "wall_seconds", "resumed")}]
 
 
@@ -885,8 +885,8 @@ def test_run_json_defaults_eval_steps_primary_and_baseline(tmp_path, monkeypatch
     spec = _run_experiment_spec(tmp_path, baseline=False, primary={"steps": 8}, factors=factors)
     del spec["eval"]
     experiment = parse_experiment(spec)
-    monkeypatch.setattr(runner, "time", SimpleNamespace(time=lambda: 1000.0))
-    info = runner._run_info(experiment, tmp_path, 1000.0, False, {})
+    monkeypatch.setattr(provenance, "time", SimpleNamespace(time=lambda: 1000.0))
+    info = provenance.run_info(experiment, tmp_path, 1000.0, False, {})
     assert info["eval_steps"] == [1, 2, 4, 8] and info["primary_steps"] == 8
     assert info["primary_metric"] == "mean_error" and info["baseline_variant"] is None
     assert (info["paper_variant"], info["simplified_variant"]) == (
@@ -895,10 +895,10 @@ def test_run_json_defaults_eval_steps_primary_and_baseline(tmp_path, monkeypatch
     )
     assert info["overrides"] == [] and info["wall_seconds"] == 0.0
     del spec["primary"]
-    info = runner._run_info(parse_experiment(spec), tmp_path, 1000.0, False, {})
+    info = provenance.run_info(parse_experiment(spec), tmp_path, 1000.0, False, {})
     assert info["primary_steps"] == 4
     one = parse_experiment({**spec, "seeds": [0], "factors": {"tau2_weight": [False]}})  # a single trial
-    info = runner._run_info(one, tmp_path, 1000.0, False, {})
+    info = provenance.run_info(one, tmp_path, 1000.0, False, {})
     assert (info["paper_variant"], info["simplified_variant"]) == ("grid_xboot_vstep_w2", "grid_xboot_vstep_now2")
 
 
@@ -910,7 +910,7 @@ def test_write_results_counts_what_finished_failed_or_is_missing(tmp_path, monke
     results.write_trial_result(output, ok, {**base, "status": "ok", "metrics": {1: {"mean_error": 0.5}}})
     results.write_trial_result(output, diverged, {**base, "status": "diverged", "diverged_step": 10, "metrics": {}})
     results.write_trial_result(output, timed_out, {**base, "status": "failed", "reason": "timeout", "metrics": {}})
-    monkeypatch.setattr(runner, "time", SimpleNamespace(time=lambda: 1000.0))
+    monkeypatch.setattr(provenance, "time", SimpleNamespace(time=lambda: 1000.0))
     outcome = runner.write_results(experiment, output, 1000.0, False, {}, set())
     assert outcome == runner.RunOutcome(output, 4, 2, 1, True)
     outcome = runner.write_results(experiment, output, 1000.0, True, {}, {given_up})
@@ -922,7 +922,7 @@ def test_write_results_counts_what_finished_failed_or_is_missing(tmp_path, monke
         timed_out: "failed",
         given_up: "failed",
     }
-    assert loaded.run == json.loads(json.dumps(runner._run_info(experiment, output, 1000.0, True, {})))
+    assert loaded.run == json.loads(json.dumps(provenance.run_info(experiment, output, 1000.0, True, {})))
     assert loaded.run["sessions"][0]["resumed"] is True
 
 
@@ -940,9 +940,9 @@ def test_live_tables_refresh_when_a_trial_finishes_and_retry_a_failed_refresh(tm
             time.sleep(0.01)
         assert len(seen) >= count, f"{len(seen)} refreshes after 5 s, expected {count}"
 
-    live = runner.LiveTables(refresh, tmp_path, every_seconds=0.01)
+    live = progress.LiveTables(refresh, tmp_path, every_seconds=0.01)
     assert live.daemon and (live.refresh, live.output, live.every_seconds) == (refresh, tmp_path, 0.01)
-    assert runner.LiveTables(refresh, tmp_path).every_seconds == 2.0
+    assert progress.LiveTables(refresh, tmp_path).every_seconds == 2.0
     with live:
         assert live.is_alive()
         time.sleep(0.1)

@@ -8,7 +8,7 @@ without importing the objective; :mod:`ablate.objective` re-exports ``Variant`` 
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import ClassVar
 
 TOGGLES: dict[str, tuple] = {  # the paper's level first
@@ -69,6 +69,3 @@ class Variant:
         if label not in by_label:
             raise ValueError(f"variant label {label!r} is unknown; choose one of {', '.join(by_label)}")
         return by_label[label]
-
-    def as_dict(self) -> dict:
-        return asdict(self)

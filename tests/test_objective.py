@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from ablate.objective import (
-    TOGGLES,
     ShortcutForcing,
     Variant,
     at_least_float32,
@@ -519,12 +518,6 @@ def test_variant_matrix_and_labels():
 
 def test_default_objective_is_the_papers_variant():
     assert ShortcutForcing().variant == Variant.paper() == Variant()
-
-
-def test_variant_as_dict_names_the_four_toggles_in_order_and_round_trips():
-    v = Variant.simplified()
-    assert list(v.as_dict()) == list(TOGGLES)
-    assert Variant(**v.as_dict()) == v
 
 
 def test_half_precision_data_stays_half_in_z_while_errors_are_computed_in_float32():

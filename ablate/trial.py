@@ -22,7 +22,7 @@ from torch import nn
 
 from ablate.config import ObjectiveConfig, TrialConfig
 from ablate.families import load_family
-from ablate.objective import ShortcutForcing
+from ablate.objective import LossOutput, ShortcutForcing
 from ablate.results import CURVE_METRICS, DIVERGED, OK, TRAINING_STATS
 from ablate.tasks import Evaluation, Sampler, make_task
 
@@ -129,7 +129,8 @@ class Trial:
         if self._counting_rows and args:
             self.forward_rows += int(args[0].shape[0])
 
-    def _train_step(self) -> None:
+    def draw_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """This step's (x1, noise, tau, d, model keyword arguments), each from its own stream."""
         c = self.config.train
         x1, model_kwargs = self.task.batch(c.batch_size, self.generators["data"])
         noise = torch.randn(x1.shape, generator=self.generators["noise"])
@@ -140,9 +141,12 @@ class Trial:
         )
         x1, noise, tau, d = (t.to(self.device) for t in (x1, noise, tau, d))
         model_kwargs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in model_kwargs.items()}
+        return x1, noise, tau, d, model_kwargs
+
+    def _train_step(self) -> None:
+        x1, noise, tau, d, model_kwargs = self.draw_batch()
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(self.step)
-
         self._counting_rows = True
         try:
             out = self.objective.loss(self.model, x1, noise, tau, d, teacher=self.teacher, **model_kwargs)
@@ -150,21 +154,31 @@ class Trial:
             self._counting_rows = False
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip or math.inf)
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip or math.inf)
+        if not self.record_step(out, grad_norm):
+            return
+        self.optimizer.step()
+        c = self.config.train
+        if self.teacher is not None:
+            ema_update(self.teacher, self.model, c.teacher_decay, self.step)
+        if self.eval_model is not None:
+            ema_update(self.eval_model, self.model, c.eval_ema, self.step)
+
+    def record_step(self, out: LossOutput, grad_norm: torch.Tensor) -> bool:
+        """Count a computed step (its loss, gradient norm, stability, curve point). False, and the trial
+        marked diverged, when the loss is NaN/inf or above train.divergence_loss or the gradient norm is
+        not finite: that step's update is not applied."""
+        c = self.config.train
         loss = out.loss.item()
         self.step += 1
         self._track_stability(loss, grad_norm.item())
         if not math.isfinite(loss) or loss > c.divergence_loss or not math.isfinite(grad_norm.item()):
             self._mark_diverged()
             self._log(out, grad_norm)
-            return
-        self.optimizer.step()
-        if self.teacher is not None:
-            ema_update(self.teacher, self.model, c.teacher_decay, self.step)
-        if self.eval_model is not None:
-            ema_update(self.eval_model, self.model, c.eval_ema, self.step)
+            return False
         if self.step % c.log_every == 0 or self.step == c.steps:
             self._log(out, grad_norm)
+        return True
 
     def _track_stability(self, loss: float, grad_norm: float) -> None:
         """What the stabilisers did: clipped steps, loss spikes (SPIKE_FACTOR x the running median), the

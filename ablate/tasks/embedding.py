@@ -15,8 +15,9 @@ from torch import Tensor, nn
 def sinusoidal(x: Tensor, dim: int, max_period: float = 1000.0) -> Tensor:
     """Transformer-style features of a scalar per row/frame: (...,) -> (..., dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=x.device, dtype=torch.float32) / half)
-    angles = x.float().unsqueeze(-1) * freqs
+    dtype = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 for a float64 run
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=x.device, dtype=dtype) / half)
+    angles = x.to(dtype).unsqueeze(-1) * freqs
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
 

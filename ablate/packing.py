@@ -1,0 +1,210 @@
+"""Packed trials: many trials of one experiment trained in one process, in one vectorised step.
+
+A width-128 MLP leaves a GPU idle and spends much of a CPU step in per-call overhead. A pack stacks
+its members' weights (``torch.func.stack_module_state``) and runs every member's training step as one
+``vmap`` over ``functional_call``: one student forward and two teacher calls for the whole pack. The
+toggles and the other objective knobs are per-member tensors (``objective.Knobs``), so the 16 variants,
+their seeds and the flow baseline share a pack. Each member keeps its own ``Trial``: its generators
+(data, noise, (tau, d)), its bookkeeping and its evaluation, so its numbers do not depend on its pack
+(``tests/test_packing.py`` checks a member against the same config run alone).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from ablate.config import TrialConfig
+from ablate.objective import Knobs, LossOutput, ShortcutForcing, loss_every_row
+from ablate.trial import DIVERGED, Trial, TrialResult
+
+# What members of one pack must share: one model shape, one batch and one step schedule.
+SHARED = ("task", "task_params", "device", "threads")
+SHARED_TRAIN = ("steps", "batch_size", "lr", "lr_final", "log_every")
+
+
+class PackingError(ValueError):
+    """Why these configs cannot train as one pack (the runner then trains them one by one)."""
+
+
+def pack_key(config: TrialConfig) -> tuple:
+    """Configs with equal keys may share a pack."""
+    return (
+        *(repr(getattr(config, name)) for name in SHARED),
+        *(getattr(config.train, name) for name in SHARED_TRAIN),
+        config.objective.k_max,
+        repr(config.eval),
+    )
+
+
+def per_member(vector: Tensor, like: Tensor) -> Tensor:
+    """A per-member vector shaped to broadcast against a stacked tensor (members first)."""
+    return vector.to(like.device).reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def _stacked(modules: Sequence[nn.Module], kind: str = "parameters") -> dict[str, Tensor]:
+    """Each named parameter (or buffer) of the modules stacked along a new first dim (members), detached.
+
+    Like ``torch.func.stack_module_state``, without requiring one class object: a task file loaded
+    once per member defines its model class once per member."""
+    named = [dict(getattr(m, f"named_{kind}")()) for m in modules]
+    shapes = {name: value.shape for name, value in named[0].items()}
+    if any({name: value.shape for name, value in n.items()} != shapes for n in named):
+        raise PackingError("its trials' models differ in their parameters")
+    return {name: torch.stack([n[name].detach() for n in named]) for name in shapes}
+
+
+class Pack:
+    """Members trained together; ``finish()`` gives each member's TrialResult, as ``Trial.finish`` does."""
+
+    def __init__(self, configs: Sequence[TrialConfig]) -> None:
+        if not configs:
+            raise PackingError("a pack needs at least one trial")
+        if len({pack_key(c) for c in configs}) > 1:
+            raise PackingError("its trials differ in task, model, batch or step schedule")
+        self.members = [Trial(c) for c in configs]
+        for member in self.members:
+            if (
+                not isinstance(member.objective, ShortcutForcing)
+                or member.config.objective.teacher_context != "stepped"
+            ):
+                raise PackingError(f"{member.config.objective.family}: only shortcut-forcing objectives pack")
+            if member.task.lead_dims != 1:
+                raise PackingError("per-frame (sequence) tasks do not pack yet")
+        first = self.members[0]
+        self.skeleton = copy.deepcopy(first.model).to("meta")
+        self.params = {
+            name: value.requires_grad_() for name, value in _stacked([m.model for m in self.members]).items()
+        }
+        self.buffers = _stacked([m.model for m in self.members], "buffers")
+        self.ema_teacher = _stacked([m.teacher or m.model for m in self.members])
+        self.eval_params = _stacked([m.eval_model or m.model for m in self.members])
+        self.uses_ema_teacher = torch.tensor([m.teacher is not None for m in self.members], device=first.device)
+        self.knobs = Knobs.stack([Knobs.of(m.objective) for m in self.members])
+        self.optimizer = torch.optim.Adam(self.params.values(), lr=first.config.train.lr)
+        self.step = 0  # the pack's steps; a diverged member's own count stops at its divergence
+        self._check_vmap()
+
+    def _check_vmap(self) -> None:
+        """One vectorised forward on a tiny batch: a model that torch.func cannot run fails here, once."""
+        x1, kwargs = self.members[0].task.batch(2, torch.Generator().manual_seed(0))
+        if kwargs:
+            raise PackingError("tasks whose models take keyword arguments do not pack yet")
+        zeros = torch.zeros(len(self.members), *x1.shape, dtype=x1.dtype, device=self.members[0].device)
+        levels = torch.full((len(self.members), 2), 1.0, device=zeros.device)
+        try:
+            with torch.no_grad():
+                vmap(self._forward, in_dims=(0, 0, 0, 0, 0))(self.params, self.buffers, zeros, levels * 0, levels)
+        except Exception as error:  # torch.func raises many types for what it cannot vectorise
+            raise PackingError(f"torch.func cannot vectorise the model ({type(error).__name__}: {error})") from None
+
+    def _forward(self, params, buffers, z, tau, d):
+        return functional_call(self.skeleton, (params, buffers), (z, tau, d))
+
+    def _member_loss(self, params, teacher_params, buffers, x1, noise, tau, d, knobs):
+        student = lambda z, t, dd: self._forward(params, buffers, z, t, dd)  # noqa: E731
+        teacher = lambda z, t, dd: self._forward(teacher_params, buffers, z, t, dd)  # noqa: E731
+        return loss_every_row(student, teacher, x1, noise, tau, d, Knobs(**knobs))
+
+    def train(self, until: int | None = None) -> None:
+        """Train every member up to step `until` (default: the budget); diverged members stop where they are."""
+        budget = self.members[0].config.train.steps
+        until = budget if until is None else min(until, budget)
+        while self.step < until and any(m.status != DIVERGED for m in self.members):
+            self._train_step()
+
+    def _train_step(self) -> None:
+        members = self.members
+        batches = [m.draw_batch() for m in members]
+        x1, noise, tau, d = (torch.stack([b[i] for b in batches]) for i in range(4))
+        for group in self.optimizer.param_groups:
+            group["lr"] = members[0].learning_rate(self.step)
+        teacher = {
+            name: torch.where(per_member(self.uses_ema_teacher, value), self.ema_teacher[name], value.detach())
+            for name, value in self.params.items()
+        }
+        per_row, is_boot = vmap(self._member_loss)(
+            self.params, teacher, self.buffers, x1, noise, tau, d, vars(self.knobs)
+        )
+        losses = per_row.mean(dim=1)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        norms = self._clip_gradients()
+        self.optimizer.step()
+        self.step += 1
+        for index, member in enumerate(members):
+            if member.status == DIVERGED:
+                continue
+            rows = is_boot[index]
+            member.forward_rows += len(rows) + 2 * int(rows.sum())  # what the objective needs, as alone
+            member.record_step(LossOutput.of(per_row[index].detach(), rows), norms[index])
+        self._update_averages(self.step)
+
+    def _clip_gradients(self) -> Tensor:
+        """Each member's gradient norm (before clipping), clipped by its own train.grad_clip, as
+        ``nn.utils.clip_grad_norm_`` does for a model alone."""
+        grads = [p.grad for p in self.params.values()]
+        norms = torch.stack([g.flatten(1).square().sum(1) for g in grads]).sum(0).sqrt()
+        limits = torch.tensor([m.config.train.grad_clip or math.inf for m in self.members], device=norms.device)
+        scale = torch.clamp(limits / (norms + 1e-6), max=1.0)
+        for g in grads:
+            g.mul_(per_member(scale, g))
+        return norms.detach()
+
+    @torch.no_grad()
+    def _update_averages(self, step: int) -> None:
+        """The members' bias-corrected EMAs (teacher and evaluation), as ``trial.ema_update`` per member."""
+        for averages, decays in (
+            (self.ema_teacher, [m.config.train.teacher_decay if m.teacher is not None else 0.0 for m in self.members]),
+            (self.eval_params, [m.config.train.eval_ema if m.eval_model is not None else 0.0 for m in self.members]),
+        ):
+            decay = torch.tensor(decays, dtype=torch.float64)
+            weight = torch.where(decay < 1, (1 - decay) / (1 - decay**step), torch.full_like(decay, 1.0 / step))
+            for name, average in averages.items():
+                average.lerp_(self.params[name].detach(), per_member(weight.to(average.dtype), average))
+
+    def _write_back(self) -> None:
+        """Each member's slice of the stacked weights into its own modules (for evaluation, checkpoints)."""
+        with torch.no_grad():
+            for index, member in enumerate(self.members):
+                for module, stacked in (
+                    (member.model, self.params),
+                    (member.teacher, self.ema_teacher),
+                    (member.eval_model, self.eval_params),
+                ):
+                    if module is None:
+                        continue
+                    for name, value in module.named_parameters():
+                        value.copy_(stacked[name][index])
+
+    def state_dict(self) -> dict:
+        self._write_back()
+        return {
+            "members": [m.state_dict() for m in self.members],
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for member, member_state in zip(self.members, state["members"], strict=True):
+            member.load_state_dict(member_state)
+        with torch.no_grad():
+            for stacked, modules in (
+                (self.params, [m.model for m in self.members]),
+                (self.ema_teacher, [m.teacher or m.model for m in self.members]),
+                (self.eval_params, [m.eval_model or m.model for m in self.members]),
+            ):
+                for name, value in _stacked(modules).items():
+                    stacked[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = state["step"]
+
+    def finish(self) -> list[TrialResult]:
+        self.train()
+        self._write_back()
+        return [member.finish() for member in self.members]

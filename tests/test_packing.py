@@ -1,0 +1,100 @@
+"""Packed trials: a member of a pack trains and scores exactly as the same config alone."""
+
+import dataclasses
+
+import pytest
+import torch
+from conftest import TINY_TASK
+
+from ablate.config import EvalConfig, ObjectiveConfig, TrainConfig, TrialConfig
+from ablate.objective import Knobs, ShortcutForcing, Variant, loss_every_row
+from ablate.packing import Pack, PackingError
+from ablate.trial import Trial, run_trial
+
+BASE = TrialConfig(
+    task=TINY_TASK,
+    objective=ObjectiveConfig(k_max=8),
+    train=TrainConfig(steps=20, batch_size=32, log_every=5),
+    eval=EvalConfig(steps=(1, 2, 8)),
+)
+MEMBERS = [  # 8 members: variants, seeds, the flow baseline, the paper's own teacher, knobs that vary
+    BASE,
+    dataclasses.replace(BASE, seed=1),
+    BASE.with_levels({"bootstrap_space": "x", "half_step": "renoise", "tau2_weight": False}),
+    BASE.with_levels({"family": "flow", "tau_sampling": "continuous"}),
+    BASE.with_levels({"teacher": "self", "grad_clip": None, "eval_ema": None}),
+    BASE.with_levels({"ramp": "flow", "bootstrap_weight": 0.5, "step_sizes": "inverse", "grad_clip": 1e-3}),
+    BASE.with_levels({"bootstrap_fraction": 0.25, "teacher_decay": 0.9, "bootstrap_start": 5}),
+    dataclasses.replace(BASE.with_levels({"tau_sampling": "continuous", "ramp": "none"}), seed=2),
+]
+
+
+@pytest.fixture
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def test_each_member_of_a_pack_of_eight_matches_its_config_run_alone(float64):
+    packed = Pack(MEMBERS).finish()
+    for config, member in zip(MEMBERS, packed, strict=True):
+        alone = run_trial(config)
+        assert member.status == alone.status == "ok"
+        assert [c["step"] for c in member.curves] == [c["step"] for c in alone.curves]
+        for mine, theirs in zip(member.curves, alone.curves, strict=True):
+            for name in ("loss", "flow_loss", "bootstrap_loss", "grad_norm"):
+                assert mine[name] == pytest.approx(theirs[name], rel=1e-6, abs=1e-12), name
+        for k, metrics in alone.metrics.items():
+            assert member.metrics[k] == pytest.approx(metrics, rel=1e-6, abs=1e-12)
+        assert member.training_stats == pytest.approx(alone.training_stats, rel=1e-6)
+
+
+def test_a_member_that_diverges_is_frozen_at_its_step_and_the_others_go_on():
+    configs = [BASE, BASE.with_levels({"divergence_loss": 1e-9}), dataclasses.replace(BASE, seed=1)]
+    results = Pack(configs).finish()
+    assert [r.status for r in results] == ["ok", "diverged", "ok"]
+    assert results[1].diverged_step == 1 and results[1].metrics == {}
+    alone = run_trial(BASE).metrics  # float32: equal up to rounding
+    assert all(results[0].metrics[k] == pytest.approx(alone[k], rel=1e-4) for k in alone)
+
+
+def test_a_resumed_pack_gives_the_numbers_of_an_uninterrupted_one():
+    whole = Pack(MEMBERS[:3]).finish()
+    first = Pack(MEMBERS[:3])
+    first.train(until=7)
+    state = first.state_dict()
+    torch.manual_seed(99)
+    again = Pack(MEMBERS[:3])
+    again.load_state_dict(state)
+    assert again.step == 7
+    for resumed, expected in zip(again.finish(), whole, strict=True):
+        assert resumed.curves == expected.curves and resumed.metrics == expected.metrics
+
+
+def test_configs_that_cannot_share_a_pack_are_refused_with_the_reason():
+    with pytest.raises(PackingError, match="differ in task, model, batch or step schedule"):
+        Pack([BASE, BASE.with_levels({"batch_size": 16})])
+    with pytest.raises(PackingError, match="only shortcut-forcing objectives pack"):
+        Pack([BASE.with_levels({"teacher_context": "fixed"})])
+
+
+def test_loss_every_row_equals_the_objective_row_by_row():
+    """The vectorised form of Eq. 7-8 (both teacher calls on every row, toggles as tensors) gives
+    ShortcutForcing.loss's per-row loss for every variant."""
+    g = torch.Generator().manual_seed(3)
+    net = Trial(BASE).model.double()
+    for variant in Variant.all():
+        for ramp in ("both", "flow", "none"):
+            objective = ShortcutForcing(variant, k_max=8, ramp=ramp, bootstrap_weight=0.7)
+            x1, noise = (
+                torch.randn(64, 1, generator=g, dtype=torch.float64),
+                torch.randn(64, 1, generator=g, dtype=torch.float64),
+            )
+            tau, d = objective.sample_tau_d((64,), generator=g)
+            expected = objective.loss(net, x1, noise, tau, d).per_sample
+            with torch.no_grad():
+                per_row, is_boot = loss_every_row(net, net, x1, noise, tau, d, Knobs.of(objective, torch.float64))
+            torch.testing.assert_close(per_row, expected.detach(), rtol=1e-10, atol=1e-12)
+            assert torch.equal(is_boot, d > objective.d_min * (1 + 1e-6))

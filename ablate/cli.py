@@ -162,6 +162,12 @@ def _print_matrix(experiment: Experiment) -> None:
         f"  resources per trial: cpu {experiment.resources['cpu']}, gpu {experiment.resources['gpu']}; "
         f"max concurrent: {experiment.max_concurrent or 'as many as fit'}"
     )
+    packs = experiment.packs()
+    if len(packs) < len(experiment.trials):
+        print(f"  packs: {len(packs)} of at most {experiment.pack_size} trials, one process each (`pack`)")
+        for index, pack in enumerate(packs):
+            print(f"  pack{index:03d}: " + ", ".join(t.trial_id for t in pack))
+        return
     for trial in experiment.trials:
         print(f"  {trial.trial_id}")
 

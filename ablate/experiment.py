@@ -29,6 +29,7 @@ from ablate.config import (
 )
 from ablate.families import BASELINE_FAMILY, family_spec, load_family
 from ablate.objective import ShortcutForcing
+from ablate.packing import pack_key
 from ablate.tasks import BUILTIN_TASKS, make_task
 from ablate.trackers import parse_loggers
 from ablate.trial import build_objective
@@ -46,6 +47,7 @@ TOP_LEVEL = (
     "eval",
     "resources",
     "max_concurrent",
+    "pack",
     "primary",
     "output",
     "checkpoint_seconds",
@@ -55,6 +57,7 @@ TOP_LEVEL = (
 )
 RESOURCE_KEYS = ("cpu", "gpu")
 PRIMARY_KEYS = ("metric", "steps")
+AUTO_PACK_GPU = 32  # `pack: auto` with a GPU: up to this many trials vectorised in one process
 DEFAULT_FACTORS = {name: list(levels) for name, levels in TOGGLES.items()}
 
 
@@ -79,6 +82,24 @@ class Experiment:
     max_concurrent: int | None
     task: dict  # what the report needs of the task: sample_format, primary_metric, metric_directions
     overrides: tuple = ()  # the command-line overrides applied to the file, as given
+
+    @property
+    def pack_size(self) -> int:
+        """Most trials per pack (ablate.packing): the `pack` key, or for `auto` 1 on CPUs (measured: no
+        faster there, see README) and AUTO_PACK_GPU when trials get a GPU."""
+        pack = self.spec["pack"]
+        if pack != "auto":
+            return pack
+        return 1 if self.resources["gpu"] == 0 else AUTO_PACK_GPU
+
+    def packs(self) -> list[list[TrialSpec]]:
+        """The trials in packs of at most `pack_size`, each of trials that can share one (same task,
+        model, batch and step schedule), in matrix order; with pack 1, one trial each."""
+        size = self.pack_size
+        groups: dict[tuple, list[TrialSpec]] = {}
+        for trial in self.trials:
+            groups.setdefault(pack_key(trial.config) if size > 1 else (trial.trial_id,), []).append(trial)
+        return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
     @property
     def k_max(self) -> int:
@@ -193,6 +214,9 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
         if resources["gpu"] > 1 and resources["gpu"] != int(resources["gpu"]):
             raise ExperimentError(f"resources.gpu: a share above 1 must be whole, got {resources['gpu']}")
     max_concurrent = number("max_concurrent", raw.get("max_concurrent"), integer=True, positive=True, allow_none=True)
+    pack = raw.get("pack", "auto")
+    if pack != "auto":
+        pack = number("pack", pack, integer=True, positive=True)
 
     labels = raw.get("labels") or {}
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
@@ -218,6 +242,7 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
         "eval": base.to_dict()["eval"],
         "resources": resources,
         "max_concurrent": max_concurrent,
+        "pack": pack,
         "primary": _section(raw, "primary", PRIMARY_KEYS),
         "output": raw.get("output"),
         "checkpoint_seconds": number("checkpoint_seconds", raw.get("checkpoint_seconds", 10.0), positive=True),

@@ -46,6 +46,7 @@ TRAINING_STATS = (  # per trial, after `reason`: what the stabilisers did and wh
     "backward_passes",  # backward passes over one batch: 1 per step
 )
 TRIALS_COLUMNS += TRAINING_STATS
+TRIALS_COLUMNS.append("pack_id")  # the pack (ablate.packing) the trial trained in; empty when alone
 CURVE_METRICS = ("loss", "flow_loss", "bootstrap_loss", "grad_norm")  # the training curves, per logged step
 RECORDS_DIR = "trials"  # <folder>/trials/<trial_id>.json: one finished trial
 SAMPLES_DIR = (

@@ -16,10 +16,8 @@ import os
 import shutil
 import signal
 import socket
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,15 +31,14 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our tables r
 
 import pandas as pd
 import ray
-import torch
 from ray import tune
 
 from ablate import results
 from ablate.experiment import Experiment, ExperimentError
 from ablate.progress import LiveTables, ProgressView
 from ablate.provenance import git_commit, iso_time, jsonable, package_versions, run_info
-from ablate.trackers import eval_metrics, logger_callbacks
-from ablate.trial import Trial
+from ablate.trackers import logger_callbacks
+from ablate.worker import pack_ids, train_one
 
 # Without Tune's own result.json loggers (disabled above), its ResultGrid warns that it cannot read them.
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
@@ -123,7 +120,12 @@ def _run_locked(
         with sigterm_as_sigint(), live:
             grid = tuner.fit()
         fit_seconds = time.time() - started
-        failed = {r.config["trial"]["trial_id"] for r in grid if r.error is not None}
+        failed = {
+            member["trial_id"]
+            for r in grid
+            if r.error is not None
+            for member in r.config["trial"].get("members", [r.config["trial"]])
+        }
         outcome = write_results(experiment, output, started, resume, provenance, failed)
     outcome.fit_seconds = fit_seconds
     return outcome
@@ -225,8 +227,9 @@ def _tuner(experiment: Experiment, output: Path, gpu: float, resume: bool, verbo
     if resume and tune.Tuner.can_restore(str(tune_path)):
         return tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, restart_errored=True)
     device = "cuda" if gpu > 0 else "cpu"
-    trials = [
-        {
+
+    def entry(t) -> dict:
+        return {
             "trial_id": t.trial_id,
             "variant": t.variant,
             "levels": t.levels,
@@ -235,7 +238,13 @@ def _tuner(experiment: Experiment, output: Path, gpu: float, resume: bool, verbo
             "checkpoint_seconds": experiment.spec["checkpoint_seconds"],
             "config": dataclasses.replace(t.config, threads=max(1, int(cpu)), device=device).to_dict(),
         }
-        for t in experiment.trials
+
+    packs = experiment.packs()
+    trials = [
+        entry(pack[0])
+        if len(pack) == 1
+        else {**entry(pack[0]), "trial_id": pack_id, "members": [entry(t) for t in pack]}
+        for pack_id, pack in zip(pack_ids(packs), packs, strict=True)
     ]
     callbacks = [ProgressView(len(trials))] if verbose else []
     callbacks += logger_callbacks(experiment.spec["loggers"], output, experiment.name)
@@ -259,112 +268,9 @@ def _tuner(experiment: Experiment, output: Path, gpu: float, resume: bool, verbo
     )
 
 
-# --- inside a Ray worker ----------------------------------------------------------------------------------
-
-
-def train_one(params: dict) -> None:
-    """Tune trainable: one trial, checkpointed every few seconds, its result written to the output folder."""
-    spec = params["trial"]
-    output, trial_id = Path(spec["output"]), spec["trial_id"]
-    if results.record_path(output, trial_id).exists():
-        tune.report({"phase": "done", "step": 0, "status": "done before"})
-        return
-    trial, restored_at, warning = _restore(spec["config"], tune.get_checkpoint())
-    timeout = trial.config.train.timeout_seconds
-    watchdog = threading.Timer(timeout, _give_up, (output, trial_id, trial, timeout)) if timeout else None
-    if watchdog is not None:
-        watchdog.daemon = True
-        watchdog.start()
-    try:
-        last_saved = time.monotonic()
-        while not trial.done_training:
-            trial.train(until=trial.step + trial.config.train.log_every)
-            if trial.done_training or time.monotonic() - last_saved > spec["checkpoint_seconds"]:
-                _report_with_checkpoint(trial, warning)
-                warning, last_saved = None, time.monotonic()
-        result = trial.finish()
-    finally:
-        if watchdog is not None:
-            watchdog.cancel()
-    save_trial_result(output, trial_id, result, restored_at)
-    tune.report(
-        {
-            "phase": "done",
-            "step": trial.step,
-            "status": result.status,
-            "warning": warning,
-            **eval_metrics(result.metrics),
-        }
-    )
-
-
 def _trial_name(trial) -> str:
     """Tune's trial (and tracker run) name: ours, the cell label and seed."""
     return trial.config["trial"]["trial_id"]
-
-
-def _restore(config: Mapping, checkpoint) -> tuple[Trial, int | None, str | None]:
-    """A fresh trial, or one continued from Tune's checkpoint; a checkpoint that cannot be read
-    (truncated, corrupt) restarts the trial from step 0 with a warning instead of failing it."""
-    trial = Trial(config)
-    if not checkpoint:
-        return trial, None, None
-    try:
-        with checkpoint.as_directory() as folder:
-            trial.load_state_dict(torch.load(Path(folder) / "state.pt", weights_only=True))
-    except Exception as error:  # torch.load raises many types for a damaged file
-        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
-        return Trial(config), None, f"checkpoint unreadable ({reason}); restarted from step 0"
-    return trial, trial.step, None
-
-
-def _give_up(output: Path, trial_id: str, trial: Trial, timeout: float) -> None:
-    """The watchdog: past `train.timeout_seconds` the trial is recorded as failed (reason timeout)
-    and its worker process ends, even if it is stuck inside a call; Tune's retry then finds the
-    record and returns at once, and the grid goes on."""
-    record = {
-        "node": ray.get_runtime_context().get_node_id(),
-        "restored_at_step": None,
-        "status": results.FAILED,
-        "reason": "timeout",
-        "diverged_step": None,
-        "train_seconds": trial.train_seconds,
-        "eval_seconds": 0.0,
-        **trial.training_stats,
-        "metrics": {},
-        "curves": list(trial.curves),
-        "config": trial.config.to_dict(),
-        "timeout_seconds": timeout,
-    }
-    results.write_trial_result(output, trial_id, record)
-    os._exit(1)
-
-
-def _report_with_checkpoint(trial: Trial, warning: str | None = None) -> None:
-    loss = trial.curves[-1]["loss"] if trial.curves else float("nan")
-    with tempfile.TemporaryDirectory() as folder:
-        torch.save(trial.state_dict(), Path(folder) / "state.pt")
-        tune.report(
-            {"phase": "train", "step": trial.step, "loss": loss, "status": trial.status, "warning": warning},
-            checkpoint=tune.Checkpoint.from_directory(folder),
-        )
-
-
-def save_trial_result(output: Path, trial_id: str, result, restored_at: int | None = None) -> None:
-    """The finished trial's record and samples, written through the results contract (atomically)."""
-    record = {
-        "node": ray.get_runtime_context().get_node_id(),
-        "restored_at_step": restored_at,
-        "status": result.status,
-        "diverged_step": result.diverged_step,
-        "train_seconds": result.train_seconds,
-        "eval_seconds": result.eval_seconds,
-        **result.training_stats,
-        "metrics": result.metrics,
-        "curves": result.curves,
-        "config": result.config.to_dict(),
-    }
-    results.write_trial_result(output, trial_id, record, result.samples, result.real_samples)
 
 
 # --- back in the driver -----------------------------------------------------------------------------------

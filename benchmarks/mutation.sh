@@ -73,11 +73,11 @@ case $TARGET in
         # Results, _read_table, _canonical_factors, _level_key, _is_missing). mutmut 3 makes no mutants of
         # decorated functions, so folder_lock, ray_session and sigterm_as_sigint (@contextmanager) cannot
         # be in the list; nor of LiveTables.__enter__ / __exit__ (nothing to mutate).
-        MUTATE=(ablate/runner.py ablate/results.py ablate/progress.py ablate/provenance.py)
+        MUTATE=(ablate/runner.py ablate/worker.py ablate/results.py ablate/progress.py ablate/provenance.py)
         TESTS=(tests/test_runner.py)
         FUNCTIONS=(runner.resolve_output runner.check_output runner._gpu_share progress.LiveTables.__init__
-                   progress.LiveTables.run runner.train_one runner._restore runner._give_up
-                   runner._report_with_checkpoint runner.save_trial_result runner.write_results
+                   progress.LiveTables.run worker.train_one worker._restore worker._give_up
+                   worker._report_with_checkpoint worker.save_trial_result runner.write_results
                    runner.collect_tables provenance.run_info provenance.iso_time provenance.jsonable
                    results.atomic_write results._write_text results._factor_names results._check_columns
                    results._parquet_safe results.write_tables results._to_parquet

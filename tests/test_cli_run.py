@@ -323,3 +323,24 @@ def test_a_new_objective_family_is_one_module_and_one_registry_line(tmp_path, ra
     assert sorted(trials["variant"]) == ["flow_told_step,lr=0.0003", "flow_told_step,lr=0.001"]
     assert (trials["status"] == "ok").all()
     assert main(["run", str(write_experiment(tmp_path, name="bad", objective={"family": "nope"})), "--dry-run"]) == 2
+
+
+def test_a_packed_grid_gives_the_numbers_of_the_unpacked_one(tmp_path, ray_session, capsys):
+    """`pack: 3`: the 6 trials (two cells and the baseline, two seeds each) train in packs of at most 3,
+    one Tune trial each; every trial's numbers equal the same grid run unpacked (up to float32
+    rounding), and trials.csv says which pack each trial trained in."""
+    packed = write_experiment(tmp_path, name="packed", pack=3, baseline=True)
+    assert main(["run", str(packed), "--dry-run"]) == 0
+    assert "packs: 2 of at most 3 trials" in capsys.readouterr().out
+    assert main(["run", str(packed), "--no-report"]) == 0
+    alone = write_experiment(tmp_path, name="alone", pack=1, baseline=True)
+    assert main(["run", str(alone), "--no-report"]) == 0
+    trials = pd.read_csv(tmp_path / "results" / "packed" / "trials.csv")
+    assert (trials["status"] == "ok").all() and len(trials) == 6
+    assert sorted(trials["pack_id"].unique()) == ["pack000", "pack001"]
+    assert pd.read_csv(tmp_path / "results" / "alone" / "trials.csv")["pack_id"].isna().all()
+    key = ["trial_id", "steps", "metric"]
+    mine = pd.read_csv(tmp_path / "results" / "packed" / "metrics.csv").sort_values(key).reset_index(drop=True)
+    theirs = pd.read_csv(tmp_path / "results" / "alone" / "metrics.csv").sort_values(key).reset_index(drop=True)
+    assert mine[key].equals(theirs[key])
+    pd.testing.assert_series_equal(mine["value"], theirs["value"], rtol=1e-4)

@@ -24,6 +24,7 @@ from conftest import TINY_TASK
 from ray import tune
 
 from ablate import progress, provenance, results, runner
+from ablate import worker as ray_worker
 from ablate.config import ObjectiveConfig, TrialConfig
 from ablate.experiment import ExperimentError, parse_experiment
 from ablate.trial import run_trial
@@ -58,11 +59,11 @@ class RecordingTune:
 def worker(monkeypatch):
     """Install a recorder as the worker's `tune` and a fixed node id; returns a function that
     installs a fresh recorder (optionally with a checkpoint to restore)."""
-    monkeypatch.setattr(runner.ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "node-a"))
+    monkeypatch.setattr(ray_worker.ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "node-a"))
 
     def install(checkpoint=None) -> RecordingTune:
         recorder = RecordingTune(checkpoint)
-        monkeypatch.setattr(runner, "tune", recorder)
+        monkeypatch.setattr(ray_worker, "tune", recorder)
         return recorder
 
     return install
@@ -91,15 +92,15 @@ def test_a_trial_whose_result_file_exists_returns_at_once(tmp_path, worker, monk
     (tmp_path / "trials").mkdir()
     (tmp_path / "trials" / "t0.json").write_text("{}")
     recorder = worker()
-    monkeypatch.setattr(runner, "Trial", lambda config: pytest.fail("a finished trial was built again"))
-    runner.train_one(_params(tmp_path))
+    monkeypatch.setattr(ray_worker, "Trial", lambda config: pytest.fail("a finished trial was built again"))
+    ray_worker.train_one(_params(tmp_path))
     assert recorder.reports == [{"phase": "done", "step": 0, "status": "done before"}]
     assert (tmp_path / "trials" / "t0.json").read_text() == "{}"
 
 
 def test_a_trial_checkpoints_every_interval_and_writes_its_result_once(tmp_path, worker):
     recorder = worker()
-    runner.train_one(_params(tmp_path))
+    ray_worker.train_one(_params(tmp_path))
     steps = [r["step"] for r in recorder.reports if r["phase"] == "train"]
     assert steps == [10, 20, 30, 40, 50, 60] and [s["step"] for s in recorder.states] == steps
     final = recorder.reports[-1]
@@ -122,21 +123,21 @@ def test_a_trial_checkpoints_every_interval_and_writes_its_result_once(tmp_path,
 
 def test_a_long_checkpoint_interval_checkpoints_only_at_the_end(tmp_path, worker):
     recorder = worker()
-    runner.train_one(_params(tmp_path, checkpoint_seconds=3600))
+    ray_worker.train_one(_params(tmp_path, checkpoint_seconds=3600))
     assert [r["step"] for r in recorder.reports] == [60, 60] and len(recorder.states) == 1
 
 
 @pytest.mark.parametrize("resume_at", [0, 2])  # the checkpoint at step 10 or at step 30
 def test_a_trial_restored_from_a_checkpoint_ends_with_the_uninterrupted_numbers(tmp_path, worker, resume_at):
     first = worker()
-    runner.train_one(_params(tmp_path / "first"))
+    ray_worker.train_one(_params(tmp_path / "first"))
     state = first.states[resume_at]
     folder = tmp_path / "checkpoint"
     folder.mkdir()
     torch.save(state, folder / "state.pt")
     torch.manual_seed(99)  # a fresh worker process: other global RNG state
     second = worker(tune.Checkpoint.from_directory(str(folder)))
-    runner.train_one(_params(tmp_path / "second"))
+    ray_worker.train_one(_params(tmp_path / "second"))
     resumed, uninterrupted = _record(tmp_path / "second"), _record(tmp_path / "first")
     assert resumed["restored_at_step"] == state["step"] == 10 * (resume_at + 1)
     assert resumed["metrics"] == uninterrupted["metrics"] and resumed["curves"] == uninterrupted["curves"]
@@ -156,7 +157,7 @@ def test_a_result_file_only_ever_means_a_finished_trial(tmp_path, worker, monkey
 
     monkeypatch.setattr(results.os, "replace", failing_replace)
     with pytest.raises(OSError):
-        runner.train_one(_params(tmp_path))
+        ray_worker.train_one(_params(tmp_path))
     assert not (tmp_path / "trials" / "t0.json").exists()
 
 
@@ -181,7 +182,7 @@ def test_tables_say_which_trials_are_ok_diverged_failed_or_missing(tmp_path, wor
     ok, diverged, failed, missing = (t.trial_id for t in experiment.trials)
     worker()
     for trial_id in (ok, diverged):
-        runner.train_one(
+        ray_worker.train_one(
             {
                 "trial": {
                     "trial_id": trial_id,
@@ -236,14 +237,14 @@ def test_a_damaged_checkpoint_restarts_the_trial_with_a_warning(tmp_path, worker
     """A truncated state.pt (a crash while Tune copied it, a full disk) must not fail the trial: it
     restarts from step 0, says so once, and ends with the uninterrupted numbers."""
     first = worker()
-    runner.train_one(_params(tmp_path / "first"))
+    ray_worker.train_one(_params(tmp_path / "first"))
     folder = tmp_path / "checkpoint"
     folder.mkdir()
     torch.save(first.states[2], folder / "state.pt")
     data = (folder / "state.pt").read_bytes()
     (folder / "state.pt").write_bytes(data[: len(data) // 3])
     second = worker(tune.Checkpoint.from_directory(str(folder)))
-    runner.train_one(_params(tmp_path / "second"))
+    ray_worker.train_one(_params(tmp_path / "second"))
     warnings = [r["warning"] for r in second.reports if r.get("warning")]
     assert len(warnings) == 1 and warnings[0].startswith("checkpoint unreadable") and "step 0" in warnings[0]
     assert [r["step"] for r in second.reports if r["phase"] == "train"][0] == 10
@@ -255,7 +256,7 @@ def test_one_driver_per_folder(tmp_path, capsys):
     output = tmp_path / "out"
     with runner.folder_lock(output):
         holder = (output / runner.LOCK_NAME).read_text()
-        assert holder.startswith(f"pid {runner.os.getpid()} on ")
+        assert holder.startswith(f"pid {ray_worker.os.getpid()} on ")
         with pytest.raises(ExperimentError, match=re.escape(f"in use by another `ablate run` ({holder})")):
             with runner.folder_lock(output):
                 pass
@@ -339,12 +340,12 @@ def test_the_gpu_share_of_a_trial(tmp_path):
 
 def test_the_watchdog_records_a_timeout_and_ends_the_worker(tmp_path, worker, monkeypatch):
     exits = []
-    monkeypatch.setattr(runner.os, "_exit", exits.append)
+    monkeypatch.setattr(ray_worker.os, "_exit", exits.append)
     curves = [{"step": 10, "loss": 1.5, "flow_loss": 1.0, "bootstrap_loss": 0.5, "grad_norm": 2.0}]
     stats = {"clipped_share": 0.5, "loss_spikes": 1}
     config = TrialConfig(seed=3)
     trial = SimpleNamespace(train_seconds=2.5, training_stats=stats, curves=curves, config=config)
-    runner._give_up(tmp_path, "t0", trial, 0.5)
+    ray_worker._give_up(tmp_path, "t0", trial, 0.5)
     assert exits == [1]
     assert _record(tmp_path) == {
         "node": "node-a",
@@ -381,40 +382,40 @@ class FakeTimer:
 
 
 def test_a_trial_with_a_timeout_runs_under_a_watchdog_that_is_cancelled_when_it_ends(tmp_path, worker, monkeypatch):
-    monkeypatch.setattr(runner.threading, "Timer", FakeTimer)
+    monkeypatch.setattr(ray_worker.threading, "Timer", FakeTimer)
     monkeypatch.setattr(FakeTimer, "made", [])
     worker()
     params = _params(tmp_path)
     params["trial"]["config"]["train"]["timeout_seconds"] = 120.0
-    runner.train_one(params)
+    ray_worker.train_one(params)
     [timer] = FakeTimer.made
-    assert timer.interval == 120.0 and timer.function is runner._give_up
+    assert timer.interval == 120.0 and timer.function is ray_worker._give_up
     output, trial_id, trial, timeout = timer.args
     assert (output, trial_id, timeout) == (tmp_path, "t0", 120.0)
-    assert isinstance(trial, runner.Trial) and trial.step == 60  # the very trial that trained
+    assert isinstance(trial, ray_worker.Trial) and trial.step == 60  # the very trial that trained
     assert timer.events == [("start", True), "cancel"]  # a daemon: it never keeps a worker alive
     worker()
-    runner.train_one(_params(tmp_path / "untimed"))  # timeout_seconds None: no watchdog
+    ray_worker.train_one(_params(tmp_path / "untimed"))  # timeout_seconds None: no watchdog
     assert len(FakeTimer.made) == 1
 
 
 def test_a_checkpoint_is_due_only_after_more_than_checkpoint_seconds(tmp_path, worker, monkeypatch):
-    monkeypatch.setattr(runner, "time", SimpleNamespace(monotonic=lambda: 100.0))  # no time passes
+    monkeypatch.setattr(ray_worker, "time", SimpleNamespace(monotonic=lambda: 100.0))  # no time passes
     recorder = worker()
-    runner.train_one(_params(tmp_path, checkpoint_seconds=0.0))
+    ray_worker.train_one(_params(tmp_path, checkpoint_seconds=0.0))
     assert [r["step"] for r in recorder.reports] == [60, 60] and len(recorder.states) == 1
 
 
 def test_each_checkpoint_reports_the_latest_loss_and_status(tmp_path, worker):
     recorder = worker()
-    runner.train_one(_params(tmp_path))
+    ray_worker.train_one(_params(tmp_path))
     curves = {point["step"]: point["loss"] for point in _record(tmp_path)["curves"]}
     train = [r for r in recorder.reports if r["phase"] == "train"]
     assert [r["loss"] for r in train] == [curves[r["step"]] for r in train]
     assert [r["status"] for r in train] == ["running"] * 6  # "ok" only once evaluated
-    fresh = runner.Trial(CONFIG)  # nothing logged yet: the loss is NaN
+    fresh = ray_worker.Trial(CONFIG)  # nothing logged yet: the loss is NaN
     recorder = worker()
-    runner._report_with_checkpoint(fresh, "a warning")
+    ray_worker._report_with_checkpoint(fresh, "a warning")
     [report] = recorder.reports
     assert math.isnan(report.pop("loss"))
     assert report == {"phase": "train", "step": 0, "status": "running", "warning": "a warning"}
@@ -439,12 +440,12 @@ class RunsCode:
 
 
 def test_restoring_reads_only_tensors_and_plain_data(tmp_path):
-    trial, restored_at, warning = runner._restore(CONFIG, None)
+    trial, restored_at, warning = ray_worker._restore(CONFIG, None)
     assert trial.step == 0 and restored_at is None and warning is None
-    state = runner.Trial(CONFIG).state_dict()
+    state = ray_worker.Trial(CONFIG).state_dict()
     marker = tmp_path / "code-ran"
     state["step"] = RunsCode(marker)
-    trial, restored_at, warning = runner._restore(CONFIG, _checkpoint(tmp_path, state))
+    trial, restored_at, warning = ray_worker._restore(CONFIG, _checkpoint(tmp_path, state))
     assert not marker.exists() and restored_at is None and trial.step == 0
     assert warning.startswith("checkpoint unreadable (") and warning.endswith("); restarted from step 0")
 
@@ -458,14 +459,14 @@ def test_restoring_reads_only_tensors_and_plain_data(tmp_path):
     ],
 )
 def test_an_unreadable_checkpoint_says_why_in_one_short_line(tmp_path, monkeypatch, error, reason):
-    state = runner.Trial(CONFIG).state_dict()
+    state = ray_worker.Trial(CONFIG).state_dict()
     checkpoint = _checkpoint(tmp_path, state)
 
     def damaged(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(runner.torch, "load", damaged)
-    trial, restored_at, warning = runner._restore(CONFIG, checkpoint)
+    monkeypatch.setattr(ray_worker.torch, "load", damaged)
+    trial, restored_at, warning = ray_worker._restore(CONFIG, checkpoint)
     assert warning == f"checkpoint unreadable ({reason}); restarted from step 0"
     assert restored_at is None and trial.step == 0
 
@@ -484,10 +485,11 @@ def test_a_finished_trial_is_saved_whole(tmp_path, worker):
         samples={1: [[0.0, 1.0], [2.0, 3.0]], 8: np.arange(6.0).reshape(3, 2)},
         real_samples=[[5.0, 6.0]],
     )
-    runner.save_trial_result(tmp_path, "t0", result, restored_at=20)
+    ray_worker.save_trial_result(tmp_path, "t0", result, restored_at=20)
     assert _record(tmp_path) == {
         "node": "node-a",
         "restored_at_step": 20,
+        "pack_id": None,
         "status": "diverged",
         "diverged_step": 30,
         "train_seconds": 1.25,
@@ -504,7 +506,7 @@ def test_a_finished_trial_is_saved_whole(tmp_path, worker):
         assert samples["steps_8"].tolist() == np.arange(6.0).reshape(3, 2).tolist()
         assert samples["real"].tolist() == [[5.0, 6.0]] and sorted(samples.files) == ["real", "steps_1", "steps_8"]
     result.real_samples = None  # a task without real data: no `real` array
-    runner.save_trial_result(tmp_path, "t1", result)
+    ray_worker.save_trial_result(tmp_path, "t1", result)
     with np.load(tmp_path / "samples" / "t1.npz") as samples:
         assert sorted(samples.files) == ["steps_1", "steps_8"]
     assert _record(tmp_path, "t1")["restored_at_step"] is None
@@ -652,14 +654,15 @@ def test_the_tables_cell_by_cell(tmp_path):
     stats, no_stats = [0.5 + i for i in range(len(results.TRAINING_STATS))], [None] * len(results.TRAINING_STATS)
     want_trials = pd.DataFrame(
         [
-            ident["a0"] + ["ok", None, 1.5, 0.5, "n1", None] + stats,
-            ident["a1"] + ["failed", None, None, None, None, "error"] + no_stats,
-            ident["b0"] + ["failed", None, 3.0, 0.0, "n2", "timeout"] + no_stats,
-            ident["b1"] + ["missing", None, None, None, None, None] + no_stats,
-            ident["base0"] + ["diverged", 20, 2.0, 0.25, "n1", None] + no_stats,
+            ident["a0"] + ["ok", None, 1.5, 0.5, "n1", None] + stats + [None],
+            ident["a1"] + ["failed", None, None, None, None, "error"] + no_stats + [None],
+            ident["b0"] + ["failed", None, 3.0, 0.0, "n2", "timeout"] + no_stats + [None],
+            ident["b1"] + ["missing", None, None, None, None, None] + no_stats + [None],
+            ident["base0"] + ["diverged", 20, 2.0, 0.25, "n1", None] + no_stats + [None],
         ],
         columns=head
-        + ["status", "diverged_step", "train_seconds", "eval_seconds", "node", "reason", *results.TRAINING_STATS],
+        + ["status", "diverged_step", "train_seconds", "eval_seconds", "node", "reason", *results.TRAINING_STATS]
+        + ["pack_id"],
     )
     pd.testing.assert_frame_equal(trials, want_trials)
     values = {"a0": [0.5, 1.0, 0.25], "b0": [nan] * 3, "base0": [0.75, nan, nan]}

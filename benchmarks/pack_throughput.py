@@ -1,0 +1,54 @@
+"""Trials per hour with and without packing: one grid run twice through the real runner, in one process.
+
+    python benchmarks/pack_throughput.py [EXPERIMENT] [--steps N] [--pack N] [--seeds 0,1]
+
+Runs the experiment (default: the quickstart) unpacked (`pack: 1`, one trial per process) and packed
+(`pack: N`, N trials vectorised in one process), each into a temporary folder, and prints the wall time,
+trials per hour and the ratio. Both runs use the same Ray session and the same resources per trial (or
+per pack), so the ratio is what packing buys on this machine. Not a test: timings vary with load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+
+from ablate.experiment import load_experiment
+from ablate.runner import run_experiment
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiment", nargs="?", default="experiments/quickstart.yaml")
+    parser.add_argument("--steps", type=int, default=300, help="training steps per trial (train.steps)")
+    parser.add_argument("--pack", type=int, default=17, help="trials per pack in the packed run")
+    parser.add_argument("--seeds", default="0,1", help="seeds, comma-separated")
+    args = parser.parse_args()
+    overrides = [f"train.steps={args.steps}", f"seeds=[{args.seeds}]", "eval.steps=[1,4]"]
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    timings = {}
+    try:
+        for pack in (1, args.pack):
+            experiment = load_experiment(args.experiment, [*overrides, f"pack={pack}"])
+            with tempfile.TemporaryDirectory() as folder:
+                start = time.perf_counter()
+                outcome = run_experiment(experiment, Path(folder) / "out", verbose=False)
+                seconds = time.perf_counter() - start
+            timings[pack] = (seconds, outcome.finished, len(experiment.packs()))
+            print(
+                f"pack {pack:>3}: {outcome.finished}/{outcome.expected} trials in {len(experiment.packs())} "
+                f"Tune trials, {seconds:.1f} s, {3600 * outcome.finished / seconds:.0f} trials/hour",
+                flush=True,
+            )
+    finally:
+        ray.shutdown()
+    (alone, _, _), (packed, _, _) = timings[1], timings[args.pack]
+    print(f"packed / unpacked trials per hour: {alone / packed:.2f}x ({args.steps} steps per trial)")
+
+
+if __name__ == "__main__":
+    main()

@@ -85,7 +85,8 @@ class Pack:
         self.ema_teacher = _stacked([m.teacher or m.model for m in self.members])
         self.eval_params = _stacked([m.eval_model or m.model for m in self.members])
         self.uses_ema_teacher = torch.tensor([m.teacher is not None for m in self.members], device=first.device)
-        self.knobs = Knobs.stack([Knobs.of(m.objective) for m in self.members])
+        knobs = Knobs.stack([Knobs.of(m.objective) for m in self.members])
+        self.knobs = Knobs(**{name: value.to(first.device) for name, value in vars(knobs).items()})
         self.optimizer = torch.optim.Adam(self.params.values(), lr=first.config.train.lr)
         self.step = 0  # the pack's steps; a diverged member's own count stops at its divergence
         self._check_vmap()

@@ -2,10 +2,13 @@
 
     python benchmarks/pack_throughput.py [EXPERIMENT] [--steps N] [--pack N] [--seeds 0,1]
 
-Runs the experiment (default: the quickstart) unpacked (`pack: 1`, one trial per process) and packed
-(`pack: N`, N trials vectorised in one process), each into a temporary folder, and prints the wall time,
-trials per hour and the ratio. Both runs use the same Ray session and the same resources per trial (or
-per pack), so the ratio is what packing buys on this machine. Not a test: timings vary with load.
+First, on one thread in this process, the quickstart's 17 cells trained as one pack and one by one,
+in alternating chunks of steps so that other load on the machine hits both alike: milliseconds per
+member-step and their ratio. Then the experiment (default: the quickstart) through the runner,
+unpacked (`pack: 1`, one trial per process) and packed (`pack: N`, N trials vectorised in one process),
+each into a temporary folder: wall time, trials per hour and the ratio. Both runs use the same Ray
+session and the same resources per trial (or per pack), so the ratio is what packing buys on this
+machine. Not a test: timings vary with load.
 """
 
 from __future__ import annotations
@@ -16,9 +19,36 @@ import time
 from pathlib import Path
 
 import ray
+import torch
 
 from ablate.experiment import load_experiment
+from ablate.packing import Pack
 from ablate.runner import run_experiment
+from ablate.trial import Trial
+
+
+def per_member_step(experiment_path: str, chunks: int = 5, steps: int = 20) -> None:
+    """Milliseconds per member-step, one pack of the experiment's first-seed cells vs the same trials
+    one by one, alternating chunks of `steps` steps."""
+    torch.set_num_threads(1)
+    experiment = load_experiment(experiment_path, ["seeds=[0]", f"train.steps={chunks * steps}"])
+    configs = [t.config for t in experiment.trials]
+    pack, alone = Pack(configs), [Trial(c) for c in configs]
+    packed = separate = 0.0
+    for chunk in range(1, chunks + 1):
+        start = time.perf_counter()
+        pack.train(until=chunk * steps)
+        packed += time.perf_counter() - start
+        start = time.perf_counter()
+        for trial in alone:
+            trial.train(until=chunk * steps)
+        separate += time.perf_counter() - start
+    member_steps = len(configs) * chunks * steps
+    print(
+        f"one thread, {len(configs)} members: packed {1000 * packed / member_steps:.2f} ms per member-step, "
+        f"alone {1000 * separate / member_steps:.2f} ms: {separate / packed:.2f}x",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -28,6 +58,7 @@ def main() -> None:
     parser.add_argument("--pack", type=int, default=17, help="trials per pack in the packed run")
     parser.add_argument("--seeds", default="0,1", help="seeds, comma-separated")
     args = parser.parse_args()
+    per_member_step(args.experiment)
     overrides = [f"train.steps={args.steps}", f"seeds=[{args.seeds}]", "eval.steps=[1,4]"]
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     timings = {}

@@ -2,7 +2,7 @@
 
 Every distance returns +inf when either set holds a NaN or inf (a diverged model's samples): the trial
 then marks the run diverged instead of crashing inside POT or scipy. Lower is better for every distance;
-`class_entropy` is higher-is-better.
+`class_entropy` and `support_scores` are higher-is-better.
 
 - `wasserstein2`: exact 2-Wasserstein distance between two point sets (uniform weights), via POT's network
   simplex. The honest metric for 2-D toys; its cost grows faster than n^2: ~0.2 s for 1000 vs 1000 points,
@@ -16,6 +16,10 @@ then marks the run diverged instead of crashing inside POT or scipy. Lower is be
   k(x, y) = (x.y / dim + 1)^3, averaged over subsets. Unbiased, so it can be slightly negative near 0.
 - `class_entropy`: entropy of the predicted-class histogram divided by log(n_classes), in [0, 1]:
   1 is every class equally often, 0 a single class (mode collapse).
+- `support_scores`: precision (share of samples in the data's support), coverage (how evenly the samples in
+  the support hit its regions, 1 - total variation against the data's shares) and structure (both at
+  once), from each sample's region and an inside flag that a task computes (toy2d: the eight squares of
+  the checkerboard, the eight modes, segments of the moons' and the spiral's arms). Higher is better.
 """
 
 from __future__ import annotations
@@ -137,3 +141,34 @@ def class_entropy(predicted: ArrayLike, n_classes: int) -> float:
     p = np.bincount(labels.astype(np.int64).ravel(), minlength=n_classes) / labels.size
     p = p[p > 0]
     return float((p * np.log(1 / p)).sum() / math.log(n_classes))
+
+
+def support_scores(regions: ArrayLike, inside: ArrayLike, reference_shares: ArrayLike) -> dict[str, float]:
+    """Precision, coverage and structure of a sample whose points are assigned to the data's support regions.
+
+    `regions` (n,) holds each point's region (an int in 0..R-1, the nearest region), `inside` (n,) whether the
+    point lies in the data's support, `reference_shares` (R,) the data's share of each region (sums to 1).
+
+    - `precision` = the share of points inside the support.
+    - `coverage` = 1 - TV(p, q), where p is the histogram of the points *inside* the support over the regions
+      (normalised to 1) and q the data's: 1 when the points that hit the support hit every region in the
+      data's proportions, 0.5 when they hit only half of R equally likely regions, 1/R for one region; 0
+      when no point is inside.
+    - `structure` = sum_r min(n_r / n, q_r) = 1 - TV between the sample's histogram over the regions plus
+      an "outside" cell and the data's (which puts nothing outside): the share of the sample that lies in
+      the support without exceeding any region's data share. Never above precision, and low for a blur
+      (mass off the support), a filled box (half of it outside a checkerboard) and a collapse alike.
+    """
+    regions = np.asarray(regions.detach().cpu() if isinstance(regions, torch.Tensor) else regions).astype(np.int64)
+    inside = np.asarray(inside.detach().cpu() if isinstance(inside, torch.Tensor) else inside).astype(bool)
+    q = np.asarray(reference_shares, dtype=np.float64)
+    if len(regions) == 0 or regions.shape != inside.shape:
+        raise ValueError("support_scores needs one region and one inside flag per point, and at least one point")
+    counts = np.bincount(regions[inside], minlength=len(q)).astype(np.float64)
+    n_inside = counts.sum()
+    coverage = 1 - 0.5 * float(np.abs(counts / n_inside - q).sum()) if n_inside else 0.0
+    return {
+        "precision": float(n_inside / len(regions)),
+        "coverage": coverage,
+        "structure": float(np.minimum(counts / len(regions), q).sum()),
+    }

@@ -15,6 +15,7 @@ from ablate.metrics import (
     frechet_distance,
     frechet_distance_from_stats,
     kernel_inception_distance,
+    support_scores,
     wasserstein2,
 )
 from ablate.tasks.toy2d import sample_dataset
@@ -126,3 +127,37 @@ def test_frechet_trace_term_agrees_with_scipy_sqrtm_on_full_rank_covariances():
     mu = rng.normal(size=6)
     expected = mu @ mu + np.trace(sigma_a + sigma_b - 2 * np.real(scipy.linalg.sqrtm(sigma_a @ sigma_b)))
     assert frechet_distance_from_stats(mu, sigma_a, np.zeros(6), sigma_b) == pytest.approx(expected, rel=1e-8)
+
+
+def test_support_scores_exact_values():
+    shares = np.full(8, 1 / 8)
+    every_region = np.repeat(np.arange(8), 10)
+    assert support_scores(every_region, np.ones(80, bool), shares) == pytest.approx(
+        {"precision": 1.0, "coverage": 1.0, "structure": 1.0}
+    )
+    half = np.repeat(np.arange(4), 20)  # four of eight equally likely regions, each twice its share
+    assert support_scores(half, np.ones(80, bool), shares) == pytest.approx(
+        {"precision": 1.0, "coverage": 0.5, "structure": 0.5}
+    )
+    # the points of regions 0..2 fall just off the support: 5 of 8 regions hit, each at 1/5 instead of 1/8
+    scores = support_scores(every_region, every_region >= 3, shares)
+    assert scores["precision"] == pytest.approx(50 / 80)
+    assert scores["coverage"] == pytest.approx(1 - 0.5 * (3 / 8 + 5 * (1 / 5 - 1 / 8)))
+    assert scores["structure"] == pytest.approx(5 / 8)
+    nothing = support_scores(every_region, np.zeros(80, bool), shares)
+    assert nothing == {"precision": 0.0, "coverage": 0.0, "structure": 0.0}
+
+
+def test_support_scores_use_the_data_shares_and_count_points_outside_in_structure():
+    shares = np.array([0.75, 0.25])
+    regions = np.array([0] * 50 + [1] * 50)
+    inside = np.ones(100, bool)
+    assert support_scores(regions, inside, shares)["coverage"] == pytest.approx(0.75)
+    assert support_scores(regions, inside, shares)["structure"] == pytest.approx(0.75)
+    inside[:10] = False  # 10 points of region 0 leave the support: 40 + 50 inside
+    scores = support_scores(regions, inside, shares)
+    assert scores["precision"] == pytest.approx(0.9)
+    assert scores["coverage"] == pytest.approx(1 - 0.5 * (abs(40 / 90 - 0.75) + abs(50 / 90 - 0.25)))
+    assert scores["structure"] == pytest.approx(0.40 + 0.25)
+    with pytest.raises(ValueError):
+        support_scores(regions, inside[:5], shares)

@@ -12,7 +12,16 @@ import torch
 from ablate.objective import ShortcutForcing, Variant
 from ablate.tasks import Sampler, make_task
 from ablate.tasks.digits import digit_splits, load_or_build_classifier
-from ablate.tasks.toy2d import DATASETS, sample_dataset
+from ablate.tasks.models import ResidualMLP
+from ablate.tasks.toy2d import (
+    BLUR_SIGMA,
+    DATASETS,
+    _standardisation,
+    reference_scores,
+    sample_dataset,
+    structure_scores,
+    support_regions,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "experiments" / "my_task.py"
 STEPS = [1, 2, 4, 8, 16, 32, 64]
@@ -145,6 +154,116 @@ def test_toy2d_samples_are_capped_at_2000_points():
     task = make_task("toy2d", {"n_eval": 2100})
     evaluation = task.evaluate(RecordingSampler(lambda noise, k: noise), [1], torch.Generator().manual_seed(0))
     assert evaluation.samples[1].shape == (2000, 2)
+
+
+def standardised(dataset, raw_points):
+    mean, scale = _standardisation(dataset)
+    return (np.asarray(raw_points, dtype=np.float64) - mean.double().numpy()) / scale
+
+
+def real_points(dataset, n=2000, seed=123):
+    return sample_dataset(dataset, n, torch.Generator().manual_seed(seed)).double().numpy()
+
+
+@pytest.mark.parametrize("dataset", list(DATASETS))
+def test_toy2d_structure_real_data_scores_near_one_blur_and_box_clearly_lower(dataset):
+    real = structure_scores(dataset, real_points(dataset))
+    assert real["precision"] >= 0.98 and real["coverage"] >= 0.95 and real["structure"] >= 0.94, real
+    reference = reference_scores(dataset, 1000)
+    assert reference["real"]["precision"] >= 0.98
+    for corrupted in ("blur", "box"):
+        assert reference[corrupted]["precision"] < 0.75, (corrupted, reference[corrupted])
+        assert reference[corrupted]["structure"] < reference["real"]["structure"] - 0.25
+    noisy = real_points(dataset) + BLUR_SIGMA * np.random.default_rng(0).standard_normal((2000, 2))
+    assert structure_scores(dataset, noisy)["precision"] < 0.75
+
+
+def test_toy2d_checkerboard_support_is_the_eight_squares_in_the_data_units():
+    # the centres of the 8 squares of the raw board (ix + iy even) are inside, each its own region; the
+    # centres of the 8 empty cells and points beyond the board are outside
+    full = [(ix - 1.5, iy - 1.5) for ix in range(4) for iy in range(4) if (ix + iy) % 2 == 0]
+    empty = [(ix - 1.5, iy - 1.5) for ix in range(4) for iy in range(4) if (ix + iy) % 2 == 1]
+    regions, inside = support_regions("checkerboard", standardised("checkerboard", full))
+    assert inside.all() and sorted(regions) == list(range(8))
+    _, inside = support_regions("checkerboard", standardised("checkerboard", empty + [(2.5, 0.5), (0, -2.3)]))
+    assert not inside.any()
+    # the margin is 0.05 in the data's units: (-2, -2)-(-1, -1) is a square, (-1.5, -0.9) lies in an empty cell
+    near, far = [(-1.5, -0.96), (-2.04, -1.5)], [(-1.5, -0.94), (-2.06, -1.5)]
+    assert support_regions("checkerboard", standardised("checkerboard", near))[1].all()
+    assert not support_regions("checkerboard", standardised("checkerboard", far))[1].any()
+
+
+def test_toy2d_8gaussians_support_is_three_sigma_around_the_modes():
+    angle = np.arange(8) * np.pi / 4
+    modes = 2 * np.stack([np.cos(angle), np.sin(angle)], 1)
+    outward = modes / 2  # unit vectors
+    regions, inside = support_regions("8gaussians", standardised("8gaussians", modes + 0.29 * outward))
+    assert inside.all() and list(regions) == list(range(8))
+    _, inside = support_regions("8gaussians", standardised("8gaussians", modes + 0.31 * outward))
+    assert not inside.any()
+
+
+def test_toy2d_half_collapsed_sampler_has_full_precision_and_half_coverage():
+    points = real_points("checkerboard", 4000)
+    regions, _ = support_regions("checkerboard", points)
+    half = points[regions < 4]  # only 4 of the 8 squares
+    scores = structure_scores("checkerboard", half)
+    assert scores["precision"] == 1.0
+    assert scores["coverage"] == pytest.approx(0.5, abs=0.03) and scores["structure"] == pytest.approx(0.5, abs=0.03)
+    one = structure_scores("checkerboard", points[regions == 5])
+    assert one["precision"] == 1.0 and one["coverage"] == pytest.approx(1 / 8, abs=0.01)
+    spread = structure_scores("checkerboard", real_points("checkerboard", 4000, seed=7))
+    assert spread["coverage"] > 0.95
+
+
+@pytest.mark.parametrize("dataset", ["moons", "spiral"])
+def test_toy2d_arms_have_equal_mass_stretches_and_a_band_around_the_curve(dataset):
+    points = real_points(dataset, 4000)
+    regions, inside = support_regions(dataset, points)
+    assert inside.mean() > 0.98
+    shares = np.bincount(regions[inside], minlength=8) / inside.sum()
+    assert np.abs(shares - 1 / 8).max() < 0.025  # 8 stretches, each about 1/8 of the data
+    lifted = structure_scores(dataset, points + np.array([0.0, 1.5]))  # the whole shape moved off its arms
+    assert lifted["precision"] < 0.5
+
+
+def test_toy2d_evaluate_reports_structure_metrics_and_their_floors():
+    task = make_task("toy2d", {"n_eval": 1000})
+    assert task.primary_metric == "structure" and task.metric_directions["structure"] == "max"
+    real = torch.tensor(real_points("checkerboard", 1000, seed=5), dtype=torch.float32)
+    evaluation = task.evaluate(RecordingSampler(lambda noise, k: real), [1], torch.Generator().manual_seed(0))
+    metrics = evaluation.metrics[1]
+    assert metrics["precision"] == 1.0 and metrics["structure"] > 0.9  # 1000 points: ~0.97 +- 0.02
+    floor = reference_scores("checkerboard", 1000)["real"]
+    assert {m: metrics[f"{m}_floor"] for m in floor} == pytest.approx(floor)
+    blob = task.evaluate(RecordingSampler(lambda noise, k: 0.5 * noise), [1], torch.Generator().manual_seed(0))
+    assert blob.metrics[1]["structure"] < 0.8 and blob.metrics[1]["precision"] < 0.8
+    assert evaluation.real.shape == (1000, 2) and evaluation.real.dtype == np.float32
+
+
+def test_toy2d_model_options_fourier_features_and_preconditioning():
+    torch.manual_seed(0)
+    plain = ResidualMLP(2, 32, 2)
+    torch.manual_seed(0)
+    fourier = ResidualMLP(2, 32, 2, fourier=4)
+    assert fourier.inp.in_features == 2 * (1 + 2 * 4) and plain.inp.in_features == 2
+    z, d = torch.randn(16, 2), torch.full((16,), 1 / 64)
+    model = ResidualMLP(2, 32, 2, fourier=4, precondition=True)
+    # EDM's c_skip = 1, c_out = 0 at tau = 1: the model returns z exactly; at tau = 0 it returns the network
+    assert torch.equal(model(z, torch.ones(16), d), z)
+    unconditioned = ResidualMLP(2, 32, 2, fourier=4, precondition=False)
+    unconditioned.load_state_dict(model.state_dict())
+    assert torch.allclose(model(z, torch.zeros(16), d), unconditioned(z, torch.zeros(16), d))
+    tau = torch.full((16,), 0.7)
+    t = 0.7
+    r = t * t + (1 - t) ** 2
+    expected = (t / r) * z + ((1 - t) / math.sqrt(r)) * unconditioned(z, tau, d)
+    assert torch.allclose(model(z, tau, d), expected, atol=1e-6)
+    default = make_task("toy2d").make_model()
+    assert default.inp.in_features == 18 and default.precondition
+    assert make_task("toy2d", {"fourier": 0, "precondition": False}).make_model().inp.in_features == 2
+    with pytest.raises(ValueError, match="fourier"):
+        make_task("toy2d", {"fourier": -1})
 
 
 def test_digits_held_out_fd_is_far_below_noise_and_grows_monotonically_with_corruption(digits):

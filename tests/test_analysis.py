@@ -1397,3 +1397,21 @@ def test_stability_table_averages_what_the_stabilisers_did_per_variant():
 def test_stability_table_is_empty_for_results_written_without_training_stats():
     results = in_memory({(("p", True), "gain", 1): [1.0, 2.0]})
     assert analysis.stability_table(results).empty
+
+
+def test_blur_and_box_references_are_constants_reported_not_compared():
+    values = {
+        (cell, metric, 1): per_seed
+        for cell in (("p", True), ("q", True), ("p", False), ("q", False))
+        for metric, per_seed in (("gain", [1.0, 2.0]), ("gain_blur", [0.5, 0.5]), ("gain_box", [0.25, 0.25]))
+    }
+    results = in_memory(values)
+    assert analysis.quality_metrics(results.metric_names) == ["gain"]
+    references = analysis.reference_values(results)
+    assert references.to_dict("records") == [
+        {"metric": "gain", "reference": "blurred real data", "value": 0.5},
+        {"metric": "gain", "reference": "a uniform box", "value": 0.25},
+    ]
+    assert set(analysis.factor_effects(results)["metric"]) == {"gain"}
+    orphan = in_memory({(("p", True), "loss_box", 1): [1.0, 2.0]})  # no base metric: an ordinary metric
+    assert analysis.reference_values(orphan).empty and analysis.quality_metrics(orphan.metric_names) == ["loss_box"]

@@ -148,6 +148,10 @@ def test_toy2d_scores_against_a_fixed_reference_with_a_noise_floor():
         RecordingSampler(lambda noise, k: torch.zeros_like(noise)), [1], torch.Generator().manual_seed(0)
     )
     assert collapsed.metrics[1]["w2"] > 3 * floor and collapsed.metrics[1]["energy"] > 3 * floor
+    wrong = reference_scores("checkerboard", 500)  # what a blurred copy and a uniform box score, every K
+    for kind in ("blur", "box"):
+        assert {m: by_seed[0].metrics[8][f"{m}_{kind}"] for m in wrong[kind]} == wrong[kind]
+    assert wrong["real"]["structure"] > wrong["blur"]["structure"] > wrong["box"]["structure"]
 
 
 def test_toy2d_samples_are_capped_at_2000_points():

@@ -13,7 +13,7 @@ difference), which holds its 95 % at 2, 3 and 5 seeds whatever the cells' varian
   :mod:`~ablate.analysis.comparisons`, :mod:`~ablate.analysis.power`: the tables.
 """
 
-from ablate.analysis.cells import cell_summary, noise_floors
+from ablate.analysis.cells import cell_summary, noise_floors, reference_values
 from ablate.analysis.comparisons import paper_vs_others, verdict, worsening_at_max_steps
 from ablate.analysis.effects import EFFECT_COLUMNS, STRATA_COLUMNS, excludes_null, factor_effects, stratum_effects
 from ablate.analysis.inference import CONFIDENCE, POWER, t_interval
@@ -51,6 +51,7 @@ __all__ = [
     "paper_vs_others",
     "power_table",
     "quality_metrics",
+    "reference_values",
     "stability_table",
     "stratum_effects",
     "t_interval",

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.analysis.inference import CONFIDENCE, t_interval
-from ablate.analysis.tables import floor_metrics, ok_values, quality_rows
+from ablate.analysis.tables import REFERENCE_SUFFIXES, floor_metrics, ok_values, quality_rows, reference_metrics
 from ablate.results import DIVERGED, FAILED, OK, Results
 
 CELL_CI_METHOD = "student_t"
@@ -83,3 +83,18 @@ def noise_floors(results: Results, confidence: float = CONFIDENCE) -> pd.DataFra
     columns = ["metric", "floor_metric", "n_trials", "n_seeds", "mean", "ci_low", "ci_high", "ci_method"]
     numbers = {"n_trials": int, "n_seeds": int, "mean": float, "ci_low": float, "ci_high": float}
     return pd.DataFrame(rows, columns=columns).astype(numbers)  # typed even when empty
+
+
+def reference_values(results: Results) -> pd.DataFrame:
+    """The task's fixed references per metric (``<m>_blur``, ``<m>_box``): one value each, the mean over
+    finished trials (every trial scores the same fixed sets), with the label the report prints."""
+    data = ok_values(results)
+    rows = [
+        {
+            "metric": metric,
+            "reference": REFERENCE_SUFFIXES[suffix],
+            "value": data.loc[data["metric"] == name, "value"].mean(),
+        }
+        for (metric, suffix), name in reference_metrics(results.metric_names).items()
+    ]
+    return pd.DataFrame(rows, columns=["metric", "reference", "value"]).astype({"value": float})

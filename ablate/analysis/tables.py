@@ -17,6 +17,9 @@ from ablate.results import DIVERGED, FAILED, MISSING, OK, TRAINING_STATS, Result
 
 HORIZON_PATTERN = re.compile(r"^(?P<base>.+)_h(?P<t>\d+)$")
 FLOOR_SUFFIX = "_floor"
+# Other fixed references a task may score next to a metric <m>, one number per task like the floor:
+# what a blurred copy of the real data (<m>_blur) and structureless points (<m>_box) score.
+REFERENCE_SUFFIXES = {"_blur": "blurred real data", "_box": "a uniform box"}
 # A positive metric whose cell means differ by this factor or more at some K is analysed on the log
 # scale: its effects are multiplicative (FD, KID, W2 and energy span orders of magnitude).
 LOG_SCALE_SPAN = 10.0
@@ -44,10 +47,22 @@ def floor_metrics(metric_names: Sequence[str]) -> dict[str, str]:
     }
 
 
+def reference_metrics(metric_names: Sequence[str]) -> dict[tuple[str, str], str]:
+    """The blur and box references ``<m>_blur``, ``<m>_box`` by (metric ``<m>``, suffix); like floors,
+    constants of the task that say what a wrong answer scores, never compared between variants."""
+    names = set(metric_names)
+    return {
+        (name.removesuffix(suffix), suffix): name
+        for name in metric_names
+        for suffix in REFERENCE_SUFFIXES
+        if name.endswith(suffix) and name.removesuffix(suffix) in names
+    }
+
+
 def quality_metrics(metric_names: Sequence[str]) -> list[str]:
-    """The metrics that compare variants: every metric except the noise floors."""
-    floors = set(floor_metrics(metric_names).values())
-    return [name for name in metric_names if name not in floors]
+    """The metrics that compare variants: every metric except the noise floors and the references."""
+    constants = set(floor_metrics(metric_names).values()) | set(reference_metrics(metric_names).values())
+    return [name for name in metric_names if name not in constants]
 
 
 def quality_rows(results: Results) -> pd.DataFrame:

@@ -54,7 +54,7 @@ def plot_quality_vs_steps(
             ax.fill_between(
                 band["steps"], band[low], band[high], color=style["color"], alpha=0.15 if is_highlighted else 0.05, lw=0
             )
-    floor = _draw_noise_floor(ax, results, metric)
+    drawn = _draw_references(ax, results, metric)
     ax.set_xscale("log", base=2)
     steps = sorted(pd.unique(data["steps"]))
     ax.set_xticks(steps, [str(s) for s in steps])
@@ -62,7 +62,7 @@ def plot_quality_vs_steps(
     average = "geometric mean" if scale == "log" else "mean"
     ax.set_ylabel(f"{metric}, {average} over seeds ({better(results.metric_directions.get(metric, 'min'))})")
     levels = data[centre].to_numpy(float)
-    levels = np.append(levels[np.isfinite(levels)], [floor] if floor is not None else [])
+    levels = np.append(levels[np.isfinite(levels)], drawn)
     if scale == "log":
         ax.set_yscale("log")
         plain_log_axis(ax.yaxis)
@@ -83,14 +83,21 @@ def plain_log_axis(axis) -> None:
     axis.set_minor_formatter(ticker.NullFormatter())
 
 
-def _draw_noise_floor(ax: Axes, results: Results, metric: str) -> float | None:
-    """Horizontal line at the floor: real data scores there, so no variant can be expected to
-    beat it, and a gap to it is the room left for improvement."""
+def _draw_references(ax: Axes, results: Results, metric: str) -> list[float]:
+    """Horizontal lines at the floor (real data scores there, so no variant can be expected to beat
+    it, and a gap to it is the room left) and at the task's references (blurred data, a uniform box:
+    what a wrong answer scores). Returns the levels drawn."""
+    drawn = []
+    references = analysis.reference_values(results)
+    for (_, row), style in zip(references[references["metric"] == metric].iterrows(), (":", "-.")):
+        if np.isfinite(row["value"]):
+            ax.axhline(row["value"], color="0.65", lw=1.0, ls=style, zorder=2, label=row["reference"])
+            drawn.append(float(row["value"]))
     floors = analysis.noise_floors(results).set_index("metric")["mean"]
     if metric in floors.index and np.isfinite(floors[metric]):
         ax.axhline(floors[metric], **FLOOR_STYLE)
-        return float(floors[metric])
-    return None
+        drawn.append(float(floors[metric]))
+    return drawn
 
 
 def fig_steps(ctx: Context) -> None:

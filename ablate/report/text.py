@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ablate import analysis
 from ablate.report.context import (
     FLOOR_LABEL,
     MAX_TABLE_ROWS,
@@ -47,7 +48,16 @@ def _levels_section(ctx: Context) -> str:
 def _floor_note(ctx: Context) -> str:
     """The floor next to the cell means, so the table says how far the best cell is from it."""
     floor = ctx.primary_floor()
-    return f" The {FLOOR_LABEL} of {ctx.metric} is {mean_ci(floor)}." if floor is not None else ""
+    text = f" The {FLOOR_LABEL} of {ctx.metric} is {mean_ci(floor)}." if floor is not None else ""
+    references = analysis.reference_values(ctx.results)
+    references = references[references["metric"] == ctx.metric]
+    if len(references):
+        text += (
+            " For reading a number: "
+            + "; ".join(f"{r} scores {fmt(v)}" for r, v in zip(references["reference"], references["value"]))
+            + "."
+        )
+    return text
 
 
 def _cells_table(ctx: Context) -> str:

@@ -183,6 +183,7 @@ def _reference_and_floor(dataset: str, n: int) -> tuple[np.ndarray, dict[str, fl
     return reference, floor
 
 
+@functools.cache
 def reference_scores(dataset: str, n: int = 1000) -> dict[str, dict[str, float]]:
     """What each metric gives for three fixed sets of n points, to read a trained model's numbers against:
 
@@ -204,6 +205,9 @@ def reference_scores(dataset: str, n: int = 1000) -> dict[str, dict[str, float]]
     return {name: _scores(dataset, points, reference) for name, points in sets.items()}
 
 
+METRIC_DIRECTIONS = {"structure": "max", "precision": "max", "coverage": "max", "w2": "min", "energy": "min"}
+
+
 class Toy2DTask:
     """A 2-D point distribution; primary metric `structure` (higher is better), see `support_regions`.
 
@@ -220,17 +224,11 @@ class Toy2DTask:
     sample_format = "points"
     lead_dims = 1
     primary_metric = "structure"
+    # each metric, its noise floor (a second real set) and its blur and box references (reference_scores)
     metric_directions = {
-        "structure": "max",
-        "precision": "max",
-        "coverage": "max",
-        "w2": "min",
-        "energy": "min",
-        "structure_floor": "max",
-        "precision_floor": "max",
-        "coverage_floor": "max",
-        "w2_floor": "min",
-        "energy_floor": "min",
+        name + suffix: direction
+        for name, direction in METRIC_DIRECTIONS.items()
+        for suffix in ("", "_floor", "_blur", "_box")
     }
     max_samples = 2000
 
@@ -264,6 +262,8 @@ class Toy2DTask:
         """Structure, precision, coverage, W2 and energy distance per K, all K from one noise draw so they
         differ only by the sampler; the reference set goes along as the real data of the figures."""
         reference, floor = _reference_and_floor(self.dataset, self.n_eval)
+        wrong = reference_scores(self.dataset, self.n_eval)
+        floor = floor | {f"{m}_{kind}": value for kind in ("blur", "box") for m, value in wrong[kind].items()}
         noise = torch.randn(self.n_eval, 2, generator=generator)
         metrics, samples = {}, {}
         for k in steps:

@@ -184,20 +184,24 @@ levels given in `within`, added when an interaction's CI excludes no effect).
 """
 
 
+def _span(values: pd.Series) -> str:
+    low, high = fmt(values.min()), fmt(values.max())
+    return low if low == high else f"{low} to {high}"
+
+
 def _stability_section(stability: pd.DataFrame) -> str:
     """The stabilisers' work and the compute per step, per variant (stability.csv)."""
     known = stability.dropna(subset=["forward_per_step"])
     if known.empty:
         return "Not recorded for these trials (results written before ablate recorded them)."
-    cheapest, dearest = known["cost_per_step"].min(), known["cost_per_step"].max()
     clipped = known.sort_values("clipped_share", ascending=False).iloc[0]
+    cost, share = _span(known["cost_per_step"]), _span(100 * known["clipped_share"])
     sentence = (
-        f"At equal training steps the cells did not spend equal compute: a step cost {fmt(cheapest)} to "
-        f"{fmt(dearest)} flow steps (teacher calls: forward passes of one batch; a backward counted as two "
-        f"forwards). Gradient clipping acted on {fmt(100 * known['clipped_share'].min())} % to "
-        f"{fmt(100 * known['clipped_share'].max())} % of the steps (most in `{clipped['variant']}`); "
-        f"a cell that depends on clipping or other stabilisers shows it here. A loss spike is a step whose "
-        f"loss is over 10x the median of the previous 100."
+        f"At equal training steps the cells did not spend equal compute: a step cost {cost} flow steps "
+        f"(teacher calls: forward passes of one batch; a backward counted as two forwards). Gradient "
+        f"clipping acted on {share} % of the steps (most in `{clipped['variant']}`); a cell that depends "
+        f"on clipping or other stabilisers shows it here. A loss spike is a step whose loss is over 10x "
+        f"the median of the previous 100."
     )
     table = known.assign(variant=known["variant"].map(lambda v: f"`{v}`"))
     return sentence + "\n\n" + md_table(table)

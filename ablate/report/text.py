@@ -197,8 +197,9 @@ def _stability_section(stability: pd.DataFrame) -> str:
     clipped = known.sort_values("clipped_share", ascending=False).iloc[0]
     cost, share = _span(known["cost_per_step"]), _span(100 * known["clipped_share"])
     sentence = (
-        f"At equal training steps the cells did not spend equal compute: a step cost {cost} flow steps "
-        f"(teacher calls: forward passes of one batch; a backward counted as two forwards). Gradient "
+        ("Every cell's" if " to " not in cost else "At equal training steps the cells did not spend equal compute: a")
+        + f" step cost {cost} flow steps (teacher calls: forward passes of one batch; a backward counted as "
+        f"two forwards). Gradient "
         f"clipping acted on {share} % of the steps (most in `{clipped['variant']}`); a cell that depends "
         f"on clipping or other stabilisers shows it here. A loss spike is a step whose loss is over 10x "
         f"the median of the previous 100."

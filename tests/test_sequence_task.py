@@ -186,11 +186,9 @@ def test_rollout_of_a_perfect_model_is_perfect(model_d):
     evaluation = task.evaluate(sampler, [1, 2, 8], gen())
     assert set(evaluation.metrics) == {1, 2, 8}
     for metrics in evaluation.metrics.values():
-        assert (
-            set(metrics)
-            == {"pos_acc", "frame_mse"} | {f"{m}_h{h}" for m in ("pos_acc", "frame_mse") for h in range(1, 5)}
-            == set(task.metric_directions)
-        )
+        per_step = {f"{m}_h{h}" for m in ("pos_acc", "frame_mse") for h in range(1, 5)}
+        assert set(metrics) == {"pos_acc", "frame_mse", "mode_tv", "mode_tv_floor"} | per_step
+        assert set(metrics) == set(task.metric_directions)
         assert metrics["pos_acc"] == 1.0 and metrics["frame_mse"] == 0.0
     samples = evaluation.samples[2]
     assert samples.shape == (16, task.length, 8, 8)
@@ -228,6 +226,56 @@ def test_exact_flow_blurs_at_one_step_and_is_sharp_from_four():
     assert validity[4] > 0.95 and validity[16] > 0.99  # by four steps the noise has picked one mode
     certain = make_sequence_task(**SMALL, slip=0.0).exact_flow_validity(ShortcutForcing(k_max=16), [1], 256, gen())
     assert certain[1] == 1.0  # a deterministic world has nothing to blur
+
+
+class ExactSampler(NextFrameModel):
+    """Draws each next frame from the simulator: the commanded move or a slip, with the world's probabilities."""
+
+    def next_frames(self, positions, actions):
+        reach = self.world.outcomes(positions, actions)
+        probs = torch.tensor([1 - self.world.slip, self.world.slip / 2, self.world.slip / 2])
+        pick = torch.multinomial(probs, actions.numel(), replacement=True).reshape(actions.shape)
+        return self.world.render(torch.take_along_dim(reach, pick[..., None, None], -2).squeeze(-2))
+
+
+MODE_TV = dict(context=2, horizon=4, n_eval=512, width=32, depth=2, heads=2)  # N = 2048 generated frames
+
+
+def test_mode_tv_of_an_exact_sampler_is_sampling_noise():
+    torch.manual_seed(0)
+    task = make_sequence_task(**MODE_TV, slip=0.5)
+    metrics = task.evaluate(Sampler(ExactSampler(task.world), ShortcutForcing(k_max=8)), [1], gen()).metrics[1]
+    bound = 0.5 * (12 / 2048) ** 0.5  # E[TV] of an exact sampler, 0.038
+    assert metrics["pos_acc"] == 1.0
+    assert metrics["mode_tv"] < 1.5 * bound and metrics["mode_tv_floor"] < 1.5 * bound
+
+
+def test_mode_tv_sees_a_model_that_never_slips():
+    """pos_acc cannot: the commanded move is always valid. TV = slip x the share of moving actions (4/5)."""
+    task = make_sequence_task(**MODE_TV, slip=0.5)
+    metrics = task.evaluate(Sampler(PhysicsOracle(task.world), ShortcutForcing(k_max=8)), [1], gen()).metrics[1]
+    assert metrics["pos_acc"] == 1.0
+    assert metrics["mode_tv"] == pytest.approx(0.5 * 4 / 5, abs=0.04)
+    certain = make_sequence_task(**MODE_TV, slip=0.0)
+    oracle = Sampler(PhysicsOracle(certain.world), ShortcutForcing(k_max=8))
+    assert certain.evaluate(oracle, [1], gen()).metrics[1]["mode_tv"] == 0.0  # nothing to miss without slips
+
+
+def test_mode_tv_of_a_blur_is_at_least_its_invalid_share():
+    task = make_sequence_task(**SMALL, slip=0.5)
+    metrics = task.evaluate(Sampler(Blur(task.world), ShortcutForcing(k_max=8)), [1], gen()).metrics[1]
+    assert metrics["mode_tv"] >= 1 - metrics["pos_acc"] - 1e-9 and metrics["mode_tv"] > 0.7
+
+
+def test_mode_tv_splits_a_cell_two_slips_share():
+    """At a wall both slips can bounce to one cell: such a frame counts half for each side, as the simulator does."""
+    task = make_sequence_task(size=8, object_size=2, context=1, horizon=1, slip=0.5)
+    right = 4
+    start = task.world.render(torch.tensor([[0, 6]]))  # top right corner: up and down both land on (1, 6)
+    slipped = task.world.render(torch.tensor([[1, 6]]))
+    frames = torch.stack([start, slipped], 1).expand(2, 2, 8, 8)
+    actions = torch.tensor([[NO_ACTION, right]] * 2)
+    assert task.mode_tv(frames, actions) == pytest.approx(0.5)  # slip for sure vs slip half the time
 
 
 def test_chance_level():

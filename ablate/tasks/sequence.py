@@ -21,6 +21,11 @@ and 99.9% at K = 4, so a perfectly trained flow model leaves nothing for a few-s
 K >= 4; what remains is how fast each objective learns the dynamics, and the shortcut objective, whose flow
 rows are only 1/5 of the frames, learns them several times more slowly.
 
+`mode_tv` (see `SequenceTask`) sees what pos_acc cannot: a model that never slips is valid every time but
+draws the commanded move where the simulator slips half the time.
+Context frames: in training the objective draws tau and d for every frame (so clean context is rare); at
+evaluation they sit at `context_level` with d = d_min (ablate/tasks/world_model.py says both in full).
+
 Convention (the project's): tau = 0 is noise, tau = 1 is clean; pixels are -1 (background) or +1 (object).
 Actions: `actions[:, t]` is the action that produced frame t from frame t - 1; frame 0 gets `NO_ACTION`.
 """
@@ -32,9 +37,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ablate.objective import ShortcutForcing, noisy_input
+from ablate.objective import ShortcutForcing
 from ablate.tasks import Evaluation, Sampler
 from ablate.tasks.embedding import LevelEmbedding
+from ablate.tasks.world_model import context_level, outcome_tv, rollout
 
 # Move (row, col) per action: none, up, down, left, right.
 MOVES = torch.tensor([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]])
@@ -183,6 +189,13 @@ class SequenceTask:
     the previous frame's decoded position: 0 for a sharp valid frame, but a blurry average of the modes scores
     better than a sharp frame in a wrong place, so MSE still rewards blur over a committed mistake.
     Both come per horizon step too (`pos_acc_h<t>`, `frame_mse_h<t>`) to show error growth over the rollout.
+    `mode_tv`: over all generated frames, the total variation between the frequencies of their outcome types
+    (commanded move, slip to the first or the second perpendicular side, invalid) per action and those of the
+    simulator given each frame's previous frame (`world_model.outcome_tv`; a frame on a position two types
+    share, e.g. both slips bounced to one cell, counts for each in proportion to its probability). 0 for an
+    exact sampler up to sampling noise (E <= 1/2 sqrt(12 / N) for N frames: 0.038 at 256 x 8), `slip` x 4/5
+    (0.4 at slip 0.5) for a valid sampler that never slips, >= 1 - pos_acc always. `mode_tv_floor`: the same
+    for the simulator's own rollouts (the true trajectories), i.e. its sampling noise.
     """
 
     name = "sequence"
@@ -222,6 +235,8 @@ class SequenceTask:
             "frame_mse": "min",
             **{f"pos_acc_h{h}": "max" for h in range(1, horizon + 1)},
             **{f"frame_mse_h{h}": "min" for h in range(1, horizon + 1)},
+            "mode_tv": "min",
+            "mode_tv_floor": "min",
         }
 
     @property
@@ -244,43 +259,17 @@ class SequenceTask:
         return DynamicsModel(self.world.size**2, self.length, **self.model_shape)
 
     def context_level(self, d_min: float) -> float:
-        """Signal level of context frames: DreamerV4's tau_ctx = 0.1 read as 10% noise, i.e. tau = 0.9.
+        """Signal level of context frames (`world_model.context_level`): 0.875 for k_max = 16."""
+        return context_level(self.context_noise, d_min)
 
-        The paper's convention has tau = 1 clean, so a context at signal level 0.1 would be 90% noise, not the
-        "slight" corruption the text describes; we read it, as public ports do, as noise 0.1. The level is
-        snapped to the d_min grid (0.875 for k_max = 16) because grid-sampled variants never train on other
-        levels, and kept <= 1 - d_min, the cleanest level any variant trains on.
-        """
-        steps = round((1 - self.context_noise) / d_min)
-        return min(steps, round(1 / d_min) - 1) * d_min
-
-    @torch.no_grad()
     def rollout(
         self, sampler: Sampler, trajectories: Trajectories, steps: int, start_noise: Tensor, context_noise: Tensor
     ) -> Tensor:
-        """Generate frames context..T-1 one at a time under the true actions: (N, T, H, W), context included.
-
-        Each new frame starts from `start_noise` and takes `steps` shortcut steps (`Sampler.next_frames`,
-        which tells the model d = 1/K or `sampler.model_d`). The frames before it, given or generated, sit at
-        the context level with d = d_min, noised once with `context_noise` as they enter the context (what a
-        KV cache would hold). O(horizon * K) model calls; the causal mask makes recomputing the past exact.
-        Runs on the model's device; returns frames on the CPU.
-        """
-        device = sampler.device
-        n, length = trajectories.actions.shape
-        frames = trajectories.frames.reshape(n, length, -1).to(device, copy=True)  # written into below
-        all_actions, start_noise, context_noise = (
-            x.to(device) for x in (trajectories.actions, start_noise, context_noise)
-        )
+        """Generate frames context..T-1 one at a time under the true actions (`world_model.rollout`):
+        (N, T, H, W), context included, on the CPU."""
         level = self.context_level(sampler.d_min)
-        noisy = noisy_input(frames, context_noise, torch.full((n, length), level, device=device))
-        for t in range(self.context, length):
-            past_tau = torch.full((n, t), level, device=device)
-            frames[:, t : t + 1] = sampler.next_frames(
-                noisy[:, :t], past_tau, start_noise[:, t : t + 1], steps, actions=all_actions[:, : t + 1]
-            )
-            noisy[:, t] = noisy_input(frames[:, t], context_noise[:, t], torch.full((n,), level, device=device))
-        return frames.reshape(trajectories.frames.shape).cpu()
+        frames, actions = trajectories.frames, trajectories.actions
+        return rollout(sampler, frames, actions, self.context, level, steps, start_noise, context_noise)
 
     def evaluate(self, sampler: Sampler, steps: list[int], generator: torch.Generator) -> Evaluation:
         """Roll out the same trajectories from the same noise for every K and score the generated horizon."""
@@ -288,6 +277,7 @@ class SequenceTask:
         pixels = self.world.size**2
         start_noise = torch.randn(self.n_eval, self.length, pixels, generator=generator)
         context_noise = torch.randn(self.n_eval, self.length, pixels, generator=generator)
+        floor = self.mode_tv(trajectories.frames, trajectories.actions)
         metrics, samples = {}, {}
         for k in steps:
             generated = self.rollout(sampler, trajectories, k, start_noise, context_noise)
@@ -298,6 +288,8 @@ class SequenceTask:
                 "frame_mse": mse_per_step.mean().item(),
                 **{f"pos_acc_h{h}": v for h, v in enumerate(valid_per_step.tolist(), start=1)},
                 **{f"frame_mse_h{h}": v for h, v in enumerate(mse_per_step.tolist(), start=1)},
+                "mode_tv": self.mode_tv(generated, trajectories.actions),
+                "mode_tv_floor": floor,
             }
             samples[k] = generated[:MAX_SAMPLES].numpy()
         return Evaluation(metrics, samples)
@@ -345,6 +337,25 @@ class SequenceTask:
         valid = world.is_valid(future, reach)
         mse = (future.unsqueeze(2) - world.render(reach)).square().mean((-1, -2)).amin(-1)
         return valid, mse
+
+    def mode_tv(self, frames: Tensor, actions: Tensor) -> float:
+        """Rollout frames (N, T, H, W), actions (N, T) -> the TV of the generated frames' outcome types (see above)."""
+        world = self.world
+        previous = world.decode(frames[:, self.context - 1 : -1]).flatten(0, 1)
+        actions = actions[:, self.context :].flatten()
+        future = frames[:, self.context :].flatten(0, 1)
+        reach = world.outcomes(previous, actions)  # (N, 3, 2): commanded, first side, second side
+        slip = torch.tensor([1 - world.slip, world.slip / 2, world.slip / 2], dtype=torch.float64)
+        expected = torch.where((actions == 0)[:, None], torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64), slip)
+        hits = (reach == world.decode(future).unsqueeze(-2)).all(-1) & world.is_valid(future, reach).unsqueeze(-1)
+        share = hits * expected
+        share = torch.where(share.sum(-1, keepdim=True) > 0, share, hits.double())  # slip = 1: commanded kept
+        observed = share / share.sum(-1, keepdim=True).clamp(min=1e-12)
+        invalid = ~hits.any(-1)
+        observed = torch.cat([observed, invalid.double()[:, None]], -1)
+        return outcome_tv(
+            actions, torch.cat([expected, torch.zeros(len(actions), 1, dtype=torch.float64)], -1), observed
+        )
 
 
 def make_sequence_task(

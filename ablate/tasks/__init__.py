@@ -101,6 +101,7 @@ BUILTIN_TASKS = {  # name -> "module:function", imported only when used
     "toy2d": "ablate.tasks.toy2d:make_toy2d_task",
     "digits": "ablate.tasks.digits:make_digits_task",
     "sequence": "ablate.tasks.sequence:make_sequence_task",
+    "latent_world": "ablate.tasks.latent_world:make_latent_world_task",
 }
 
 

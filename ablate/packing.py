@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from ablate.config import TrialConfig
-from ablate.objective import Knobs, LossOutput, ShortcutForcing, loss_every_row
+from ablate.objective import LossOutput, ShortcutForcing
+from ablate.packed_objective import Knobs, loss_every_row
 from ablate.trial import DIVERGED, Trial, TrialResult
 
 # What members of one pack must share: one model shape, one batch and one step schedule.

@@ -7,7 +7,8 @@ import torch
 from conftest import TINY_TASK
 
 from ablate.config import EvalConfig, ObjectiveConfig, TrainConfig, TrialConfig
-from ablate.objective import Knobs, ShortcutForcing, Variant, loss_every_row
+from ablate.objective import ShortcutForcing, Variant
+from ablate.packed_objective import Knobs, loss_every_row
 from ablate.packing import Pack, PackingError
 from ablate.trial import Trial, run_trial
 

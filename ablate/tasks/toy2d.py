@@ -263,12 +263,12 @@ class Toy2DTask:
         differ only by the sampler; the reference set goes along as the real data of the figures."""
         reference, floor = _reference_and_floor(self.dataset, self.n_eval)
         wrong = reference_scores(self.dataset, self.n_eval)
-        floor = floor | {f"{m}_{kind}": value for kind in ("blur", "box") for m, value in wrong[kind].items()}
+        constants = floor | {f"{m}_{kind}": value for kind in ("blur", "box") for m, value in wrong[kind].items()}
         noise = torch.randn(self.n_eval, 2, generator=generator)
         metrics, samples = {}, {}
         for k in steps:
             x = sampler(noise, k).double().cpu().numpy()
-            metrics[k] = {**_scores(self.dataset, x, reference), **floor}
+            metrics[k] = {**_scores(self.dataset, x, reference), **constants}
             samples[k] = x[: self.max_samples].astype(np.float32)
         return Evaluation(metrics, samples, real=reference[: self.max_samples].astype(np.float32))
 

@@ -1,4 +1,5 @@
-"""`ablate run EXP.yaml` and `ablate report FOLDER`: a thin shell over experiment, runner and report."""
+"""`ablate run EXP.yaml`, `ablate report FOLDER`, `ablate compare` and `ablate merge`: a thin shell over
+experiment, runner, merge, compare and report."""
 
 from __future__ import annotations
 
@@ -49,12 +50,26 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--metric", help="the metric to compare (default: each folder's primary one)")
     compare.add_argument("--steps", type=int, help="the K to compare (default: each folder's primary K)")
 
+    merge = commands.add_parser(
+        "merge", help="one results folder from runs of one experiment on different seeds (e.g. seeds=[2] later)"
+    )
+    merge.add_argument("folders", nargs="+", help="results folders of the same experiment, on disjoint seeds")
+    merge.add_argument("--output", required=True, help="the new results folder (never an existing one)")
+    merge.add_argument(
+        "--mixed-code",
+        action="store_true",
+        help="merge runs of different commits or package versions (run.json and the report list each)",
+    )
+    merge.add_argument("--no-report", action="store_true", help="write the tables but not the report")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             return _run(args)
         if args.command == "compare":
             return _compare(args)
+        if args.command == "merge":
+            return _merge(args)
         return _report(
             args.folder,
             args.metric,
@@ -140,6 +155,19 @@ def _compare(args) -> int:
     except ValueError as error:
         raise ExperimentError(str(error)) from error
     print(f"[ablate] comparison: {path}")
+    return 0
+
+
+def _merge(args) -> int:
+    from ablate.merge import merge_runs
+
+    for folder in args.folders:
+        if not (Path(folder) / "run.json").is_file():
+            raise ExperimentError(f"{folder} is not a results folder (no run.json)")
+    output = merge_runs(args.folders, args.output, mixed_code=args.mixed_code)
+    print(f"[ablate] merged {len(args.folders)} runs into {output}")
+    if not args.no_report:
+        _report(str(output), None, None, rebuild=False)
     return 0
 
 

@@ -82,7 +82,13 @@ def check_output(experiment: Experiment, output: Path, resume: bool, force: bool
             raise ExperimentError(
                 f"{saved} is damaged: cannot tell which experiment {output} holds; use --force or another output folder"
             ) from None
-        if recorded != jsonable(experiment.spec):
+        spec = jsonable(experiment.spec)
+        if recorded != spec and {**recorded, "seeds": spec["seeds"]} == spec:
+            raise ExperimentError(
+                f"{output} ran seeds {recorded['seeds']}: run the other seeds into a new folder "
+                "(e.g. `seeds=[...] --output NEW`), then `ablate merge` the two into one study"
+            )
+        if recorded != spec:
             raise ExperimentError(
                 f"the experiment changed since {output} was started: resume with the same "
                 "file, or use --force / another output folder"

@@ -266,6 +266,10 @@ def render(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame, stabil
                 "- metric scales: " + ", ".join(f"{m}: {s}" for m, s in ctx.scales.items()),
                 f"- git commit: {run.get('git_commit')}; wall time: {fmt(run.get('wall_seconds'))} s",
                 f"- versions: {run.get('versions')}",
+                *(
+                    f"- merged from {m['folder']}: seeds {m['seeds']}, git commit {m['git_commit']}"
+                    for m in run.get("merged_from", [])
+                ),
             ]
         ),
     ]

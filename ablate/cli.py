@@ -9,7 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 from ablate.experiment import Experiment, ExperimentError, load_experiment
-from ablate.results import ResultsError, rebuild_tables
+from ablate.records import rebuild_tables
+from ablate.results import ResultsError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ablate import results
+from ablate import records, results
 from ablate.experiment import Experiment, ExperimentError, parse_experiment
 from ablate.provenance import iso_time, jsonable, run_info
 
@@ -37,7 +37,7 @@ def merge_runs(sources: Sequence[str | Path], output: str | Path, mixed_code: bo
     if output.exists() and any(output.iterdir()):
         raise ExperimentError(f"{output} already exists: merge into a new folder (results are never overwritten)")
     specs = [_saved_spec(s) for s in sources]
-    runs = [results._read_run(s) for s in sources]
+    runs = [results.read_run(s) for s in sources]
     _check_same_experiment(sources, specs)
     seeds = _disjoint_seeds(sources, specs)
     code = [_code(run) for run in runs]
@@ -53,8 +53,8 @@ def merge_runs(sources: Sequence[str | Path], output: str | Path, mixed_code: bo
         _copy_trials(source, output, experiment)
     (output / "experiment.json").write_text(json.dumps(jsonable(experiment.spec), indent=2))
     info = _merged_run_info(experiment, output, sources, runs)
-    tables = results.collect_tables(
-        experiment.expected_trials(), list(experiment.factors), results.read_trial_records(output)
+    tables = records.collect_tables(
+        experiment.expected_trials(), list(experiment.factors), records.read_trial_records(output)
     )
     results.write_tables(output, *tables, info)
     return output
@@ -129,7 +129,7 @@ def _describe(code: tuple) -> str:
 def _copy_trials(source: Path, output: Path, experiment: Experiment) -> None:
     """The source's records and samples of the merged experiment's trials (copies: sources stay whole)."""
     expected = {t["trial_id"] for t in experiment.expected_trials()}
-    for trial_id in sorted(results.record_names(source) & expected):
+    for trial_id in sorted(records.record_names(source) & expected):
         for folder, suffix in ((results.SAMPLES_DIR, ".npz"), (results.RECORDS_DIR, ".json")):
             path = source / folder / f"{trial_id}{suffix}"
             if path.is_file():  # samples first: a record always means a finished trial

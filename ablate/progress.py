@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ray import tune
 
-from ablate import results
+from ablate import records, results
 
 
 class LiveTables(threading.Thread):
@@ -25,11 +25,11 @@ class LiveTables(threading.Thread):
     def run(self) -> None:
         seen = None
         while not self.stopping.wait(self.every_seconds):
-            records = results.record_names(self.output)
-            if records and records != seen:
+            done = records.record_names(self.output)
+            if done and done != seen:
                 try:
                     self.refresh()
-                    seen = records
+                    seen = done
                 except (OSError, ValueError):
                     pass
 

@@ -122,4 +122,4 @@ def iso_time(timestamp: float) -> str:
 
 
 def jsonable(value):
-    return json.loads(json.dumps(value, default=results._json_default))
+    return json.loads(json.dumps(value, default=results.json_default))

@@ -1,10 +1,9 @@
-"""Write and read the results tables of one ablation run.
+"""The results folder of one ablation run: its layout, its tables, and how they are read back.
 
-This module is the only place that knows the file layout described in ``results/README.md``: the
-per-trial result files (:func:`write_trial_result`, :func:`read_trial_records`), the tables built from
-them (:func:`collect_tables`, :func:`write_tables`) and how they are read back (:func:`load`). The
-runner writes through it; the report and the notebook read through it, so a change of layout touches
-one file.
+This module defines the file layout described in ``results/README.md``, writes the tables
+(:func:`write_tables`) and reads them back (:func:`load`); the per-trial records the tables are built
+from live in :mod:`ablate.records`. The runner writes through these two modules; the report and the
+notebook read through this one, so a change of layout touches two files.
 
 Factor columns may hold strings, bools or numbers, and CSV round trips turn ``True`` into
 ``"True"`` and ``1`` into ``1.0``. :func:`load` therefore maps every factor value back onto the
@@ -16,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +77,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
@@ -129,7 +128,7 @@ def write_tables(
         atomic_write(folder / f"{name}.csv", lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
         atomic_write(folder / f"{name}.parquet", lambda tmp, frame=frame: _to_parquet(frame, tmp))
     atomic_write(folder / "trials.csv", lambda tmp: trials.to_csv(tmp, index=False))
-    _write_text(folder / "run.json", json.dumps(run_info, default=str, indent=2))
+    write_text(folder / "run.json", json.dumps(run_info, default=str, indent=2))
 
 
 def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
@@ -148,132 +147,11 @@ def default_primary_steps(eval_steps: Sequence[int]) -> int:
     return DEFAULT_PRIMARY_STEPS if DEFAULT_PRIMARY_STEPS in steps else steps[len(steps) // 2]
 
 
-def record_path(folder: str | Path, trial_id: str) -> Path:
-    """Where a finished trial's result file lives; its existence means the trial is done."""
-    return Path(folder) / RECORDS_DIR / f"{trial_id}.json"
-
-
-def write_trial_result(
-    folder: str | Path,
-    trial_id: str,
-    record: dict,
-    samples: Mapping[int, np.ndarray] | None = None,
-    real: np.ndarray | None = None,
-) -> None:
-    """Samples first, then the result record, each atomically (temporary file + rename): a result
-    file always means a finished trial, and an interrupted write leaves no partial file behind.
-
-    ``record`` holds ``status``, ``diverged_step``, ``train_seconds``, ``eval_seconds``, ``node``,
-    ``metrics`` ({K: {metric: value}}), ``curves`` (dicts of ``step`` and CURVE_METRICS) and ``config``.
-    """
-    folder = Path(folder)
-    if samples:
-        samples_dir = folder / SAMPLES_DIR
-        samples_dir.mkdir(parents=True, exist_ok=True)
-        arrays = {f"steps_{k}": np.asarray(v) for k, v in samples.items()}
-        if real is not None:
-            arrays["real"] = np.asarray(real)
-        atomic_write(samples_dir / f"{trial_id}.npz", lambda tmp: _save_npz(tmp, arrays))
-    path = record_path(folder, trial_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_text(
-        path,
-        json.dumps(
-            {**record, "trial_id": trial_id, "metrics": {str(k): v for k, v in record["metrics"].items()}},
-            default=_json_default,
-        ),
-    )
-
-
-def _save_npz(path: Path, arrays: dict) -> None:
-    with open(path, "wb") as handle:  # a file object: np.savez would append ".npz" to a path
-        np.savez_compressed(handle, **arrays)
-
-
-def record_names(folder: str | Path) -> frozenset[str]:
-    """The ids of the trials with a result record (cheap: no file is read)."""
-    records_dir = Path(folder) / RECORDS_DIR
-    return frozenset(p.stem for p in records_dir.glob("*.json")) if records_dir.is_dir() else frozenset()
-
-
-def read_trial_records(folder: str | Path) -> dict[str, dict]:
-    """Every finished trial's result record, by trial id; a damaged one is a ResultsError naming it."""
-    records_dir = Path(folder) / RECORDS_DIR
-    if not records_dir.is_dir():
-        return {}
-    records = {}
-    for path in sorted(records_dir.glob("*.json")):
-        try:
-            records[path.stem] = json.loads(path.read_text())
-            records[path.stem]["metrics"], records[path.stem]["curves"], records[path.stem]["status"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ResultsError(
-                f"{path} is damaged ({_reason(error)}): delete it and run `ablate run "
-                "EXPERIMENT --resume` to run that trial again"
-            ) from None
-    return records
-
-
-def rebuild_tables(folder: str | Path) -> None:
-    """Rebuild metrics, curves and trials from run.json and the trial records (e.g. after a damaged
-    table). Trials without a record become ``missing`` (a trial Tune had given up on, ``failed``
-    before, is then ``missing`` too: ``--resume`` runs it again)."""
-    folder = Path(folder)
-    run = _read_run(folder)
-    expected = run.get("expected_trials")
-    if not expected:
-        raise ResultsError(f"{folder / 'run.json'} lists no expected trials: cannot rebuild the tables")
-    tables = collect_tables(expected, _factor_names(run), read_trial_records(folder))
-    write_tables(folder, *tables, run)
-
-
-def collect_tables(
-    expected: Sequence[Mapping],
-    factor_names: Sequence[str],
-    records: Mapping[str, dict],
-    failed: set[str] = frozenset(),
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """metrics, curves and trials tables over the expected trials (dicts of ``trial_id``, ``variant``,
-    one level per factor, ``seed``). A trial without a record is ``failed`` if it is in ``failed``
-    (Tune gave up on it), else ``missing`` (never ran, or interrupted)."""
-    metric_keys = sorted({(int(k), m) for r in records.values() for k, per_k in r["metrics"].items() for m in per_k})
-    metric_rows, curve_rows, trial_rows = [], [], []
-    for spec in expected:
-        ident = {
-            "trial_id": spec["trial_id"],
-            "variant": spec["variant"],
-            **{f: spec.get(f) for f in factor_names},
-            "seed": spec["seed"],
-        }
-        record = records.get(spec["trial_id"])
-        status = record["status"] if record else FAILED if spec["trial_id"] in failed else MISSING
-        row = {c: record.get(c) if record else None for c in TRIALS_COLUMNS[4:]}
-        if record is None and status == FAILED:
-            row["reason"] = "error"
-        trial_rows.append({**ident, "status": status, **row})
-        if record is None:
-            continue
-        for k, name in metric_keys:
-            value = record["metrics"].get(str(k), {}).get(name, float("nan"))
-            metric_rows.append({**ident, "status": status, "steps": k, "metric": name, "value": value})
-        for point in record["curves"]:
-            curve_rows.extend(
-                {**ident, "status": status, "step": point["step"], "metric": name, "value": point[name]}
-                for name in CURVE_METRICS
-            )
-    head = ["trial_id", "variant", *factor_names]
-    return (
-        pd.DataFrame(metric_rows, columns=head + METRICS_COLUMNS[2:]),
-        pd.DataFrame(curve_rows, columns=head + CURVES_COLUMNS[2:]),
-        pd.DataFrame(trial_rows, columns=head + TRIALS_COLUMNS[2:]),
-    )
-
-
-def _reason(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, Path):
@@ -334,10 +212,10 @@ def _read_table(folder: Path, name: str) -> pd.DataFrame:
             return pd.read_parquet(parquet)
         return pd.read_csv(csv, dtype=_TEXT_COLUMNS)
     except Exception as error:  # pyarrow, pandas and the OS raise many types for a damaged file
-        raise ResultsError(f"{path} is damaged ({_reason(error)}): " + REBUILD_HINT.format(folder=folder)) from None
+        raise ResultsError(f"{path} is damaged ({first_line(error)}): " + REBUILD_HINT.format(folder=folder)) from None
 
 
-def _read_run(folder: Path) -> dict:
+def read_run(folder: Path) -> dict:
     run_path = folder / "run.json"
     if not run_path.exists():
         raise FileNotFoundError(f"{run_path} not found: is {folder} a results folder?")
@@ -345,7 +223,7 @@ def _read_run(folder: Path) -> dict:
         run = json.loads(run_path.read_text())
     except (OSError, ValueError) as error:
         raise ResultsError(
-            f"{run_path} is damaged ({_reason(error)}): run `ablate run EXPERIMENT --resume "
+            f"{run_path} is damaged ({first_line(error)}): run `ablate run EXPERIMENT --resume "
             f"--output {folder}` to write it again"
         ) from None
     if not isinstance(run, dict):
@@ -446,7 +324,7 @@ class Results:
 def load(folder: str | Path) -> Results:
     """Read a results folder: parquet when present (keeps dtypes), else csv."""
     folder = Path(folder)
-    run = _read_run(folder)
+    run = read_run(folder)
     factors = run.get("factors", [])
     metrics = _canonical_factors(_read_table(folder, "metrics"), factors)
     curves = _canonical_factors(_read_table(folder, "curves"), factors)

@@ -33,7 +33,7 @@ import pandas as pd
 import ray
 from ray import tune
 
-from ablate import results
+from ablate import records, results
 from ablate.experiment import Experiment, ExperimentError
 from ablate.progress import LiveTables, ProgressView
 from ablate.provenance import git_commit, iso_time, jsonable, package_versions, run_info
@@ -85,8 +85,8 @@ def check_output(experiment: Experiment, output: Path, resume: bool, force: bool
         spec = jsonable(experiment.spec)
         if recorded != spec and {**recorded, "seeds": spec["seeds"]} == spec:
             raise ExperimentError(
-                f"{output} ran seeds {recorded['seeds']}: run the other seeds into a new folder "
-                "(e.g. `seeds=[...] --output NEW`), then `ablate merge` the two into one study"
+                f"the experiment changed since {output} was started only in its seeds ({recorded['seeds']} -> "
+                f"{spec['seeds']}): run the new seeds into another folder (`--output NEW`), then `ablate merge` them"
             )
         if recorded != spec:
             raise ExperimentError(
@@ -299,6 +299,6 @@ def collect_tables(
     experiment: Experiment, output: Path, failed: set[str] = frozenset()
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The contract's tables over the experiment's expected trials, from the trial records in `output`."""
-    return results.collect_tables(
-        experiment.expected_trials(), list(experiment.factors), results.read_trial_records(output), failed
+    return records.collect_tables(
+        experiment.expected_trials(), list(experiment.factors), records.read_trial_records(output), failed
     )

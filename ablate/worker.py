@@ -18,7 +18,7 @@ import ray
 import torch
 from ray import tune
 
-from ablate import results
+from ablate import records, results
 from ablate.config import TrialConfig
 from ablate.packing import Pack, PackingError
 from ablate.trackers import eval_metrics
@@ -38,7 +38,7 @@ def train_one(params: dict) -> None:
         train_pack(spec)
         return
     output, trial_id = Path(spec["output"]), spec["trial_id"]
-    if results.record_path(output, trial_id).exists():
+    if records.record_path(output, trial_id).exists():
         tune.report({"phase": "done", "step": 0, "status": "done before"})
         return
     trial, restored_at, warning = _restore(spec["config"], tune.get_checkpoint())
@@ -74,7 +74,7 @@ def train_pack(spec: dict) -> None:
     """A pack's members trained as one (ablate.packing); members whose results exist are left out, and
     a pack that cannot be vectorised trains its members one after another, saying why."""
     output = Path(spec["output"])
-    members = [m for m in spec["members"] if not results.record_path(output, m["trial_id"]).exists()]
+    members = [m for m in spec["members"] if not records.record_path(output, m["trial_id"]).exists()]
     if not members:
         tune.report({"phase": "done", "step": 0, "status": "done before"})
         return
@@ -153,7 +153,7 @@ def _give_up(output: Path, trial_id: str, trial: Trial, timeout: float) -> None:
         "config": trial.config.to_dict(),
         "timeout_seconds": timeout,
     }
-    results.write_trial_result(output, trial_id, record)
+    records.write_trial_result(output, trial_id, record)
     os._exit(1)
 
 
@@ -184,4 +184,4 @@ def save_trial_result(
         "curves": result.curves,
         "config": result.config.to_dict(),
     }
-    results.write_trial_result(output, trial_id, record, result.samples, result.real_samples)
+    records.write_trial_result(output, trial_id, record, result.samples, result.real_samples)

@@ -73,17 +73,18 @@ case $TARGET in
         # Results, _read_table, _canonical_factors, _level_key, _is_missing). mutmut 3 makes no mutants of
         # decorated functions, so folder_lock, ray_session and sigterm_as_sigint (@contextmanager) cannot
         # be in the list; nor of LiveTables.__enter__ / __exit__ (nothing to mutate).
-        MUTATE=(ablate/runner.py ablate/worker.py ablate/results.py ablate/progress.py ablate/provenance.py)
+        MUTATE=(ablate/runner.py ablate/worker.py ablate/results.py ablate/records.py ablate/progress.py
+                ablate/provenance.py)
         TESTS=(tests/test_runner.py)
         FUNCTIONS=(runner.resolve_output runner.check_output runner._gpu_share progress.LiveTables.__init__
                    progress.LiveTables.run worker.train_one worker._restore worker._give_up
                    worker._report_with_checkpoint worker.save_trial_result runner.write_results
                    runner.collect_tables provenance.run_info provenance.iso_time provenance.jsonable
-                   results.atomic_write results._write_text results._factor_names results._check_columns
+                   results.atomic_write results.write_text results._factor_names results._check_columns
                    results._parquet_safe results.write_tables results._to_parquet
-                   results.default_primary_steps results.record_path results.write_trial_result
-                   results._save_npz results.record_names results.read_trial_records results.rebuild_tables
-                   results.collect_tables results._reason results._json_default results._read_run)
+                   results.default_primary_steps records.record_path records.write_trial_result
+                   records._save_npz records.record_names records.read_trial_records records.rebuild_tables
+                   records.collect_tables results.first_line results.json_default results.read_run)
         ;;
     *)
         usage

@@ -48,7 +48,7 @@ def test_merged_seed_runs_are_the_study_run_at_once(tmp_path, ray_session, capsy
     path = write_experiment(tmp_path, name="first", seeds=[0, 1])
     capsys.readouterr()
     assert main(["run", str(path), "--resume"]) == 2
-    _one_line_error(capsys, "ran seeds [0]", "ablate merge")
+    _one_line_error(capsys, "changed", "only in its seeds ([0] -> [0, 1])", "ablate merge")
 
 
 def test_merge_refuses_what_is_not_one_study_and_writes_nothing(tmp_path, ray_session, capsys):

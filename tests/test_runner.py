@@ -23,7 +23,7 @@ import torch
 from conftest import TINY_TASK
 from ray import tune
 
-from ablate import progress, provenance, results, runner
+from ablate import progress, provenance, records, results, runner
 from ablate import worker as ray_worker
 from ablate.config import ObjectiveConfig, TrialConfig
 from ablate.experiment import ExperimentError, parse_experiment
@@ -307,10 +307,17 @@ def test_every_refusal_of_an_output_folder_says_what_to_do(tmp_path):
         "use --force or another output folder"
     )
     (output / "experiment.json").write_text(json.dumps(provenance.jsonable(experiment.spec)))
-    changed = parse_experiment({**experiment.spec, "seeds": [0, 1, 2]})
+    train = experiment.spec["train"]
+    changed = parse_experiment({**experiment.spec, "train": {**train, "steps": train["steps"] + 1}})
     assert _message(ExperimentError, runner.check_output, changed, output, True, False) == (
         f"the experiment changed since {output} was started: resume with the same file, "
         "or use --force / another output folder"
+    )
+    more_seeds = parse_experiment({**experiment.spec, "seeds": [*experiment.spec["seeds"], 99]})
+    assert _message(ExperimentError, runner.check_output, more_seeds, output, True, False) == (
+        f"the experiment changed since {output} was started only in its seeds ({experiment.spec['seeds']} -> "
+        f"{[*experiment.spec['seeds'], 99]}): run the new seeds into another folder (`--output NEW`), "
+        "then `ablate merge` them"
     )
 
 
@@ -514,7 +521,7 @@ def test_a_finished_trial_is_saved_whole(tmp_path, worker):
 
 def test_a_trial_record_creates_its_folders_and_stores_numpy_values_and_paths(tmp_path):
     record = {"status": "ok", "metrics": {2: {"m": np.float32(0.5)}}, "curves": [], "path": Path("/a/b")}
-    results.write_trial_result(tmp_path / "new" / "run", "t0", record)  # no samples: no samples folder
+    records.write_trial_result(tmp_path / "new" / "run", "t0", record)  # no samples: no samples folder
     assert _record(tmp_path / "new" / "run") == {
         "status": "ok",
         "metrics": {"2": {"m": 0.5}},
@@ -524,17 +531,17 @@ def test_a_trial_record_creates_its_folders_and_stores_numpy_values_and_paths(tm
     }
     assert not (tmp_path / "new" / "run" / "samples").exists()
     with pytest.raises(TypeError, match="cannot store set in JSON"):
-        results.write_trial_result(tmp_path, "t1", {"metrics": {}, "odd": {1}})
-    assert not results.record_path(tmp_path, "t1").exists()
+        records.write_trial_result(tmp_path, "t1", {"metrics": {}, "odd": {1}})
+    assert not records.record_path(tmp_path, "t1").exists()
 
 
 def test_the_json_of_records_and_specs(tmp_path):
     assert provenance.jsonable({"a": np.int64(3), "b": (np.float64(0.5), Path("/x"))}) == {"a": 3, "b": [0.5, "/x"]}
-    value = results._json_default(np.float32(0.25))
+    value = results.json_default(np.float32(0.25))
     assert value == 0.25 and type(value) is float
-    assert results._json_default(np.bool_(True)) is True
-    assert results._json_default(Path("/a/b")) == "/a/b"
-    assert _message(TypeError, results._json_default, object()) == "cannot store object in JSON"
+    assert results.json_default(np.bool_(True)) is True
+    assert results.json_default(Path("/a/b")) == "/a/b"
+    assert _message(TypeError, results.json_default, object()) == "cannot store object in JSON"
     assert provenance.iso_time(0) == "1970-01-01T00:00:00+00:00"
     assert provenance.iso_time(86400 + 61.9) == "1970-01-02T00:01:01+00:00"
 
@@ -566,32 +573,32 @@ def test_a_failed_write_names_the_file_and_leaves_the_old_one(tmp_path):
 
 
 def test_the_trial_records_present_and_damaged(tmp_path):
-    assert results.read_trial_records(tmp_path) == {} and results.record_names(tmp_path) == frozenset()
-    records = tmp_path / "trials"
-    records.mkdir()
+    assert records.read_trial_records(tmp_path) == {} and records.record_names(tmp_path) == frozenset()
+    folder = tmp_path / "trials"
+    folder.mkdir()
     good = {"status": "ok", "metrics": {}, "curves": []}
     for name in ("b", "a"):
-        (records / f"{name}.json").write_text(json.dumps(good))
-    (records / ".c.json.tmp").write_text("{")  # a write in progress is not a record
-    names = results.record_names(tmp_path)
+        (folder / f"{name}.json").write_text(json.dumps(good))
+    (folder / ".c.json.tmp").write_text("{")  # a write in progress is not a record
+    names = records.record_names(tmp_path)
     assert names == frozenset({"a", "b"}) and isinstance(names, frozenset)
-    assert results.read_trial_records(tmp_path) == {"a": good, "b": good}
+    assert records.read_trial_records(tmp_path) == {"a": good, "b": good}
     for content, reason in (
         ("{", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
         (json.dumps({"status": "ok", "metrics": {}}), "'curves'"),
         (json.dumps({"metrics": {}, "curves": []}), "'status'"),
         ("[1, 2]", "list indices must be integers or slices, not str"),
     ):
-        (records / "c.json").write_text(content)
-        assert _message(results.ResultsError, results.read_trial_records, tmp_path) == (
-            f"{records / 'c.json'} is damaged ({reason}): delete it and run `ablate run EXPERIMENT --resume` "
+        (folder / "c.json").write_text(content)
+        assert _message(results.ResultsError, records.read_trial_records, tmp_path) == (
+            f"{folder / 'c.json'} is damaged ({reason}): delete it and run `ablate run EXPERIMENT --resume` "
             "to run that trial again"
         )
-    (records / "c.json").unlink()
-    (records / "c.json").mkdir()  # unreadable
-    assert "c.json is damaged (" in _message(results.ResultsError, results.read_trial_records, tmp_path)
-    assert results._reason(KeyError()) == "KeyError"
-    assert results._reason(ValueError("first\nsecond")) == "first"
+    (folder / "c.json").unlink()
+    (folder / "c.json").mkdir()  # unreadable
+    assert "c.json is damaged (" in _message(results.ResultsError, records.read_trial_records, tmp_path)
+    assert results.first_line(KeyError()) == "KeyError"
+    assert results.first_line(ValueError("first\nsecond")) == "first"
 
 
 CURVE = {"step": 10, "loss": 1.5, "flow_loss": 1.0, "bootstrap_loss": 0.5, "grad_norm": 2.0}
@@ -605,7 +612,7 @@ def _grid_records():
         {"trial_id": "b1", "variant": "B", "w": False, "seed": 1},  # never ran
         {"trial_id": "base0", "variant": "flow", "seed": 0},  # no level for w
     ]
-    records = {
+    by_id = {
         "a0": {
             "status": "ok",
             "diverged_step": None,
@@ -636,12 +643,12 @@ def _grid_records():
             "curves": [],
         },
     }
-    return expected, records
+    return expected, by_id
 
 
 def test_the_tables_cell_by_cell(tmp_path):
-    expected, records = _grid_records()
-    metrics, curves, trials = results.collect_tables(expected, ["w"], records, failed={"a1", "b0"})
+    expected, by_id = _grid_records()
+    metrics, curves, trials = records.collect_tables(expected, ["w"], by_id, failed={"a1", "b0"})
     nan = float("nan")
     ident = {
         "a0": ["a0", "A", True, 0],
@@ -678,18 +685,18 @@ def test_the_tables_cell_by_cell(tmp_path):
         columns=head + ["status", "step", "metric", "value"],
     )
     pd.testing.assert_frame_equal(curves, want_curves)
-    nothing = results.collect_tables([], ["w"], {})  # no trials: the tables still have their columns
+    nothing = records.collect_tables([], ["w"], {})  # no trials: the tables still have their columns
     assert [list(t.columns) for t in nothing] == [list(want_metrics.columns), list(want_curves.columns)] + [
         list(want_trials.columns)
     ]
-    empty = results.collect_tables(expected, ["w"], {})
+    empty = records.collect_tables(expected, ["w"], {})
     assert [len(t) for t in empty] == [0, 0, 5] and list(empty[0].columns) == list(want_metrics.columns)
     assert list(empty[1].columns) == list(want_curves.columns) and set(empty[2]["status"]) == {"missing"}
 
 
 def _frames():
-    expected, records = _grid_records()
-    return results.collect_tables(expected, ["w"], records, failed={"a1"})
+    expected, by_id = _grid_records()
+    return records.collect_tables(expected, ["w"], by_id, failed={"a1"})
 
 
 def test_tables_are_checked_before_anything_is_written(tmp_path):
@@ -754,32 +761,32 @@ def test_factor_columns_that_mix_types_are_stored_as_text_in_parquet(tmp_path):
 
 
 def test_the_tables_are_rebuilt_from_run_json_and_the_records(tmp_path):
-    expected, records = _grid_records()
+    expected, by_id = _grid_records()
     out = tmp_path / "out"
-    assert _message(FileNotFoundError, results.rebuild_tables, out) == (
+    assert _message(FileNotFoundError, records.rebuild_tables, out) == (
         f"{out / 'run.json'} not found: is {out} a results folder?"
     )
     out.mkdir()
     (out / "run.json").write_text("{")
-    assert _message(results.ResultsError, results.rebuild_tables, out) == (
+    assert _message(results.ResultsError, records.rebuild_tables, out) == (
         f"{out / 'run.json'} is damaged (Expecting property name enclosed in double quotes: line 1 column 2 "
         f"(char 1)): run `ablate run EXPERIMENT --resume --output {out}` to write it again"
     )
     (out / "run.json").write_text("[]")
-    assert _message(results.ResultsError, results.rebuild_tables, out) == (
+    assert _message(results.ResultsError, records.rebuild_tables, out) == (
         f"{out / 'run.json'} is damaged (not a JSON object)"
     )
     for run in ({"name": "grid"}, {"expected_trials": []}):
         (out / "run.json").write_text(json.dumps(run))
-        assert _message(results.ResultsError, results.rebuild_tables, out) == (
+        assert _message(results.ResultsError, records.rebuild_tables, out) == (
             f"{out / 'run.json'} lists no expected trials: cannot rebuild the tables"
         )
     run = {"name": "grid", "factors": [{"name": "w", "levels": [True, False]}], "expected_trials": expected}
     (out / "run.json").write_text(json.dumps(run))
-    for trial_id, record in records.items():
-        results.write_trial_result(out, trial_id, record)
-    results.rebuild_tables(out)
-    metrics, curves, trials = results.collect_tables(expected, ["w"], results.read_trial_records(out))
+    for trial_id, record in by_id.items():
+        records.write_trial_result(out, trial_id, record)
+    records.rebuild_tables(out)
+    metrics, curves, trials = records.collect_tables(expected, ["w"], records.read_trial_records(out))
     assert trials.loc[1, "status"] == "missing"  # Tune's earlier verdict is not in the records
     pd.testing.assert_frame_equal(pd.read_parquet(out / "metrics.parquet"), metrics)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "curves.parquet"), curves)
@@ -910,9 +917,9 @@ def test_write_results_counts_what_finished_failed_or_is_missing(tmp_path, monke
     output = tmp_path / "out"
     ok, diverged, timed_out, given_up = (t.trial_id for t in experiment.trials)
     base = {"diverged_step": None, "train_seconds": 1.0, "eval_seconds": 0.5, "node": "n", "curves": [CURVE]}
-    results.write_trial_result(output, ok, {**base, "status": "ok", "metrics": {1: {"mean_error": 0.5}}})
-    results.write_trial_result(output, diverged, {**base, "status": "diverged", "diverged_step": 10, "metrics": {}})
-    results.write_trial_result(output, timed_out, {**base, "status": "failed", "reason": "timeout", "metrics": {}})
+    records.write_trial_result(output, ok, {**base, "status": "ok", "metrics": {1: {"mean_error": 0.5}}})
+    records.write_trial_result(output, diverged, {**base, "status": "diverged", "diverged_step": 10, "metrics": {}})
+    records.write_trial_result(output, timed_out, {**base, "status": "failed", "reason": "timeout", "metrics": {}})
     monkeypatch.setattr(provenance, "time", SimpleNamespace(time=lambda: 1000.0))
     outcome = runner.write_results(experiment, output, 1000.0, False, {}, set())
     assert outcome == runner.RunOutcome(output, 4, 2, 1, True)
@@ -933,7 +940,7 @@ def test_live_tables_refresh_when_a_trial_finishes_and_retry_a_failed_refresh(tm
     seen, failures = [], [OSError(28, "No space left on device"), ValueError("half a table")]
 
     def refresh():
-        seen.append(results.record_names(tmp_path))
+        seen.append(records.record_names(tmp_path))
         if failures:
             raise failures.pop(0)
 
@@ -950,13 +957,13 @@ def test_live_tables_refresh_when_a_trial_finishes_and_retry_a_failed_refresh(tm
         assert live.is_alive()
         time.sleep(0.1)
         assert seen == []  # nothing finished yet
-        results.write_trial_result(tmp_path, "a", {"metrics": {}})
+        records.write_trial_result(tmp_path, "a", {"metrics": {}})
         wait_for(3)  # two failed refreshes, retried
         time.sleep(0.1)
         assert seen == [frozenset({"a"})] * 3  # and no refresh while nothing new finished
-        results.write_trial_result(tmp_path, "b", {"metrics": {}})
+        records.write_trial_result(tmp_path, "b", {"metrics": {}})
         wait_for(4)
     assert not live.is_alive() and seen[3:] == [frozenset({"a", "b"})]
-    results.write_trial_result(tmp_path, "c", {"metrics": {}})
+    records.write_trial_result(tmp_path, "c", {"metrics": {}})
     time.sleep(0.05)
     assert len(seen) == 4  # stopped

@@ -201,6 +201,8 @@ def test_rollout_of_a_perfect_model_in_a_deterministic_world_reproduces_the_simu
     evaluation = task.evaluate(Sampler(PhysicsOracle(task.world), ShortcutForcing(k_max=8)), [2], gen())
     truth = task.world.simulate(task.n_eval, task.length, gen()).frames
     assert torch.equal(torch.from_numpy(evaluation.samples[2]), truth[:16])
+    # the real panel of the report's sample figures: the simulator's own rollouts, in the samples' format
+    assert torch.equal(torch.from_numpy(evaluation.real), truth[:16])
 
 
 class Blur(NextFrameModel):

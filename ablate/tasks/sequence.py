@@ -292,7 +292,7 @@ class SequenceTask:
                 "mode_tv_floor": floor,
             }
             samples[k] = generated[:MAX_SAMPLES].numpy()
-        return Evaluation(metrics, samples)
+        return Evaluation(metrics, samples, trajectories.frames[:MAX_SAMPLES].numpy())  # real: the simulator's
 
     @torch.no_grad()
     def exact_flow_validity(

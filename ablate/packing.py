@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ablate.config import TrialConfig
 from ablate.objective import LossOutput, ShortcutForcing
@@ -48,6 +49,14 @@ def per_member(vector: Tensor, like: Tensor) -> Tensor:
     return vector.to(like.device).reshape(-1, *([1] * (like.ndim - 1)))
 
 
+def stacked_kwargs(per_member_kwargs: Sequence[dict], device: torch.device) -> dict[str, Tensor]:
+    """The members' model keyword arguments (e.g. actions) stacked along a new first dim (members)."""
+    names = per_member_kwargs[0].keys()
+    if any(not torch.is_tensor(kwargs[name]) for kwargs in per_member_kwargs for name in names):
+        raise PackingError("tasks whose models take non-tensor keyword arguments do not pack")
+    return {name: torch.stack([kwargs[name] for kwargs in per_member_kwargs]).to(device) for name in names}
+
+
 def _stacked(modules: Sequence[nn.Module], kind: str = "parameters") -> dict[str, Tensor]:
     """Each named parameter (or buffer) of the modules stacked along a new first dim (members), detached.
 
@@ -75,8 +84,6 @@ class Pack:
                 or member.config.objective.teacher_context != "stepped"
             ):
                 raise PackingError(f"{member.config.objective.family}: only shortcut-forcing objectives pack")
-            if member.task.lead_dims != 1:
-                raise PackingError("per-frame (sequence) tasks do not pack yet")
         first = self.members[0]
         self.skeleton = copy.deepcopy(first.model).to("meta")
         self.params = {
@@ -94,24 +101,28 @@ class Pack:
 
     def _check_vmap(self) -> None:
         """One vectorised forward on a tiny batch: a model that torch.func cannot run fails here, once."""
-        x1, kwargs = self.members[0].task.batch(2, torch.Generator().manual_seed(0))
-        if kwargs:
-            raise PackingError("tasks whose models take keyword arguments do not pack yet")
-        zeros = torch.zeros(len(self.members), *x1.shape, dtype=x1.dtype, device=self.members[0].device)
-        levels = torch.full((len(self.members), 2), 1.0, device=zeros.device)
+        first = self.members[0]
+        x1, kwargs = first.task.batch(2, torch.Generator().manual_seed(0))
+        n = len(self.members)
+        zeros = torch.zeros(n, *x1.shape, dtype=x1.dtype, device=first.device)
+        levels = torch.full((n, *x1.shape[: first.task.lead_dims]), 1.0, device=zeros.device)
+        kwargs = stacked_kwargs([kwargs] * n, zeros.device)
         try:
             with torch.no_grad():
-                vmap(self._forward, in_dims=(0, 0, 0, 0, 0))(self.params, self.buffers, zeros, levels * 0, levels)
+                vmap(self._forward)(self.params, self.buffers, zeros, levels * 0, levels, kwargs)
         except Exception as error:  # torch.func raises many types for what it cannot vectorise
             raise PackingError(f"torch.func cannot vectorise the model ({type(error).__name__}: {error})") from None
 
-    def _forward(self, params, buffers, z, tau, d):
-        return functional_call(self.skeleton, (params, buffers), (z, tau, d))
+    def _forward(self, params, buffers, z, tau, d, model_kwargs):
+        # Attention's math kernel is plain matmuls and a softmax, which vmap batches; the fused kernels
+        # have no batching rule (torch warns), so vmap would run them one member at a time.
+        with sdpa_kernel(SDPBackend.MATH):
+            return functional_call(self.skeleton, (params, buffers), (z, tau, d), model_kwargs)
 
-    def _member_loss(self, params, teacher_params, buffers, x1, noise, tau, d, knobs):
-        student = lambda z, t, dd: self._forward(params, buffers, z, t, dd)  # noqa: E731
-        teacher = lambda z, t, dd: self._forward(teacher_params, buffers, z, t, dd)  # noqa: E731
-        return loss_every_row(student, teacher, x1, noise, tau, d, Knobs(**knobs))
+    def _member_loss(self, params, teacher_params, buffers, x1, noise, tau, d, knobs, model_kwargs):
+        student = lambda z, t, dd, **kw: self._forward(params, buffers, z, t, dd, kw)  # noqa: E731
+        teacher = lambda z, t, dd, **kw: self._forward(teacher_params, buffers, z, t, dd, kw)  # noqa: E731
+        return loss_every_row(student, teacher, x1, noise, tau, d, Knobs(**knobs), **model_kwargs)
 
     def train(self, until: int | None = None) -> None:
         """Train every member up to step `until` (default: the budget); diverged members stop where they are."""
@@ -124,6 +135,7 @@ class Pack:
         members = self.members
         batches = [m.draw_batch() for m in members]
         x1, noise, tau, d = (torch.stack([b[i] for b in batches]) for i in range(4))
+        model_kwargs = stacked_kwargs([b[4] for b in batches], x1.device)
         for group in self.optimizer.param_groups:
             group["lr"] = members[0].learning_rate(self.step)
         teacher = {
@@ -131,9 +143,9 @@ class Pack:
             for name, value in self.params.items()
         }
         per_row, is_boot = vmap(self._member_loss)(
-            self.params, teacher, self.buffers, x1, noise, tau, d, vars(self.knobs)
+            self.params, teacher, self.buffers, x1, noise, tau, d, vars(self.knobs), model_kwargs
         )
-        losses = per_row.mean(dim=1)
+        losses = per_row.flatten(1).mean(dim=1)  # each member's mean over its rows (and frames), as alone
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         norms = self._clip_gradients()
@@ -143,7 +155,8 @@ class Pack:
             if member.status == DIVERGED:
                 continue
             rows = is_boot[index]
-            member.forward_rows += len(rows) + 2 * int(rows.sum())  # what the objective needs, as alone
+            teacher_rows = rows.flatten(1).any(1) if rows.ndim > 1 else rows  # whole sequences for (B, T)
+            member.forward_rows += len(rows) + 2 * int(teacher_rows.sum())  # what the objective needs, as alone
             member.record_step(LossOutput.of(per_row[index].detach(), rows), norms[index])
         self._update_averages(self.step)
 

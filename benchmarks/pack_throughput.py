@@ -2,7 +2,10 @@
 
     python benchmarks/pack_throughput.py [EXPERIMENT] [--steps N] [--pack N] [--seeds 0,1]
 
-First, on one thread in this process, the quickstart's 17 cells trained as one pack and one by one,
+First, why packing gains little on a CPU: one linear layer for 17 members, as `vmap` batches it (what
+a pack runs), as a loop over the members (what separate trials run) and as one `baddbmm`, on one
+thread: milliseconds and ratios. Then, on one thread in this process, the experiment's 17 cells trained
+as one pack and one by one,
 in alternating chunks of steps so that other load on the machine hits both alike: milliseconds per
 member-step and their ratio. Then the experiment (default: the quickstart) through the runner,
 unpacked (`pack: 1`, one trial per process) and packed (`pack: N`, N trials vectorised in one process),
@@ -25,6 +28,35 @@ from ablate.experiment import load_experiment
 from ablate.packing import Pack
 from ablate.runner import run_experiment
 from ablate.trial import Trial
+
+
+def linear_kernels(members: int = 17, shapes=((256, 128, 128), (512, 64, 64), (512, 64, 256))) -> None:
+    """One linear layer per member, (rows, in, out): vmap'd F.linear vs a loop vs one baddbmm."""
+    torch.set_num_threads(1)
+    linear = torch.nn.functional.linear
+
+    def kernels(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> dict:
+        return {
+            "vmap": lambda: torch.func.vmap(linear)(x, w, b),
+            "loop": lambda: [linear(x[i], w[i], b[i]) for i in range(members)],
+            "baddbmm": lambda: torch.baddbmm(b[:, None, :], x, w.transpose(1, 2)),
+        }
+
+    for rows, width_in, width_out in shapes:
+        x = torch.randn(members, rows, width_in)
+        w, b = torch.randn(members, width_out, width_in), torch.randn(members, width_out)
+        ms = {}
+        for name, kernel in kernels(x, w, b).items():
+            kernel()
+            start = time.perf_counter()
+            for _ in range(50):
+                kernel()
+            ms[name] = 1000 * (time.perf_counter() - start) / 50
+        print(
+            f"linear {rows}x{width_in}->{width_out}, {members} members: vmap {ms['vmap']:.2f} ms, loop "
+            f"{ms['loop']:.2f} ms, baddbmm {ms['baddbmm']:.2f} ms (vmap / loop {ms['vmap'] / ms['loop']:.2f}x)",
+            flush=True,
+        )
 
 
 def per_member_step(experiment_path: str, chunks: int = 5, steps: int = 20) -> None:
@@ -58,6 +90,7 @@ def main() -> None:
     parser.add_argument("--pack", type=int, default=17, help="trials per pack in the packed run")
     parser.add_argument("--seeds", default="0,1", help="seeds, comma-separated")
     args = parser.parse_args()
+    linear_kernels()
     per_member_step(args.experiment)
     overrides = [f"train.steps={args.steps}", f"seeds=[{args.seeds}]", "eval.steps=[1,4]"]
     ray.init(address="local", include_dashboard=False, log_to_driver=False)

@@ -52,6 +52,31 @@ def test_each_member_of_a_pack_of_eight_matches_its_config_run_alone(float64):
         assert member.training_stats == pytest.approx(alone.training_stats, rel=1e-6)
 
 
+SEQUENCE = TrialConfig(  # per-frame tau and d, a causal transformer, actions as a model keyword argument
+    task="latent_world",
+    task_params={"context": 2, "horizon": 2, "n_eval": 8, "draws": 2, "width": 16, "depth": 1, "heads": 2},
+    objective=ObjectiveConfig(k_max=8),
+    train=TrainConfig(steps=12, batch_size=8, log_every=4),
+    eval=EvalConfig(steps=(1, 8)),
+)
+
+
+def test_sequence_members_with_actions_match_their_configs_run_alone(float64):
+    configs = [
+        SEQUENCE,
+        dataclasses.replace(SEQUENCE, seed=1).with_levels({"half_step": "renoise", "bootstrap_space": "x"}),
+        SEQUENCE.with_levels({"family": "flow"}),
+    ]
+    for config, member in zip(configs, Pack(configs).finish(), strict=True):
+        alone = run_trial(config)
+        for mine, theirs in zip(member.curves, alone.curves, strict=True):
+            for name in ("loss", "flow_loss", "bootstrap_loss", "grad_norm"):
+                assert mine[name] == pytest.approx(theirs[name], rel=1e-6, abs=1e-12), name
+        for k, metrics in alone.metrics.items():
+            assert member.metrics[k] == pytest.approx(metrics, rel=1e-6, abs=1e-12)
+        assert member.training_stats == pytest.approx(alone.training_stats, rel=1e-6)
+
+
 def test_a_member_that_diverges_is_frozen_at_its_step_and_the_others_go_on():
     configs = [BASE, BASE.with_levels({"divergence_loss": 1e-9}), dataclasses.replace(BASE, seed=1)]
     results = Pack(configs).finish()

@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("folders", nargs="+", help="results folders, e.g. results/toy2d results/digits")
     compare.add_argument("--output", required=True, help="folder for compare.md, compare.csv and figures/")
     compare.add_argument("--metric", help="the metric to compare (default: each folder's primary one)")
-    compare.add_argument("--steps", type=int, help="the K to compare (default: each folder's primary K)")
+    compare.add_argument(
+        "--steps", help="the K to compare, or several comma-separated, e.g. 1,4 (default: each folder's primary K)"
+    )
 
     merge = commands.add_parser(
         "merge", help="one results folder from runs of one experiment on different seeds (e.g. seeds=[2] later)"
@@ -152,7 +154,13 @@ def _compare(args) -> int:
         if not (Path(folder) / "run.json").is_file():
             raise ExperimentError(f"{folder} is not a results folder (no run.json)")
     try:
-        path = compare(args.folders, args.output, args.metric, args.steps)
+        steps = [int(k) for k in args.steps.split(",")] if args.steps else None
+    except ValueError:
+        raise ExperimentError(
+            f"--steps {args.steps}: give step counts as integers, comma-separated (e.g. 1,4)"
+        ) from None
+    try:
+        path = compare(args.folders, args.output, args.metric, steps)
     except ValueError as error:
         raise ExperimentError(str(error)) from error
     print(f"[ablate] comparison: {path}")

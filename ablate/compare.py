@@ -23,6 +23,7 @@ every task, while folders here may have 2, 3 or 5 seeds.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,15 +126,40 @@ def _aggregate(studies: list[Study], toggle: str, statistic, rng: np.random.Gene
     return point, float(low), float(high)
 
 
-def compare(folders: list[str | Path], output: str | Path, metric: str | None = None, steps: int | None = None) -> Path:
-    """Write compare.md, compare.csv and figures/compare_*.png into ``output``; return compare.md."""
+def compare(
+    folders: list[str | Path],
+    output: str | Path,
+    metric: str | None = None,
+    steps: int | Sequence[int] | None = None,
+) -> Path:
+    """Write compare.md, compare.csv, compare_aggregate.csv and figures/compare*.png into ``output``;
+    return compare.md. `steps`: one K or several (each folder's primary K when None)."""
     if len(folders) < 2:
         raise ValueError("compare needs at least two results folders")
-    studies = [_study(Path(f), metric, steps) for f in folders]
+    ks = [steps] if steps is None or isinstance(steps, int) else list(steps)
+    by_k = [[_study(Path(f), metric, k) for f in folders] for k in ks]
     output = Path(output)
     if output.exists() and any(output.iterdir()) and not (output / "compare.md").exists():
         raise ValueError(f"{output} exists and is not an earlier comparison: choose another --output")
     (output / "figures").mkdir(parents=True, exist_ok=True)
+    tables, aggregates, figures = [], [], []
+    for studies in by_k:
+        table, aggregate = _effects(studies)
+        name = "compare.png" if len(by_k) == 1 else f"compare_K{studies[0].steps}.png"
+        _figure(studies, table, aggregate, output / "figures" / name)
+        tables.append(table)
+        aggregates.append(aggregate)
+        figures.append((studies[0].steps, f"figures/{name}"))
+    table, aggregate = pd.concat(tables, ignore_index=True), pd.concat(aggregates, ignore_index=True)
+    atomic_write(output / "compare.csv", lambda tmp: table.to_csv(tmp, index=False))
+    atomic_write(output / "compare_aggregate.csv", lambda tmp: aggregate.to_csv(tmp, index=False))
+    text = _markdown(by_k[0], table, aggregate, figures)
+    atomic_write(output / "compare.md", lambda tmp: tmp.write_text(text))
+    return output / "compare.md"
+
+
+def _effects(studies: list[Study]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per folder, each toggle's main effect at the studies' K; across folders, the aggregates."""
     rows = []
     for study in studies:
         effects = analysis.factor_effects(study.results)
@@ -177,6 +203,7 @@ def compare(folders: list[str | Path], output: str | Path, metric: str | None = 
         improvement = _aggregate(studies, toggle, _probability_of_improvement, rng)
         aggregate.append(
             {
+                "steps": studies[0].steps if len({s.steps for s in studies}) == 1 else None,
                 "term": toggle,
                 "n_folders": sum(toggle in s.pairs for s in studies),
                 "normalised_effect": effect[0],
@@ -187,16 +214,10 @@ def compare(folders: list[str | Path], output: str | Path, metric: str | None = 
                 "poi_ci_high": improvement[2],
             }
         )
-    aggregate = pd.DataFrame(aggregate)
-    atomic_write(output / "compare.csv", lambda tmp: table.to_csv(tmp, index=False))
-    atomic_write(output / "compare_aggregate.csv", lambda tmp: aggregate.to_csv(tmp, index=False))
-    _figure(studies, table, aggregate, output)
-    text = _markdown(studies, table, aggregate)
-    atomic_write(output / "compare.md", lambda tmp: tmp.write_text(text))
-    return output / "compare.md"
+    return table, pd.DataFrame(aggregate)
 
 
-def _figure(studies: list[Study], table: pd.DataFrame, aggregate: pd.DataFrame, output: Path) -> None:
+def _figure(studies: list[Study], table: pd.DataFrame, aggregate: pd.DataFrame, path: Path) -> None:
     toggles = list(aggregate["term"])
     fig = Figure(figsize=(9, 0.9 + 0.55 * len(toggles)))
     ax_effect, ax_poi = fig.subplots(1, 2, sharey=True)
@@ -222,43 +243,81 @@ def _figure(studies: list[Study], table: pd.DataFrame, aggregate: pd.DataFrame, 
         ax.grid(axis="x", alpha=0.3)
     ax_effect.set_yticks(y, toggles, fontsize=8)
     ax_effect.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(0.0, -0.25), ncol=3)
-    fig.suptitle("Toggles across folders (per-task normalised scores, stratified bootstrap)", fontsize=10)
-    fig.tight_layout()
-    atomic_write(
-        output / "figures" / "compare.png", lambda tmp: fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+    ks = sorted({s.steps for s in studies})
+    fig.suptitle(
+        f"Toggles across folders at K = {', '.join(map(str, ks))} (per-task normalised scores, stratified bootstrap)",
+        fontsize=10,
     )
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight"))
 
 
-def _markdown(studies: list[Study], table: pd.DataFrame, aggregate: pd.DataFrame) -> str:
-    def ci(low, high) -> str:
-        return f"[{low:.3g}, {high:.3g}]" if np.isfinite(low) and np.isfinite(high) else "no CI"
+def _ci(low, high) -> str:
+    return f"[{low:.3g}, {high:.3g}]" if np.isfinite(low) and np.isfinite(high) else "no CI"
 
+
+def _effect(row) -> str:
+    """A toggle's effect on its folder's scale: a ratio on the log scale, else a difference."""
+    if row["scale"] == "log":
+        return f"x{row['ratio']:.3g} {_ci(row['ratio_ci_low'], row['ratio_ci_high'])}"
+    return f"{row['estimate']:+.3g} {_ci(row['ci_low'], row['ci_high'])}"
+
+
+def _p_holm(row) -> float:
+    return row["ratio_p_holm" if row["scale"] == "log" else "p_holm"]
+
+
+def _toggle_grid(table: pd.DataFrame) -> str:
+    """Toggles x (folder, K): each effect with its CI and Holm p, bold where Holm p < 0.05."""
+    folders = list(dict.fromkeys(table["folder"]))
+    columns = sorted(dict.fromkeys(zip(table["folder"], table["steps"])), key=lambda c: (folders.index(c[0]), c[1]))
+    lines = [
+        "| toggle | "
+        + " | ".join(f"{folder}, {metric} K = {k}" for (folder, k), metric in _metrics(table, columns))
+        + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for term in dict.fromkeys(table["term"]):
+        cells = []
+        for folder, k in columns:
+            match = table[(table["folder"] == folder) & (table["steps"] == k) & (table["term"] == term)]
+            if not len(match):
+                cells.append("")
+                continue
+            row = match.iloc[0]
+            effect, p = _effect(row), _p_holm(row)
+            cells.append(f"{'**' + effect + '**' if p < 0.05 else effect}, p = {p:.2g}")
+        lines.append(f"| `{term}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _metrics(table: pd.DataFrame, columns: list[tuple]) -> list[tuple]:
+    first = table.drop_duplicates(["folder", "steps"]).set_index(["folder", "steps"])["metric"]
+    return [(column, first[column]) for column in columns]
+
+
+def _markdown(studies: list[Study], table: pd.DataFrame, aggregate: pd.DataFrame, figures: list[tuple]) -> str:
     per_folder = [
         "| folder | task | metric (K) | toggle | effect on its scale, 95% CI | Holm p | normalised effect "
         "| P(improvement) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for _, r in table.iterrows():
-        log = r["scale"] == "log"
-        effect = (
-            f"x{r['ratio']:.3g} {ci(r['ratio_ci_low'], r['ratio_ci_high'])}"
-            if log
-            else f"{r['estimate']:+.3g} {ci(r['ci_low'], r['ci_high'])}"
-        )
         per_folder.append(
             f"| {r['folder']} | {r['task']} | {r['metric']} (K = {r['steps']}) | `{r['term']}` | "
-            f"{effect} | {r['ratio_p_holm' if log else 'p_holm']:.3g} | {r['normalised_effect']:+.3f} | "
+            f"{_effect(r)} | {_p_holm(r):.3g} | {r['normalised_effect']:+.3f} | "
             f"{r['probability_of_improvement']:.2f} |"
         )
     overall = [
-        "| toggle | folders | normalised effect, 95% CI | P(paper's level beats the other), 95% CI |",
-        "|---|---|---|---|",
+        "| K | toggle | folders | normalised effect, 95% CI | P(paper's level beats the other), 95% CI |",
+        "|---|---|---|---|---|",
     ]
     for _, r in aggregate.iterrows():
+        k = "each folder's" if pd.isna(r["steps"]) else int(r["steps"])
         overall.append(
-            f"| `{r['term']}` | {r['n_folders']} | {r['normalised_effect']:+.3f} "
-            f"{ci(r['effect_ci_low'], r['effect_ci_high'])} | {r['probability_of_improvement']:.2f} "
-            f"{ci(r['poi_ci_low'], r['poi_ci_high'])} |"
+            f"| {k} | `{r['term']}` | {r['n_folders']} | {r['normalised_effect']:+.3f} "
+            f"{_ci(r['effect_ci_low'], r['effect_ci_high'])} | {r['probability_of_improvement']:.2f} "
+            f"{_ci(r['poi_ci_low'], r['poi_ci_high'])} |"
         )
     seeds = ", ".join(f"{s.name}: {len(s.results.seeds)}" for s in studies)
     return (
@@ -266,16 +325,20 @@ def _markdown(studies: list[Study], table: pd.DataFrame, aggregate: pd.DataFrame
             [
                 "# Comparison: " + ", ".join(s.name for s in studies),
                 "Each folder at its primary metric and K unless `--metric`/`--steps` were given. Effects are the "
-                "paper's level against the other, on each metric's own scale, with the seed-paired 95% CIs of "
-                "`effects.csv`. Across folders, each cell's score is its metric oriented so that higher is better "
-                "and min-max scaled over that folder's cells (0 = worst cell, 1 = best); the normalised effect and "
-                "the probability that the paper's level beats the other (matched within seed and stratum) are "
-                "averaged over folders, with stratified bootstrap 95% CIs (seeds within folders, then folders), as "
-                f"rliable does. Seeds per folder: {seeds}; with fewer than about 10 a bootstrap CI is too narrow "
-                "(see benchmarks/statistics_coverage.py): read the per-folder CIs first.",
+                "paper's level against the other, on each metric's own scale (ratios on the log scale), with the "
+                "seed-paired 95% CIs and Holm p of each folder's `effects.csv`. Across folders, each cell's score "
+                "is its metric oriented so that higher is better and min-max scaled over that folder's cells "
+                "(0 = worst cell, 1 = best); the normalised effect and the probability that the paper's level "
+                "beats the other (matched within seed and stratum) are averaged over folders, with stratified "
+                "bootstrap 95% CIs (seeds within folders, then folders), as rliable does. Seeds per folder: "
+                f"{seeds}; with fewer than about 10 a bootstrap CI is too narrow (see "
+                "benchmarks/statistics_coverage.py): read the per-folder CIs first.",
+                "## Toggles by folder and K",
+                "Bold: Holm p < 0.05 within its folder.",
+                _toggle_grid(table),
                 "## Across folders",
                 "\n".join(overall),
-                "![Toggles across folders](figures/compare.png)",
+                *(f"![Toggles across folders at K = {k}]({path})" for k, path in figures),
                 "## Per folder",
                 "\n".join(per_folder),
             ]

@@ -45,6 +45,21 @@ def test_compare_two_studies_with_opposite_metric_directions(tmp_path, capsys):
     text = (out / "compare.md").read_text()
     assert "## Across folders" in text and "figures/compare.png" in text and (out / "figures" / "compare.png").exists()
 
+    # several K at once: one table of toggles by folder and K, one figure per K
+    both = tmp_path / "both"
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(both), "--steps", "1,4"]) == 0
+    table = pd.read_csv(both / "compare.csv")
+    assert sorted(set(zip(table["folder"], table["steps"]))) == [("a", 1), ("a", 4), ("b", 1), ("b", 4)]
+    assert sorted(pd.read_csv(both / "compare_aggregate.csv")["steps"].unique()) == [1, 4]
+    text = (both / "compare.md").read_text()
+    header = "| toggle | a, w2 K = 1 | a, w2 K = 4 | b, accuracy K = 1 | b, accuracy K = 4 |"
+    assert header in text
+    tau_row = next(line for line in text.splitlines() if line.startswith("| `tau_sampling` |"))
+    assert tau_row.count("**+0.") == 4  # the injected +0.4, bold: it survives Holm in every column
+    weight_row = next(line for line in text.splitlines() if line.startswith("| `tau2_weight` |"))
+    assert "**" not in weight_row
+    assert all((both / "figures" / f"compare_K{k}.png").exists() for k in (1, 4))
+
 
 def test_compare_errors_are_one_line(tmp_path, capsys):
     make_synthetic_results(tmp_path / "a", {}, noise_sd=0.02, seeds=range(2), steps=[4], metrics=["w2"])
@@ -54,6 +69,14 @@ def test_compare_errors_are_one_line(tmp_path, capsys):
         (
             ["compare", str(tmp_path / "a"), str(tmp_path / "a"), "--output", str(tmp_path / "o"), "--metric", "fd"],
             "no quality metric 'fd'",
+        ),
+        (
+            ["compare", str(tmp_path / "a"), str(tmp_path / "a"), "--output", str(tmp_path / "o"), "--steps", "1,x"],
+            "1,x",
+        ),
+        (
+            ["compare", str(tmp_path / "a"), str(tmp_path / "a"), "--output", str(tmp_path / "o"), "--steps", "2"],
+            "K = 2",
         ),
     ):
         capsys.readouterr()

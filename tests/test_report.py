@@ -298,7 +298,7 @@ def test_figures_for_a_paper_formats_display_names_colour_by_factor_and_latex(tm
 def test_sample_panels_use_the_real_data_scale_and_draw_it_first(tmp_path):
     """With real data stored next to the samples, the figure opens with it and every panel uses its
     scale: a variant ten times too wide is mostly off its box (and says so), not shrunk to fit."""
-    from ablate.report import figures
+    from ablate.report import samples
 
     make_synthetic_results(
         tmp_path, INJECTED, noise_sd=0.05, seeds=range(2), steps=[1, 4], metrics=["w2"], sample_format="points"
@@ -306,17 +306,17 @@ def test_sample_panels_use_the_real_data_scale_and_draw_it_first(tmp_path):
     results = load(tmp_path)
     rng = np.random.default_rng(0)
     real = rng.uniform(-1, 1, (500, 2))
-    arrays = {figures.REAL: real, "wide": 10 * real, "sharp": real[:200]}
+    arrays = {samples.REAL: real, "wide": 10 * real, "sharp": real[:200]}
     ax = Figure().add_subplot()
-    figures._points_grid(ax, arrays, 6, results)
+    samples._points_grid(ax, arrays, 6, results)
     texts = [t.get_text() for t in ax.texts]
-    assert texts[0] == figures.REAL
+    assert texts[0] == samples.REAL
     outside = [t for t in texts if t.endswith("% outside")]
     assert len(outside) == 1 and int(outside[0].split("%")[0]) > 80  # only the wide variant spills over
 
-    tiles = {figures.REAL: np.linspace(-1, 1, 16).reshape(4, 4), "faint": np.full((4, 4), 0.1)}
+    tiles = {samples.REAL: np.linspace(-1, 1, 16).reshape(4, 4), "faint": np.full((4, 4), 0.1)}
     ax = Figure().add_subplot()
-    figures._picture_grid(ax, tiles, 6, results)
+    samples._picture_grid(ax, tiles, 6, results)
     assert ax.images[0].get_clim() == (-1.0, 1.0)  # one grey scale: the real images' range
 
     for path in (tmp_path / "samples").glob("*.npz"):  # real data stored with each trial's samples

@@ -26,11 +26,11 @@ from ablate.report.figures import (
     fig_half_normal,
     fig_horizon,
     fig_interactions,
-    fig_samples,
     fig_steps,
     plot_quality_vs_steps,
 )
 from ablate.report.opening import divergence_sentence
+from ablate.report.samples import fig_samples
 from ablate.report.text import effects_latex, render
 from ablate.results import Results, atomic_write, load
 

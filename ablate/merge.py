@@ -7,9 +7,10 @@ experiment holds the union of the seeds, and writes the tables and run.json as t
 report, `ablate compare` and `--resume` then treat the folder as one run.
 
 What it refuses, in one line each, before writing anything: runs of experiments that differ in anything
-but seeds and scheduling; a seed in two sources; sources whose code differs (commit or package
-versions), unless `mixed_code` says the caller knows, and then run.json and the report list each
-source's code; an output folder that already exists.
+but seeds and scheduling; a seed in two sources; a source that an `ablate run` is still writing; sources
+whose code differs (commit or package versions), unless `mixed_code` says the caller knows, and then
+run.json and the report list each source's code; an output folder that already exists. The output is
+written under its folder lock, as `ablate run` writes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from ablate import records, results
 from ablate.experiment import Experiment, ExperimentError, parse_experiment
+from ablate.locking import LOCK_NAME, folder_lock, in_use
 from ablate.provenance import iso_time, jsonable, run_info
 
 # Keys that say how and where a run was scheduled, not what it computes: they may differ between sources.
@@ -34,8 +36,20 @@ def merge_runs(sources: Sequence[str | Path], output: str | Path, mixed_code: bo
     output = Path(output)
     if len(sources) < 2:
         raise ExperimentError("merge needs two or more results folders")
-    if output.exists() and any(output.iterdir()):
+    for source in sources:
+        holder = in_use(source)
+        if holder:
+            raise ExperimentError(f"{source} is being written by an `ablate run` ({holder}): merge it once it is done")
+    with folder_lock(output, lambda: _check_new(output)):
+        return _merge_locked(sources, output, mixed_code)
+
+
+def _check_new(output: Path) -> None:
+    if any(p.name != LOCK_NAME for p in output.iterdir()):
         raise ExperimentError(f"{output} already exists: merge into a new folder (results are never overwritten)")
+
+
+def _merge_locked(sources: list[Path], output: Path, mixed_code: bool) -> Path:
     specs = [_saved_spec(s) for s in sources]
     runs = [results.read_run(s) for s in sources]
     _check_same_experiment(sources, specs)
@@ -48,7 +62,6 @@ def merge_runs(sources: Sequence[str | Path], output: str | Path, mixed_code: bo
             f"{_describe(code[which])}): check that the difference cannot change a number, then pass --mixed-code"
         )
     experiment = parse_experiment({**specs[0], "seeds": seeds})
-    output.mkdir(parents=True, exist_ok=True)
     for source in sources:
         _copy_trials(source, output, experiment)
     (output / "experiment.json").write_text(json.dumps(jsonable(experiment.spec), indent=2))

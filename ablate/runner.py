@@ -9,15 +9,12 @@ A trial that finds its result file already there returns at once, so no trial is
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import logging
 import os
 import shutil
 import signal
-import socket
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +32,9 @@ from ray import tune
 
 from ablate import records, results
 from ablate.experiment import Experiment, ExperimentError
+from ablate.locking import LOCK_NAME, folder_lock
 from ablate.progress import LiveTables, ProgressView
-from ablate.provenance import git_commit, iso_time, jsonable, package_versions, run_info
+from ablate.provenance import git_commit, jsonable, package_versions, run_info
 from ablate.trackers import logger_callbacks
 from ablate.worker import pack_ids, train_one
 
@@ -44,7 +42,6 @@ from ablate.worker import pack_ids, train_one
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 GPU_AUTO_SHARE = 0.25  # `gpu: auto` on a cluster with GPUs: four trials share one GPU
-LOCK_NAME = ".ablate.lock"  # held by the one driver running into a results folder
 
 
 @dataclass
@@ -135,56 +132,6 @@ def _run_locked(
         outcome = write_results(experiment, output, started, resume, provenance, failed)
     outcome.fit_seconds = fit_seconds
     return outcome
-
-
-@contextmanager
-def folder_lock(output: Path, check: Callable[[], None] = lambda: None):
-    """One driver per results folder: an exclusive `flock` on `<output>/.ablate.lock`, holding the
-    driver's pid and host while it runs. A second driver refuses in one line naming the holder. The
-    kernel drops the lock when its holder dies (even by SIGKILL), so a lock file left with content but
-    not held is stale: noted, and taken over. `check` runs once the lock is held and before anything
-    is written (a refusal there leaves the folder as it was); folders this call created are removed
-    again if nothing but the lock was written into them."""
-    if output.exists() and not output.is_dir():
-        raise ExperimentError(f"{output} is a file, not a results folder: choose another --output")
-    created = [p for p in (output, *output.parents) if not p.exists()]  # innermost first
-    output.mkdir(parents=True, exist_ok=True)
-    handle = open(output / LOCK_NAME, "a+")
-    claimed = False
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise ExperimentError(
-                f"{output} is in use by another `ablate run` ({holder}): wait for it to finish, or use another --output"
-            ) from None
-        check()
-        handle.seek(0)
-        stale = handle.read().strip()
-        if stale:
-            print(
-                f"[ablate] note: an earlier run ({stale}) ended without releasing {output / LOCK_NAME}; taking it over",
-                flush=True,
-            )
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {iso_time(time.time())}")
-        handle.flush()
-        claimed = True
-        yield
-    finally:
-        if claimed:
-            handle.seek(0)
-            handle.truncate()
-            handle.flush()
-        handle.close()  # closing drops the flock
-        if created and [p.name for p in output.iterdir()] == [LOCK_NAME]:
-            (output / LOCK_NAME).unlink()
-            for folder in created:
-                if folder.exists() and not any(folder.iterdir()):
-                    folder.rmdir()
 
 
 @contextmanager

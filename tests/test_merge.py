@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from test_cli_run import snapshot, write_experiment
 
+from ablate import locking
 from ablate.cli import main
 
 pytestmark = pytest.mark.slow
@@ -63,6 +64,9 @@ def test_merge_refuses_what_is_not_one_study_and_writes_nothing(tmp_path, ray_se
     _one_line_error(capsys, "different experiments", "train.steps", "40", "20")
     assert main(["merge", str(zero), "--output", str(target)]) == 2
     _one_line_error(capsys, "two or more")
+    with locking.folder_lock(one):  # an `ablate run` still writing into a source
+        assert main(["merge", str(zero), str(one), "--output", str(target)]) == 2
+    _one_line_error(capsys, "is being written by an `ablate run` (pid")
     assert not target.exists()
 
     run_path = one / "run.json"

@@ -23,7 +23,7 @@ import torch
 from conftest import TINY_TASK
 from ray import tune
 
-from ablate import progress, provenance, records, results, runner
+from ablate import locking, progress, provenance, records, results, runner
 from ablate import worker as ray_worker
 from ablate.config import ObjectiveConfig, TrialConfig
 from ablate.experiment import ExperimentError, parse_experiment
@@ -254,19 +254,19 @@ def test_a_damaged_checkpoint_restarts_the_trial_with_a_warning(tmp_path, worker
 
 def test_one_driver_per_folder(tmp_path, capsys):
     output = tmp_path / "out"
-    with runner.folder_lock(output):
-        holder = (output / runner.LOCK_NAME).read_text()
+    with locking.folder_lock(output):
+        holder = (output / locking.LOCK_NAME).read_text()
         assert holder.startswith(f"pid {ray_worker.os.getpid()} on ")
         with pytest.raises(ExperimentError, match=re.escape(f"in use by another `ablate run` ({holder})")):
-            with runner.folder_lock(output):
+            with locking.folder_lock(output):
                 pass
     assert not output.exists()  # created for the run, nothing written: removed again
     output.mkdir()
-    (output / runner.LOCK_NAME).write_text("pid 1 on elsewhere since yesterday")  # its holder died
-    with runner.folder_lock(output):
+    (output / locking.LOCK_NAME).write_text("pid 1 on elsewhere since yesterday")  # its holder died
+    with locking.folder_lock(output):
         pass
     assert "an earlier run (pid 1 on elsewhere since yesterday) ended without releasing" in capsys.readouterr().out
-    assert (output / runner.LOCK_NAME).read_text() == ""  # released
+    assert (output / locking.LOCK_NAME).read_text() == ""  # released
 
 
 # --- pinned by mutation testing (benchmarks/mutation.sh runner, docs/mutation.md) ----------------------------
@@ -289,7 +289,7 @@ def test_every_refusal_of_an_output_folder_says_what_to_do(tmp_path):
         f"{tmp_path / 'file'} is a file, not a results folder: choose another --output"
     )
     output.mkdir()
-    (output / runner.LOCK_NAME).write_text("")
+    (output / locking.LOCK_NAME).write_text("")
     runner.check_output(experiment, output, resume=False, force=False)  # only the lock: a fresh folder
     (output / "metrics.csv").write_text("x")
     assert _message(ExperimentError, runner.check_output, experiment, output, False, False) == (

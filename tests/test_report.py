@@ -100,6 +100,8 @@ def test_image_report_with_a_single_seed_says_no_ci_and_draws_half_normal(tmp_pa
     )
     assert "Single seed: no CI over seeds is possible" in report
     assert "no CI possible with fewer than two seeds" in report
+    assert "indistinguishable from zero" not in report.split("\n\n")[1]  # no CI, so no verdict either way
+    assert "The 11 interaction terms (two-way and higher) have no CI." in report
     cells = pd.read_csv(tmp_path / "cells.csv")
     assert (cells["n_seeds"] == 1).all() and cells["ci_low"].isna().all()
 

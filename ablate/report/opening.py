@@ -174,8 +174,13 @@ def opening(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame) -> st
             + "."
         )
     quiet = estimable[(estimable["kind"] != "main") & ~estimable["term"].isin(interactions["term"])]
-    if len(quiet):
-        parts.append(f" The other {len(quiet)} interaction terms (two-way and higher) are indistinguishable from zero.")
+    tested = np.isfinite(quiet["ci_low"].astype(float))
+    if tested.any():
+        parts.append(
+            f" The other {int(tested.sum())} interaction terms (two-way and higher) are indistinguishable from zero."
+        )
+    if (~tested).any():  # one seed: an estimate without a CI is neither zero nor not
+        parts.append(f" The {int((~tested).sum())} interaction terms (two-way and higher) have no CI.")
     impossible = terms[~np.isfinite(terms["estimate"].astype(float))]
     if len(impossible):
         parts.append(

@@ -43,15 +43,26 @@ def main(argv: list[str] | None = None) -> int:
         record = records[trial_id]
         start = time.perf_counter()
         result = run_trial(record["config"])
+        seconds = time.perf_counter() - start
+        then = (record["status"], record.get("diverged_step"))
+        if (result.status, result.diverged_step) != then:
+            print(
+                f"{trial_id}: {result.status} at {result.diverged_step}, was {then[0]} at {then[1]} ({seconds:.0f} s)"
+            )
+            exact = False
+            continue
         worst = max(
-            abs(result.metrics[int(k)][name] - old) / max(abs(old), 1e-12)
-            for k, per_k in record["metrics"].items()
-            for name, old in per_k.items()
+            (
+                abs(result.metrics[int(k)][name] - old) / max(abs(old), 1e-12)
+                for k, per_k in record["metrics"].items()
+                for name, old in per_k.items()
+            ),
+            default=0.0,
         )
         exact &= worst == 0
         n = sum(len(per_k) for per_k in record["metrics"].values())
-        seconds = time.perf_counter() - start
-        print(f"{trial_id}: largest relative difference over {n} metrics {worst:.3g} ({seconds:.0f} s)")
+        what = f"{result.status} at step {result.diverged_step} as before; " if result.status != "ok" else ""
+        print(f"{trial_id}: {what}largest relative difference over {n} metrics {worst:.3g} ({seconds:.0f} s)")
     return 0 if exact else 1
 
 

@@ -73,7 +73,9 @@ def run_info(experiment: Experiment, output: Path, started: float, resumed: bool
         "k_max": experiment.k_max,
         "expected_trials": experiment.expected_trials(),
         "paper_variant": Variant(**{**fixed, **{n: TOGGLES[n][0] for n in toggles_varied}}).label + extras_reference,
-        "simplified_variant": Variant(**{**fixed, **simplified_levels}).label + extras_reference,
+        "simplified_variant": (  # none when no toggle varies: it would be the paper's own cell
+            Variant(**{**fixed, **simplified_levels}).label + extras_reference if toggles_varied else None
+        ),
         "baseline_variant": flow.LABEL + extras_reference if experiment.spec["baseline"] else None,
         "primary_metric": primary.get("metric", task["primary_metric"]),
         "primary_steps": primary.get("steps", results.default_primary_steps(eval_steps)),

@@ -297,7 +297,9 @@ class Results:
 
     @property
     def simplified_variant(self) -> str | None:
-        return self.run.get("simplified_variant")
+        """The review's simplified cell; None when no toggle varies, where it is the paper's own cell."""
+        simplified = self.run.get("simplified_variant")
+        return None if simplified == self.paper_variant else simplified
 
     @property
     def baseline_variant(self) -> str | None:

@@ -83,6 +83,18 @@ def test_points_report_with_partial_and_diverged_trials(tmp_path):
 
 
 @pytest.mark.slow
+def test_without_a_varied_toggle_there_is_no_simplified_variant(tmp_path):
+    """A study of a non-toggle factor (e.g. teacher_context on the paper's cell) has no simplified cell:
+    the paper's own cell must not be reported a second time as "simplified"."""
+    make_synthetic_results(tmp_path, INJECTED, noise_sd=0.05, seeds=range(2), steps=[1, 4], metrics=["w2"])
+    run = json.loads((tmp_path / "run.json").read_text())
+    run["simplified_variant"] = run["paper_variant"]  # what run.json said before: the paper's own label
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    assert load(tmp_path).simplified_variant is None
+    report = write_report(tmp_path).read_text()
+    assert "simplified" not in report.split("## Divergence")[0]
+
+
 def test_image_report_with_a_single_seed_says_no_ci_and_draws_half_normal(tmp_path):
     make_synthetic_results(
         tmp_path,

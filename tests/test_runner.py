@@ -910,6 +910,9 @@ def test_run_json_defaults_eval_steps_primary_and_baseline(tmp_path, monkeypatch
     one = parse_experiment({**spec, "seeds": [0], "factors": {"tau2_weight": [False]}})  # a single trial
     info = provenance.run_info(one, tmp_path, 1000.0, False, {})
     assert (info["paper_variant"], info["simplified_variant"]) == ("grid_xboot_vstep_w2", "grid_xboot_vstep_now2")
+    no_toggle = parse_experiment({**spec, "factors": {"lr": [0.01, 0.001]}})  # e.g. teacher_context alone
+    info = provenance.run_info(no_toggle, tmp_path, 1000.0, False, {})
+    assert info["paper_variant"] == "grid_xboot_vstep_w2,lr=0.01" and info["simplified_variant"] is None
 
 
 def test_write_results_counts_what_finished_failed_or_is_missing(tmp_path, monkeypatch):

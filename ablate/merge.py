@@ -65,7 +65,7 @@ def _merge_locked(sources: list[Path], output: Path, mixed_code: bool) -> Path:
     for source in sources:
         _copy_trials(source, output, experiment)
     (output / "experiment.json").write_text(json.dumps(jsonable(experiment.spec), indent=2))
-    info = _merged_run_info(experiment, output, sources, runs)
+    info = _merged_run_info(experiment, output, sources, runs, code)
     tables = records.collect_tables(
         experiment.expected_trials(), list(experiment.factors), records.read_trial_records(output)
     )
@@ -150,9 +150,11 @@ def _copy_trials(source: Path, output: Path, experiment: Experiment) -> None:
                 shutil.copy2(path, output / folder / path.name)
 
 
-def _merged_run_info(experiment: Experiment, output: Path, sources: list[Path], runs: list[dict]) -> dict:
+def _merged_run_info(
+    experiment: Experiment, output: Path, sources: list[Path], runs: list[dict], code: list[tuple]
+) -> dict:
     """run.json as the runner writes it, with every source's sessions (each naming its source) and a
-    `merged_from` list of the sources, their seeds and code."""
+    `merged_from` list of the sources, their seeds and code (`_code` of each run)."""
     latest = max(runs, key=lambda r: r.get("finished") or "")
     provenance = {"versions": latest.get("versions"), "git_commit": latest.get("git_commit")}
     info = run_info(experiment, output, time.time(), False, provenance)
@@ -161,10 +163,9 @@ def _merged_run_info(experiment: Experiment, output: Path, sources: list[Path], 
         for source, run in zip(sources, runs)
         for session in (run.get("sessions") or [])
     ]
-    codes = {_code(run) for run in runs}
     return {
         **info,
-        "git_commit": latest.get("git_commit") if len(codes) == 1 else "mixed: see merged_from",
+        "git_commit": latest.get("git_commit") if len(set(code)) == 1 else "mixed: see merged_from",
         "sessions": sessions,
         "started": min((s["started"] for s in sessions), default=info["started"]),
         "finished": max((s["finished"] for s in sessions), default=iso_time(time.time())),
@@ -173,9 +174,9 @@ def _merged_run_info(experiment: Experiment, output: Path, sources: list[Path], 
             {
                 "folder": str(source.resolve()),
                 "seeds": run.get("seeds"),
-                "git_commit": ", ".join(sorted({str(commit) for commit, _ in _code(run)})),
+                "git_commit": ", ".join(sorted({str(commit) for commit, _ in run_code})),
                 "versions": run.get("versions"),
             }
-            for source, run in zip(sources, runs)
+            for source, run, run_code in zip(sources, runs, code)
         ],
     }

@@ -38,18 +38,23 @@ def float64():
     torch.set_default_dtype(previous)
 
 
+def assert_same_trial(member, alone) -> None:
+    """A packed member's curves, metrics and training statistics equal the config's trial alone."""
+    for mine, theirs in zip(member.curves, alone.curves, strict=True):
+        for name in ("loss", "flow_loss", "bootstrap_loss", "grad_norm"):
+            assert mine[name] == pytest.approx(theirs[name], rel=1e-6, abs=1e-12), name
+    for k, metrics in alone.metrics.items():
+        assert member.metrics[k] == pytest.approx(metrics, rel=1e-6, abs=1e-12)
+    assert member.training_stats == pytest.approx(alone.training_stats, rel=1e-6)
+
+
 def test_each_member_of_a_pack_of_eight_matches_its_config_run_alone(float64):
     packed = Pack(MEMBERS).finish()
     for config, member in zip(MEMBERS, packed, strict=True):
         alone = run_trial(config)
         assert member.status == alone.status == "ok"
         assert [c["step"] for c in member.curves] == [c["step"] for c in alone.curves]
-        for mine, theirs in zip(member.curves, alone.curves, strict=True):
-            for name in ("loss", "flow_loss", "bootstrap_loss", "grad_norm"):
-                assert mine[name] == pytest.approx(theirs[name], rel=1e-6, abs=1e-12), name
-        for k, metrics in alone.metrics.items():
-            assert member.metrics[k] == pytest.approx(metrics, rel=1e-6, abs=1e-12)
-        assert member.training_stats == pytest.approx(alone.training_stats, rel=1e-6)
+        assert_same_trial(member, alone)
 
 
 SEQUENCE = TrialConfig(  # per-frame tau and d, a causal transformer, actions as a model keyword argument
@@ -69,12 +74,7 @@ def test_sequence_members_with_actions_match_their_configs_run_alone(float64):
     ]
     for config, member in zip(configs, Pack(configs).finish(), strict=True):
         alone = run_trial(config)
-        for mine, theirs in zip(member.curves, alone.curves, strict=True):
-            for name in ("loss", "flow_loss", "bootstrap_loss", "grad_norm"):
-                assert mine[name] == pytest.approx(theirs[name], rel=1e-6, abs=1e-12), name
-        for k, metrics in alone.metrics.items():
-            assert member.metrics[k] == pytest.approx(metrics, rel=1e-6, abs=1e-12)
-        assert member.training_stats == pytest.approx(alone.training_stats, rel=1e-6)
+        assert_same_trial(member, alone)
 
 
 def test_a_member_that_diverges_is_frozen_at_its_step_and_the_others_go_on():

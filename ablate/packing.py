@@ -6,13 +6,15 @@ its members' weights (``torch.func.stack_module_state``) and runs every member's
 toggles and the other objective knobs are per-member tensors (``objective.Knobs``), so the 16 variants,
 their seeds and the flow baseline share a pack. Each member keeps its own ``Trial``: its generators
 (data, noise, (tau, d)), its bookkeeping and its evaluation, so its numbers do not depend on its pack
-(``tests/test_packing.py`` checks a member against the same config run alone).
+(``tests/test_packing.py`` checks a member against the same config run alone). On an accelerator the
+members' evaluations run side by side with their model calls batched (``ablate.packed_evaluation``).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Sequence
 
 import torch
@@ -22,6 +24,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ablate.config import TrialConfig
 from ablate.objective import LossOutput, ShortcutForcing
+from ablate.packed_evaluation import BatchedCalls, MemberModel
 from ablate.packed_objective import Knobs, loss_every_row
 from ablate.trial import DIVERGED, Trial, TrialResult
 
@@ -72,7 +75,11 @@ def _stacked(modules: Sequence[nn.Module], kind: str = "parameters") -> dict[str
 class Pack:
     """Members trained together; ``finish()`` gives each member's TrialResult, as ``Trial.finish`` does."""
 
-    def __init__(self, configs: Sequence[TrialConfig]) -> None:
+    def __init__(self, configs: Sequence[TrialConfig], batched_evaluation: bool | None = None) -> None:
+        """`batched_evaluation`: the members' evaluation model calls as one vectorised call per round
+        (ablate.packed_evaluation), else member by member. Default: batched on an accelerator only; on
+        a CPU, vmap's unfused bias adds and layer norms made it slower (0.77x on the quickstart's 17
+        cells, 0.43x on the latent world's, ``benchmarks/pack_throughput.py``)."""
         if not configs:
             raise PackingError("a pack needs at least one trial")
         if len({pack_key(c) for c in configs}) > 1:
@@ -91,12 +98,13 @@ class Pack:
         }
         self.buffers = _stacked([m.model for m in self.members], "buffers")
         self.ema_teacher = _stacked([m.teacher or m.model for m in self.members])
-        self.eval_params = _stacked([m.eval_model or m.model for m in self.members])
+        self.eval_params = _stacked([m.evaluation_weights for m in self.members])
         self.uses_ema_teacher = torch.tensor([m.teacher is not None for m in self.members], device=first.device)
         knobs = Knobs.stack([Knobs.of(m.objective) for m in self.members])
         self.knobs = Knobs(**{name: value.to(first.device) for name, value in vars(knobs).items()})
         self.optimizer = torch.optim.Adam(self.params.values(), lr=first.config.train.lr)
         self.step = 0  # the pack's steps; a diverged member's own count stops at its divergence
+        self.batched_evaluation = first.device.type != "cpu" if batched_evaluation is None else batched_evaluation
         self._check_vmap()
 
     def _check_vmap(self) -> None:
@@ -107,11 +115,17 @@ class Pack:
         zeros = torch.zeros(n, *x1.shape, dtype=x1.dtype, device=first.device)
         levels = torch.full((n, *x1.shape[: first.task.lead_dims]), 1.0, device=zeros.device)
         kwargs = stacked_kwargs([kwargs] * n, zeros.device)
+        versions = {name: value._version for name, value in self.buffers.items()}
         try:
             with torch.no_grad():
                 vmap(self._forward)(self.params, self.buffers, zeros, levels * 0, levels, kwargs)
         except Exception as error:  # torch.func raises many types for what it cannot vectorise
             raise PackingError(f"torch.func cannot vectorise the model ({type(error).__name__}: {error})") from None
+        # vmap runs in-place updates of stacked buffers, but in a pack the student and teacher calls
+        # would share one copy where a trial alone keeps one per model: not the same trial.
+        updated = [name for name, value in self.buffers.items() if value._version != versions[name]]
+        if updated:
+            raise PackingError(f"the model updates buffers in its forward ({', '.join(updated)})")
 
     def _forward(self, params, buffers, z, tau, d, model_kwargs):
         # Attention's math kernel is plain matmuls and a softmax, which vmap batches; the fused kernels
@@ -125,11 +139,17 @@ class Pack:
         return loss_every_row(student, teacher, x1, noise, tau, d, Knobs(**knobs), **model_kwargs)
 
     def train(self, until: int | None = None) -> None:
-        """Train every member up to step `until` (default: the budget); diverged members stop where they are."""
+        """Train every member up to step `until` (default: the budget); diverged members stop where they are.
+
+        Each step's time is shared by the members it trained (their ``train_seconds``)."""
         budget = self.members[0].config.train.steps
         until = budget if until is None else min(until, budget)
         while self.step < until and any(m.status != DIVERGED for m in self.members):
+            training = [m for m in self.members if m.status != DIVERGED]
+            start = time.perf_counter()
             self._train_step()
+            for member in training:
+                member.train_seconds += (time.perf_counter() - start) / len(training)
 
     def _train_step(self) -> None:
         members = self.members
@@ -212,14 +232,47 @@ class Pack:
             for stacked, modules in (
                 (self.params, [m.model for m in self.members]),
                 (self.ema_teacher, [m.teacher or m.model for m in self.members]),
-                (self.eval_params, [m.eval_model or m.model for m in self.members]),
+                (self.eval_params, [m.evaluation_weights for m in self.members]),
             ):
                 for name, value in _stacked(modules).items():
                     stacked[name].copy_(value)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
 
+    def _evaluation_forward(self, members: list[int], z, tau, d, model_kwargs) -> Tensor:
+        """The evaluation weights of `members` (indices) on their stacked calls, as one vectorised call."""
+        index = torch.tensor(members, device=z.device)
+        params = {name: value.index_select(0, index) for name, value in self.eval_params.items()}
+        buffers = {name: value.index_select(0, index) for name, value in self.buffers.items()}
+        # Transformer layers in eval mode take a fused fast path that vmap runs one member at a time.
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            return vmap(self._forward)(params, buffers, z, tau, d, model_kwargs)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
+
     def finish(self) -> list[TrialResult]:
+        """Train what is left, then evaluate the members that did not diverge; with batched evaluation
+        their model calls run as one (ablate.packed_evaluation) and each shares its time (``eval_seconds``)."""
         self.train()
         self._write_back()
-        return [member.finish() for member in self.members]
+        if not self.batched_evaluation:
+            return [member.finish() for member in self.members]
+        live = [index for index, member in enumerate(self.members) if member.status != DIVERGED]
+        calls = BatchedCalls(self._evaluation_forward, lambda index: self.members[index].evaluation_weights)
+        jobs = {
+            index: (lambda m=self.members[index], i=index: m.evaluate(MemberModel(m.evaluation_weights, calls, i)))
+            for index in live
+        }
+        self.skeleton.eval()
+        start = time.perf_counter()
+        try:
+            evaluations = calls.run(jobs)
+        finally:
+            self.skeleton.train()
+        seconds = (time.perf_counter() - start) / max(len(live), 1)
+        return [
+            member.result(evaluations[index], seconds) if index in evaluations else member.result(None, 0.0)
+            for index, member in enumerate(self.members)
+        ]

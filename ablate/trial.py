@@ -211,9 +211,17 @@ class Trial:
     def _mark_diverged(self) -> None:
         self.status, self.diverged_step = DIVERGED, self.step
 
-    def evaluate(self) -> Evaluation:
-        """Metrics per K with the evaluation weights; non-finite metrics mark the trial diverged."""
-        model = self.eval_model if self.eval_model is not None else self.model
+    @property
+    def evaluation_weights(self) -> nn.Module:
+        """What is evaluated: the EMA of the weights (train.eval_ema), else the weights themselves."""
+        return self.eval_model if self.eval_model is not None else self.model
+
+    def evaluate(self, model: nn.Module | None = None) -> Evaluation:
+        """Metrics per K with the evaluation weights; non-finite metrics mark the trial diverged.
+
+        `model` stands in for the evaluation weights: a pack passes one whose forward runs in the
+        pack's batched call (ablate.packed_evaluation)."""
+        model = self.evaluation_weights if model is None else model
         model.eval()
         sampler = Sampler(model, self.objective, load_family(self.config.objective.family).sampler_d(self.objective))
         generator = torch.Generator().manual_seed(self.config.eval.seed)

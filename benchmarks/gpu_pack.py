@@ -6,7 +6,9 @@ Runs the experiment (default: the quickstart, shortened to --steps) twice throug
 this machine's GPU: unpacked, four trials sharing each GPU (`resources.gpu: 0.25`, `pack: 1`), then
 packed (`pack: auto`: up to 32 trials vectorised in one process per GPU). Prints wall time, trials per
 hour, the ratio, the mean GPU utilisation (nvidia-smi, sampled every second) and the peak GPU memory
-of each run. Meant to finish in under 8 minutes on one modern GPU; needs a CUDA build of torch.
+of each run. First, in this process, the experiment's first-seed cells evaluated on the GPU with their
+model calls batched (what a pack does there) vs member by member. Meant to finish in under 8 minutes
+on one modern GPU; needs a CUDA build of torch.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import ray
 import torch
+from pack_throughput import evaluation  # benchmarks/ is on the path when run as a script
 
 from ablate.experiment import load_experiment
 from ablate.runner import run_experiment
@@ -57,6 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("gpu_pack.py needs a GPU and a CUDA build of torch")
+    evaluation(args.experiment, device="cuda")
     common = [f"train.steps={args.steps}", f"seeds=[{args.seeds}]", "eval.steps=[1,4]"]
     runs = {
         "one trial per quarter GPU": ["resources.gpu=0.25", "pack=1"],

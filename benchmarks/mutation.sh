@@ -3,7 +3,7 @@
 #
 #   benchmarks/mutation.sh TARGET [MUTANT_NAME_OR_GLOB ...]
 #
-# TARGET is one of the names in the `case` below (objective, statistics, runner). The working tree, uncommitted
+# TARGET is one of the names in the `case` below (objective, packing, statistics, runner). The working tree, uncommitted
 # and untracked-but-not-ignored files included, is copied into a scratch folder under ${TMPDIR:-/tmp};
 # mutmut runs there, so nothing is written into the checkout. At the end it prints the count per status,
 # the kill percentage, the survivors and the wall time. See docs/mutation.md.
@@ -23,7 +23,7 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 {objective|statistics|runner} [MUTANT_NAME_OR_GLOB ...]" >&2
+    echo "usage: $0 {objective|packing|statistics|runner} [MUTANT_NAME_OR_GLOB ...]" >&2
     exit 2
 }
 [[ $# -ge 1 ]] || usage
@@ -55,6 +55,11 @@ case $TARGET in
     objective)
         MUTATE=(ablate/objective.py ablate/variants.py)  # the toggles and Variant live in variants.py
         TESTS=(tests/test_objective.py)
+        ;;
+    packing)
+        # Packed training and evaluation: a member of a pack must score what its config scores alone.
+        MUTATE=(ablate/packing.py ablate/packed_objective.py ablate/packed_evaluation.py)
+        TESTS=(tests/test_packing.py tests/test_packed_evaluation.py)
         ;;
     statistics)
         MUTATE=(ablate/analysis/inference.py ablate/analysis/grid.py ablate/analysis/effects.py

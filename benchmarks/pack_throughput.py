@@ -5,18 +5,19 @@
 First, why packing gains little on a CPU: one linear layer for 17 members, as `vmap` batches it (what
 a pack runs), as a loop over the members (what separate trials run) and as one `baddbmm`, on one
 thread: milliseconds and ratios. Then, on one thread in this process, the experiment's 17 cells trained
-as one pack and one by one,
-in alternating chunks of steps so that other load on the machine hits both alike: milliseconds per
-member-step and their ratio. Then the experiment (default: the quickstart) through the runner,
-unpacked (`pack: 1`, one trial per process) and packed (`pack: N`, N trials vectorised in one process),
-each into a temporary folder: wall time, trials per hour and the ratio. Both runs use the same Ray
-session and the same resources per trial (or per pack), so the ratio is what packing buys on this
-machine. Not a test: timings vary with load.
+as one pack and one by one, in alternating chunks of steps so that other load on the machine hits both
+alike: milliseconds per member-step and their ratio. Then the same cells' evaluation, their model calls
+batched (what a pack does on a GPU) and member by member (what it does on a CPU). Then the experiment
+(default: the quickstart) through the runner, unpacked (`pack: 1`, one trial per process) and packed
+(`pack: N`, N trials vectorised in one process), each into a temporary folder: wall time, trials per
+hour and the ratio. Both runs use the same Ray session and the same resources per trial (or per pack),
+so the ratio is what packing buys on this machine. Not a test: timings vary with load.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -83,6 +84,24 @@ def per_member_step(experiment_path: str, chunks: int = 5, steps: int = 20) -> N
     )
 
 
+def evaluation(experiment_path: str, device: str = "cpu") -> None:
+    """Seconds to evaluate the experiment's first-seed cells (after 2 training steps: the cost of
+    sampling and scoring does not depend on training), their model calls batched vs member by member."""
+    torch.set_num_threads(1)
+    experiment = load_experiment(experiment_path, ["seeds=[0]", "train.steps=2"])
+    configs = [dataclasses.replace(t.config, device=device) for t in experiment.trials]
+    seconds = {}
+    for batched in (False, True):
+        start = time.perf_counter()
+        Pack(configs, batched_evaluation=batched).finish()
+        seconds[batched] = time.perf_counter() - start
+    print(
+        f"evaluation of {len(configs)} cells on {device}: member by member {seconds[False]:.1f} s, batched "
+        f"{seconds[True]:.1f} s: {seconds[False] / seconds[True]:.2f}x",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment", nargs="?", default="experiments/quickstart.yaml")
@@ -92,6 +111,7 @@ def main() -> None:
     args = parser.parse_args()
     linear_kernels()
     per_member_step(args.experiment)
+    evaluation(args.experiment)
     overrides = [f"train.steps={args.steps}", f"seeds=[{args.seeds}]", "eval.steps=[1,4]"]
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     timings = {}

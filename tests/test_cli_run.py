@@ -325,6 +325,19 @@ def test_a_new_objective_family_is_one_module_and_one_registry_line(tmp_path, ra
     assert main(["run", str(write_experiment(tmp_path, name="bad", objective={"family": "nope"})), "--dry-run"]) == 2
 
 
+def test_a_pack_whose_model_cannot_be_shared_trains_one_by_one_and_says_why(tmp_path, ray_session, capsys):
+    """A model that updates a buffer in its forward would share one buffer between a pack's members'
+    student and teacher calls: the pack's trials train one after another in its Tune trial, with a
+    one-line warning, and every trial finishes."""
+    path = write_experiment(
+        tmp_path, pack=2, seeds=[0], task_params={"model_quirk": "counter"}, train={"steps": 10, "batch_size": 8}
+    )
+    assert main(["run", str(path), "--no-report"]) == 0
+    assert "warning: pack000: not packed: the model updates buffers in its forward (extra)" in capsys.readouterr().out
+    trials = pd.read_csv(tmp_path / "results" / "grid" / "trials.csv")
+    assert (trials["status"] == "ok").all() and len(trials) == 2 and (trials["pack_id"] == "pack000").all()
+
+
 def test_a_packed_grid_gives_the_numbers_of_the_unpacked_one(tmp_path, ray_session, capsys):
     """`pack: 3`: the 6 trials (two cells and the baseline, two seeds each) train in packs of at most 3,
     one Tune trial each; every trial's numbers equal the same grid run unpacked (up to float32

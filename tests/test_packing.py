@@ -1,6 +1,7 @@
 """Packed trials: a member of a pack trains and scores exactly as the same config alone."""
 
 import dataclasses
+import time
 
 import pytest
 import torch
@@ -23,8 +24,10 @@ MEMBERS = [  # 8 members: variants, seeds, the flow baseline, the paper's own te
     dataclasses.replace(BASE, seed=1),
     BASE.with_levels({"bootstrap_space": "x", "half_step": "renoise", "tau2_weight": False}),
     BASE.with_levels({"family": "flow", "tau_sampling": "continuous"}),
-    BASE.with_levels({"teacher": "self", "grad_clip": None, "eval_ema": None}),
-    BASE.with_levels({"ramp": "flow", "bootstrap_weight": 0.5, "step_sizes": "inverse", "grad_clip": 1e-3}),
+    BASE.with_levels({"teacher": "self", "grad_clip": None}),
+    BASE.with_levels(
+        {"ramp": "flow", "bootstrap_weight": 0.5, "step_sizes": "inverse", "grad_clip": 1e-3, "eval_ema": None}
+    ),
     BASE.with_levels({"bootstrap_fraction": 0.25, "teacher_decay": 0.9, "bootstrap_start": 5}),
     dataclasses.replace(BASE.with_levels({"tau_sampling": "continuous", "ramp": "none"}), seed=2),
 ]
@@ -48,8 +51,10 @@ def assert_same_trial(member, alone) -> None:
     assert member.training_stats == pytest.approx(alone.training_stats, rel=1e-6)
 
 
-def test_each_member_of_a_pack_of_eight_matches_its_config_run_alone(float64):
-    packed = Pack(MEMBERS).finish()
+@pytest.mark.parametrize("batched_evaluation", [True, False])
+def test_each_member_of_a_pack_of_eight_matches_its_config_run_alone(float64, batched_evaluation):
+    """Evaluated with the members' model calls batched (a pack on a GPU) or member by member (on a CPU)."""
+    packed = Pack(MEMBERS, batched_evaluation=batched_evaluation).finish()
     for config, member in zip(MEMBERS, packed, strict=True):
         alone = run_trial(config)
         assert member.status == alone.status == "ok"
@@ -72,18 +77,43 @@ def test_sequence_members_with_actions_match_their_configs_run_alone(float64):
         dataclasses.replace(SEQUENCE, seed=1).with_levels({"half_step": "renoise", "bootstrap_space": "x"}),
         SEQUENCE.with_levels({"family": "flow"}),
     ]
-    for config, member in zip(configs, Pack(configs).finish(), strict=True):
+    for config, member in zip(configs, Pack(configs, batched_evaluation=True).finish(), strict=True):
         alone = run_trial(config)
         assert_same_trial(member, alone)
 
 
-def test_a_member_that_diverges_is_frozen_at_its_step_and_the_others_go_on():
+def test_a_member_that_diverges_is_frozen_at_its_step_and_the_others_go_on(float64):
     configs = [BASE, BASE.with_levels({"divergence_loss": 1e-9}), dataclasses.replace(BASE, seed=1)]
-    results = Pack(configs).finish()
+    results = Pack(configs, batched_evaluation=True).finish()
     assert [r.status for r in results] == ["ok", "diverged", "ok"]
-    assert results[1].diverged_step == 1 and results[1].metrics == {}
-    alone = run_trial(BASE).metrics  # float32: equal up to rounding
-    assert all(results[0].metrics[k] == pytest.approx(alone[k], rel=1e-4) for k in alone)
+    assert results[1].diverged_step == 1 and results[1].metrics == {} and len(results[1].curves) == 1
+    for index in (0, 2):
+        assert_same_trial(results[index], run_trial(configs[index]))
+
+
+def test_a_pack_of_one_and_models_with_buffers_match_their_configs_alone(float64):
+    """A pack may shrink to one member (the others' results exist on resume): its evaluation calls then
+    run as its model alone. Buffers are stacked per member like the weights (here a constant drawn at
+    initialisation, so it differs by seed)."""
+    with_buffer = dataclasses.replace(BASE, task_params={"model_quirk": "scale"})
+    configs = [with_buffer, dataclasses.replace(with_buffer, seed=1), with_buffer.with_levels({"family": "flow"})]
+    assert_same_trial(Pack(configs[:1], batched_evaluation=True).finish()[0], run_trial(configs[0]))
+    for config, member in zip(configs, Pack(configs, batched_evaluation=True).finish(), strict=True):
+        assert_same_trial(member, run_trial(config))
+
+
+def test_a_packs_time_is_shared_by_its_members():
+    """train_seconds and eval_seconds of the members add up to the pack's wall time (each step's time
+    split among the members it trained), so trials.csv's cost columns stay meaningful for packs."""
+    pack = Pack(MEMBERS[:3], batched_evaluation=True)
+    start = time.perf_counter()
+    pack.train()
+    training = time.perf_counter() - start
+    start = time.perf_counter()
+    results = pack.finish()
+    evaluating = time.perf_counter() - start
+    assert 0.5 * training < sum(r.train_seconds for r in results) <= training
+    assert 0.5 * evaluating < sum(r.eval_seconds for r in results) <= evaluating
 
 
 def test_a_resumed_pack_gives_the_numbers_of_an_uninterrupted_one():
@@ -100,8 +130,21 @@ def test_a_resumed_pack_gives_the_numbers_of_an_uninterrupted_one():
 
 
 def test_configs_that_cannot_share_a_pack_are_refused_with_the_reason():
-    with pytest.raises(PackingError, match="differ in task, model, batch or step schedule"):
-        Pack([BASE, BASE.with_levels({"batch_size": 16})])
+    for other in (
+        BASE.with_levels({"batch_size": 16}),
+        dataclasses.replace(BASE, task_params={"separation": 3.0}),
+        dataclasses.replace(BASE, eval=EvalConfig(steps=(1, 8))),
+    ):
+        with pytest.raises(PackingError, match="differ in task, model, batch or step schedule"):
+            Pack([BASE, other])
+    with pytest.raises(PackingError, match="at least one trial"):
+        Pack([])
+    in_place = dataclasses.replace(BASE, task_params={"model_quirk": "counter"})
+    with pytest.raises(PackingError, match=r"the model updates buffers in its forward \(extra\)"):
+        Pack([in_place, dataclasses.replace(in_place, seed=1)])
+    reads_a_value = dataclasses.replace(BASE, task_params={"model_quirk": "item"})
+    with pytest.raises(PackingError, match=r"torch.func cannot vectorise the model \(RuntimeError: "):
+        Pack([reads_a_value, dataclasses.replace(reads_a_value, seed=1)])
     with pytest.raises(PackingError, match="only shortcut-forcing objectives pack"):
         Pack([BASE.with_levels({"teacher_context": "fixed"})])
 

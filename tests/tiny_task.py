@@ -14,14 +14,24 @@ from ablate.tasks.embedding import LevelEmbedding
 
 
 class TinyNet(nn.Module):
-    def __init__(self, width: int = 32) -> None:
+    """`quirk`, for the tests of packs: "none"; "scale", a constant buffer the input is multiplied by;
+    "counter", a buffer the forward increments in place; "item", a forward that reads a tensor's value
+    as a Python number (which torch.func cannot vectorise)."""
+
+    def __init__(self, width: int = 32, quirk: str = "none") -> None:
         super().__init__()
         self.embed = LevelEmbedding(width, sinusoid_dim=16)
         self.inp = nn.Linear(1, width)
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(width, 1))
+        self.quirk = quirk
+        if quirk in ("scale", "counter"):
+            self.register_buffer("extra", torch.tensor([0.5 + torch.rand(()).item()]))
 
     def forward(self, z, tau, d):
-        return self.out(self.inp(z) + self.embed(tau, d))
+        if self.quirk == "counter":
+            self.extra.add_(1)
+        scale = self.extra if self.quirk == "scale" else float(z.mean() * 0 + 1) if self.quirk == "item" else 1.0
+        return self.out(self.inp(z * scale) + self.embed(tau, d))
 
 
 class TinyTask:
@@ -38,8 +48,10 @@ class TinyTask:
         crash_once_after: int | None = None,
         crash_marker: str | None = None,
         hang_at_batch: int | None = None,
+        model_quirk: str = "none",
     ) -> None:
         self.separation = separation
+        self.model_quirk = model_quirk
         self.n_eval = n_eval
         self.crash_once_after, self.crash_marker = crash_once_after, crash_marker
         self.hang_at_batch = hang_at_batch
@@ -61,7 +73,7 @@ class TinyTask:
         return signs * self.separation / 2 + 0.05 * torch.randn(batch_size, 1, generator=generator), {}
 
     def make_model(self) -> nn.Module:
-        return TinyNet()
+        return TinyNet(quirk=self.model_quirk)
 
     def evaluate(self, sampler: Sampler, steps: list[int], generator: torch.Generator) -> Evaluation:
         noise = torch.randn(self.n_eval, 1, generator=generator)
@@ -80,5 +92,6 @@ def make_task(
     crash_once_after: int | None = None,
     crash_marker: str | None = None,
     hang_at_batch: int | None = None,
+    model_quirk: str = "none",
 ) -> TinyTask:
-    return TinyTask(separation, n_eval, crash_once_after, crash_marker, hang_at_batch)
+    return TinyTask(separation, n_eval, crash_once_after, crash_marker, hang_at_batch, model_quirk)

@@ -94,12 +94,23 @@ class Experiment:
 
     def packs(self) -> list[list[TrialSpec]]:
         """The trials in packs of at most `pack_size`, each of trials that can share one (same task,
-        model, batch and step schedule), in matrix order; with pack 1, one trial each."""
+        model, batch and step schedule), in matrix order; with pack 1, one trial each. A group is cut
+        into as few packs as the size allows, of sizes that differ by at most one (34 trials at most 32
+        to a pack: 17 and 17, not 32 and 2), since a pack takes about as long as its largest sibling."""
         size = self.pack_size
         groups: dict[tuple, list[TrialSpec]] = {}
         for trial in self.trials:
             groups.setdefault(pack_key(trial.config) if size > 1 else (trial.trial_id,), []).append(trial)
-        return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
+        packs = []
+        for group in groups.values():
+            count = -(-len(group) // size)  # ceil
+            base, extra = divmod(len(group), count)  # the first `extra` packs take one trial more
+            start = 0
+            for index in range(count):
+                end = start + base + (index < extra)
+                packs.append(group[start:end])
+                start = end
+        return packs
 
     @property
     def k_max(self) -> int:

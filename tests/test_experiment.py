@@ -73,3 +73,14 @@ def test_invalid_yaml_is_one_line(tmp_path):
     path.write_text("name: [unclosed\n")
     with pytest.raises(ExperimentError, match="not valid YAML"):
         load_experiment(path)
+
+
+def test_packs_group_trials_that_can_share_one_in_as_few_even_packs_as_the_size_allows():
+    spec = {"name": "x", "task": TINY_TASK, "objective": {"k_max": 8}, "seeds": [0, 1], "baseline": True}
+    sizes = lambda pack: [len(p) for p in parse_experiment({**spec, "pack": pack}).packs()]  # noqa: E731
+    assert sizes(32) == [17, 17] and sizes(10) == [9, 9, 8, 8] and sizes(34) == [34] and sizes(1) == [1] * 34
+    packs = parse_experiment({**spec, "pack": 10}).packs()
+    assert [t.trial_id for p in packs for t in p] == [t.trial_id for t in parse_experiment(spec).trials]
+    different_batch = {**spec, "factors": {"batch_size": [8, 16]}, "baseline": False, "pack": 32}
+    packs = parse_experiment(different_batch).packs()
+    assert [len(p) for p in packs] == [2, 2] and all(len({t.config.train.batch_size for t in p}) == 1 for p in packs)

@@ -10,7 +10,7 @@ from conftest import TINY_TASK
 from ablate.config import EvalConfig, ObjectiveConfig, TrainConfig, TrialConfig
 from ablate.objective import ShortcutForcing, Variant
 from ablate.packed_objective import Knobs, loss_every_row
-from ablate.packing import Pack, PackingError
+from ablate.packing import Pack, PackingError, stacked_kwargs
 from ablate.trial import Trial, run_trial
 
 BASE = TrialConfig(
@@ -104,8 +104,9 @@ def test_a_pack_of_one_and_models_with_buffers_match_their_configs_alone(float64
 
 def test_a_packs_time_is_shared_by_its_members():
     """train_seconds and eval_seconds of the members add up to the pack's wall time (each step's time
-    split among the members it trained), so trials.csv's cost columns stay meaningful for packs."""
-    pack = Pack(MEMBERS[:3], batched_evaluation=True)
+    split among the members it trained), so trials.csv's cost columns stay meaningful for packs; a
+    member that diverged in training has no evaluation time."""
+    pack = Pack([BASE, BASE.with_levels({"divergence_loss": 1e-9}), MEMBERS[2]], batched_evaluation=True)
     start = time.perf_counter()
     pack.train()
     training = time.perf_counter() - start
@@ -114,6 +115,20 @@ def test_a_packs_time_is_shared_by_its_members():
     evaluating = time.perf_counter() - start
     assert 0.5 * training < sum(r.train_seconds for r in results) <= training
     assert 0.5 * evaluating < sum(r.eval_seconds for r in results) <= evaluating
+    assert results[1].status == "diverged" and results[1].eval_seconds == 0.0
+    alone = Pack([BASE, BASE.with_levels({"divergence_loss": 1e-9})], batched_evaluation=True)
+    alone.train()
+    start = time.perf_counter()
+    results = alone.finish()
+    assert 0.5 * (time.perf_counter() - start) < results[0].eval_seconds <= time.perf_counter() - start
+
+
+def test_on_a_cpu_a_pack_evaluates_member_by_member_by_default(monkeypatch):
+    """Batched evaluation was measured slower on a CPU (README, Packed trials)."""
+    monkeypatch.setattr(Pack, "_evaluation_forward", lambda *args: pytest.fail("batched on a CPU"))
+    pack = Pack(MEMBERS[:2])
+    assert pack.batched_evaluation is False
+    assert all(r.status == "ok" and r.metrics for r in pack.finish())
 
 
 def test_a_resumed_pack_gives_the_numbers_of_an_uninterrupted_one():
@@ -135,10 +150,12 @@ def test_configs_that_cannot_share_a_pack_are_refused_with_the_reason():
         dataclasses.replace(BASE, task_params={"separation": 3.0}),
         dataclasses.replace(BASE, eval=EvalConfig(steps=(1, 8))),
     ):
-        with pytest.raises(PackingError, match="differ in task, model, batch or step schedule"):
+        with pytest.raises(PackingError, match="^its trials differ in task, model, batch or step schedule$"):
             Pack([BASE, other])
-    with pytest.raises(PackingError, match="at least one trial"):
+    with pytest.raises(PackingError, match="^a pack needs at least one trial$"):
         Pack([])
+    with pytest.raises(PackingError, match="^tasks whose models take non-tensor keyword arguments do not pack$"):
+        stacked_kwargs([{"actions": torch.zeros(2), "mode": "fast"}] * 2, torch.device("cpu"))
     in_place = dataclasses.replace(BASE, task_params={"model_quirk": "counter"})
     with pytest.raises(PackingError, match=r"the model updates buffers in its forward \(extra\)"):
         Pack([in_place, dataclasses.replace(in_place, seed=1)])

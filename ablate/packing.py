@@ -103,6 +103,8 @@ class Pack:
         knobs = Knobs.stack([Knobs.of(m.objective) for m in self.members])
         self.knobs = Knobs(**{name: value.to(first.device) for name, value in vars(knobs).items()})
         self.optimizer = torch.optim.Adam(self.params.values(), lr=first.config.train.lr)
+        limits = [m.config.train.grad_clip or math.inf for m in self.members]
+        self.clip_limits = torch.tensor(limits, device=first.device)
         self.step = 0  # the pack's steps; a diverged member's own count stops at its divergence
         self.batched_evaluation = first.device.type != "cpu" if batched_evaluation is None else batched_evaluation
         self._check_vmap()
@@ -152,10 +154,11 @@ class Pack:
                 member.train_seconds += (time.perf_counter() - start) / len(training)
 
     def _train_step(self) -> None:
-        members = self.members
-        batches = [m.draw_batch() for m in members]
-        x1, noise, tau, d = (torch.stack([b[i] for b in batches]) for i in range(4))
-        model_kwargs = stacked_kwargs([b[4] for b in batches], x1.device)
+        members, device = self.members, self.members[0].device
+        # Drawn on the host and moved stacked: one copy per input, not one per input and member.
+        batches = [m.draw_batch(torch.device("cpu")) for m in members]
+        x1, noise, tau, d = (torch.stack([b[i] for b in batches]).to(device) for i in range(4))
+        model_kwargs = stacked_kwargs([b[4] for b in batches], device)
         for group in self.optimizer.param_groups:
             group["lr"] = members[0].learning_rate(self.step)
         teacher = {
@@ -171,13 +174,15 @@ class Pack:
         norms = self._clip_gradients()
         self.optimizer.step()
         self.step += 1
+        # The members' bookkeeping reads host copies: one device sync per step, not three per member.
+        per_row, is_boot, norms = (t.detach().cpu() for t in (per_row, is_boot, norms))
         for index, member in enumerate(members):
             if member.status == DIVERGED:
                 continue
             rows = is_boot[index]
             teacher_rows = rows.flatten(1).any(1) if rows.ndim > 1 else rows  # whole sequences for (B, T)
             member.forward_rows += len(rows) + 2 * int(teacher_rows.sum())  # what the objective needs, as alone
-            member.record_step(LossOutput.of(per_row[index].detach(), rows), norms[index])
+            member.record_step(LossOutput.of(per_row[index], rows), norms[index])
         self._update_averages(self.step)
 
     def _clip_gradients(self) -> Tensor:
@@ -185,8 +190,7 @@ class Pack:
         ``nn.utils.clip_grad_norm_`` does for a model alone."""
         grads = [p.grad for p in self.params.values()]
         norms = torch.stack([g.flatten(1).square().sum(1) for g in grads]).sum(0).sqrt()
-        limits = torch.tensor([m.config.train.grad_clip or math.inf for m in self.members], device=norms.device)
-        scale = torch.clamp(limits / (norms + 1e-6), max=1.0)
+        scale = torch.clamp(self.clip_limits / (norms + 1e-6), max=1.0)
         for g in grads:
             g.mul_(per_member(scale, g))
         return norms.detach()
@@ -200,8 +204,10 @@ class Pack:
         ):
             decay = torch.tensor(decays, dtype=torch.float64)
             weight = torch.where(decay < 1, (1 - decay) / (1 - decay**step), torch.full_like(decay, 1.0 / step))
+            like = next(iter(averages.values()))
+            weight = weight.to(like.device, like.dtype)  # one copy to the device per step
             for name, average in averages.items():
-                average.lerp_(self.params[name].detach(), per_member(weight.to(average.dtype), average))
+                average.lerp_(self.params[name].detach(), per_member(weight, average))
 
     def _write_back(self) -> None:
         """Each member's slice of the stacked weights into its own modules (for evaluation, checkpoints)."""

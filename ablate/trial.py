@@ -129,8 +129,12 @@ class Trial:
         if self._counting_rows and args:
             self.forward_rows += int(args[0].shape[0])
 
-    def draw_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-        """This step's (x1, noise, tau, d, model keyword arguments), each from its own stream."""
+    def draw_batch(
+        self, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """This step's (x1, noise, tau, d, model keyword arguments), each from its own stream, on
+        `device` (default: the trial's)."""
+        device = self.device if device is None else device
         c = self.config.train
         x1, model_kwargs = self.task.batch(c.batch_size, self.generators["data"])
         noise = torch.randn(x1.shape, generator=self.generators["noise"])
@@ -139,8 +143,8 @@ class Trial:
             generator=self.generators["tau_d"],
             flow_only=self.step < c.bootstrap_start,
         )
-        x1, noise, tau, d = (t.to(self.device) for t in (x1, noise, tau, d))
-        model_kwargs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in model_kwargs.items()}
+        x1, noise, tau, d = (t.to(device) for t in (x1, noise, tau, d))
+        model_kwargs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in model_kwargs.items()}
         return x1, noise, tau, d, model_kwargs
 
     def _train_step(self) -> None:

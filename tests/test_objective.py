@@ -582,6 +582,20 @@ def test_sample_tau_d_draws_on_the_requested_device(config):
     assert tau.device.type == d.device.type == "meta" and tau.shape == d.shape == (4, 3)
 
 
+@pytest.mark.parametrize("tau_sampling", ["grid", "continuous"])
+def test_flow_only_draws_put_every_row_at_d_min_with_tau_as_eq_4(tau_sampling):
+    """The warm-up before train.bootstrap_start: d = d_min everywhere, tau on its grid (or in
+    [0, 1 - d_min]), on the requested device."""
+    obj = ShortcutForcing(Variant(tau_sampling=tau_sampling), k_max=16)
+    tau, d = obj.sample_tau_d((4096,), generator=torch.Generator().manual_seed(0), flow_only=True)
+    assert torch.all(d == 1 / 16)
+    assert tau.min() >= 0 and tau.max() <= 1 - 1 / 16 and tau.max() > 0.9
+    if tau_sampling == "grid":
+        assert torch.equal(tau * 16, torch.round(tau * 16)) and len(torch.unique(tau)) == 16
+    tau, d = obj.sample_tau_d((4, 3), device="meta", flow_only=True)
+    assert tau.device.type == d.device.type == "meta" and tau.shape == d.shape == (4, 3)
+
+
 def test_drawn_tau_and_d_live_on_the_data_device():
     class Seen(Exception):
         pass
@@ -810,5 +824,5 @@ def test_fixed_and_stepped_teacher_context_agree_for_a_frame_wise_model_and_for_
 
 
 def test_teacher_context_must_be_stepped_or_fixed():
-    with pytest.raises(ValueError, match="teacher_context"):
+    with pytest.raises(ValueError, match="^teacher_context='frozen' is not allowed; choose one of 'stepped', 'fixed'$"):
         ShortcutForcing(teacher_context="frozen")

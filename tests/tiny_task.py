@@ -15,14 +15,14 @@ from ablate.tasks.embedding import LevelEmbedding
 
 class TinyNet(nn.Module):
     """`quirk`, for the tests of packs: "none"; "scale", a constant buffer the input is multiplied by;
-    "counter", a buffer the forward increments in place; "item", a forward that reads a tensor's value
-    as a Python number (which torch.func cannot vectorise)."""
+    "counter", a buffer the forward increments in place; "dropout", dropout on the hidden layer (random
+    draws, which torch.func refuses to vectorise)."""
 
     def __init__(self, width: int = 32, quirk: str = "none") -> None:
         super().__init__()
         self.embed = LevelEmbedding(width, sinusoid_dim=16)
         self.inp = nn.Linear(1, width)
-        self.out = nn.Sequential(nn.SiLU(), nn.Linear(width, 1))
+        self.out = nn.Sequential(nn.SiLU(), nn.Dropout(0.5 if quirk == "dropout" else 0.0), nn.Linear(width, 1))
         self.quirk = quirk
         if quirk in ("scale", "counter"):
             self.register_buffer("extra", torch.tensor([0.5 + torch.rand(()).item()]))
@@ -30,7 +30,7 @@ class TinyNet(nn.Module):
     def forward(self, z, tau, d):
         if self.quirk == "counter":
             self.extra.add_(1)
-        scale = self.extra if self.quirk == "scale" else float(z.mean() * 0 + 1) if self.quirk == "item" else 1.0
+        scale = self.extra if self.quirk == "scale" else 1.0
         return self.out(self.inp(z * scale) + self.embed(tau, d))
 
 

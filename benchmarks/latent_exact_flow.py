@@ -15,7 +15,7 @@ import argparse
 import torch
 
 from ablate.objective import ShortcutForcing
-from ablate.tasks.latent_world import make_latent_world_task
+from ablate.tasks.latent_world import LatentWorldTask
 
 WORLDS = [  # (modes, radius, jitter): the experiment's world first
     (3, 0.3, 0.05),
@@ -37,7 +37,7 @@ def main() -> None:
     print(f"exact-flow validity (mode TV) of one generated frame, {args.n} frames per world")
     print(f"{'modes':>5} {'radius':>6} {'jitter':>6} | " + " ".join(f"{'K=' + str(k):>12}" for k in steps))
     for modes, radius, jitter in WORLDS:
-        task = make_latent_world_task(modes=modes, radius=radius, jitter=jitter)
+        task = LatentWorldTask(modes=modes, radius=radius, jitter=jitter)
         result = task.exact_flow_validity(objective, steps, args.n, torch.Generator().manual_seed(0))
         cells = " ".join(f"{result[k]['valid']:>5.3f} ({result[k]['mode_tv']:.3f})" for k in steps)
         print(f"{modes:>5} {radius:>6} {jitter:>6} | {cells}")

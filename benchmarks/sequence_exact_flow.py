@@ -14,7 +14,7 @@ import argparse
 import torch
 
 from ablate.objective import ShortcutForcing
-from ablate.tasks.sequence import make_sequence_task
+from ablate.tasks.sequence import SequenceTask
 
 WORLDS = [  # (size, object_size, slip): the experiment's world first
     (8, 2, 0.5),
@@ -36,7 +36,7 @@ def main() -> None:
     print(f"exact-flow validity of one generated frame, {args.n} frames per world")
     print(f"{'size':>4} {'object':>6} {'slip':>4} | " + " ".join(f"{'K=' + str(k):>6}" for k in steps))
     for size, object_size, slip in WORLDS:
-        task = make_sequence_task(size=size, object_size=object_size, slip=slip)
+        task = SequenceTask(size=size, object_size=object_size, slip=slip)
         validity = task.exact_flow_validity(objective, steps, args.n, torch.Generator().manual_seed(0))
         print(f"{size:>4} {object_size:>6} {slip:>4} | " + " ".join(f"{validity[k]:>6.3f}" for k in steps))
 

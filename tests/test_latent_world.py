@@ -10,7 +10,7 @@ from torch import nn
 
 from ablate.objective import ShortcutForcing
 from ablate.tasks import Sampler, make_task
-from ablate.tasks.latent_world import LatentWorld, LatentWorldTask, make_latent_world_task
+from ablate.tasks.latent_world import LatentWorld, LatentWorldTask
 from ablate.tasks.sequence import MOVES, NO_ACTION
 from ablate.trial import run_trial
 
@@ -59,7 +59,7 @@ def test_bad_parameters_are_refused():
         with pytest.raises(ValueError):
             LatentWorld(**bad)
     with pytest.raises(ValueError, match="draws"):
-        make_latent_world_task(draws=0)
+        LatentWorldTask(draws=0)
 
 
 # --- the exact flow ----------------------------------------------------------------------------------------
@@ -93,7 +93,7 @@ def test_posterior_mean_matches_monte_carlo():
 
 
 def test_exact_flow_blurs_at_few_steps_and_is_sharp_at_many():
-    task = make_latent_world_task()
+    task = LatentWorldTask()
     result = task.exact_flow_validity(ShortcutForcing(k_max=64), [1, 4, 64], 1024, gen())
     assert result[1]["valid"] == 0.0 and result[1]["mode_tv"] == 1.0  # one step: the ring's centre
     assert result[4]["valid"] <= 0.45 and result[64]["valid"] >= 0.97 and result[64]["mode_tv"] < 0.06
@@ -143,7 +143,7 @@ def evaluate(task: LatentWorldTask, model: nn.Module, steps=(1,)) -> dict:
 
 
 def test_an_exact_sampler_is_valid_and_matches_the_mode_frequencies():
-    task = make_latent_world_task(**BIG)
+    task = LatentWorldTask(**BIG)
     metrics = evaluate(task, Exact(task.world))[1]
     bound = 0.5 * math.sqrt(15 / 2048)  # E[TV] of an exact sampler: 5 actions x 3 modes, 0.043
     assert metrics["valid"] > 0.98 and metrics["rollout_valid"] > 0.98
@@ -152,20 +152,20 @@ def test_an_exact_sampler_is_valid_and_matches_the_mode_frequencies():
 
 
 def test_a_collapsed_sampler_is_valid_but_misses_two_thirds_of_the_modes():
-    task = make_latent_world_task(**BIG)
+    task = LatentWorldTask(**BIG)
     metrics = evaluate(task, Collapsed(task.world))[1]
     assert metrics["valid"] == 1.0 and metrics["mode_tv"] == pytest.approx(2 / 3, abs=1e-6)
 
 
 def test_a_blur_of_the_modes_is_never_valid():
-    task = make_latent_world_task(**BIG)
+    task = LatentWorldTask(**BIG)
     metrics = evaluate(task, Mean(task.world), steps=(1, 4))
     for k in (1, 4):
         assert metrics[k]["valid"] == 0.0 and metrics[k]["rollout_valid"] == 0.0 and metrics[k]["mode_tv"] == 1.0
 
 
 def test_samples_show_the_ring_in_the_commanded_frame():
-    task = make_latent_world_task(**SMALL)
+    task = LatentWorldTask(**SMALL)
     torch.manual_seed(0)
     evaluation = task.evaluate(Sampler(Collapsed(task.world), ShortcutForcing(k_max=4)), [1], gen())
     points = torch.from_numpy(evaluation.samples[1])

@@ -9,7 +9,7 @@ from torch import nn
 
 from ablate.objective import ShortcutForcing, Variant
 from ablate.tasks import Sampler, make_task
-from ablate.tasks.sequence import MOVES, NO_ACTION, PERPENDICULAR, SequenceTask, World, make_sequence_task
+from ablate.tasks.sequence import MOVES, NO_ACTION, PERPENDICULAR, SequenceTask, World
 from ablate.trial import run_trial
 
 torch.set_num_threads(1)
@@ -94,7 +94,7 @@ def test_a_step_into_a_wall_bounces_back():
 
 
 def test_per_frame_tau_and_d_reach_the_model_with_shape_b_t():
-    task = make_sequence_task(**SMALL)
+    task = SequenceTask(**SMALL)
     model = task.make_model()
     objective = ShortcutForcing(Variant.paper(), k_max=8)
     x1, kwargs = task.batch(16, gen())
@@ -116,7 +116,7 @@ def test_per_frame_tau_and_d_reach_the_model_with_shape_b_t():
 
 
 def test_model_is_causal_in_time():
-    task = make_sequence_task(**SMALL)
+    task = SequenceTask(**SMALL)
     model = task.make_model().eval()
     x1, kwargs = task.batch(4, gen())
     z, t = torch.randn_like(x1), 3
@@ -136,7 +136,7 @@ def test_model_is_causal_in_time():
 
 
 def test_model_accepts_flat_frames():
-    task = make_sequence_task(**SMALL)
+    task = SequenceTask(**SMALL)
     model = task.make_model()
     x1, kwargs = task.batch(2, gen())
     tau = d = torch.full((2, task.length), 0.5)
@@ -181,7 +181,7 @@ class Background(nn.Module):
 
 @pytest.mark.parametrize("model_d", [None, 1 / 8])
 def test_rollout_of_a_perfect_model_is_perfect(model_d):
-    task = make_sequence_task(**SMALL)
+    task = SequenceTask(**SMALL)
     sampler = Sampler(PhysicsOracle(task.world), ShortcutForcing(k_max=8), model_d)
     evaluation = task.evaluate(sampler, [1, 2, 8], gen())
     assert set(evaluation.metrics) == {1, 2, 8}
@@ -197,7 +197,7 @@ def test_rollout_of_a_perfect_model_is_perfect(model_d):
 
 
 def test_rollout_of_a_perfect_model_in_a_deterministic_world_reproduces_the_simulation():
-    task = make_sequence_task(**SMALL, slip=0.0)
+    task = SequenceTask(**SMALL, slip=0.0)
     evaluation = task.evaluate(Sampler(PhysicsOracle(task.world), ShortcutForcing(k_max=8)), [2], gen())
     truth = task.world.simulate(task.n_eval, task.length, gen()).frames
     assert torch.equal(torch.from_numpy(evaluation.samples[2]), truth[:16])
@@ -214,7 +214,7 @@ class Blur(NextFrameModel):
 
 
 def test_a_blurry_average_of_the_modes_is_never_valid():
-    task = make_sequence_task(**SMALL, slip=0.5)
+    task = SequenceTask(**SMALL, slip=0.5)
     metrics = task.evaluate(Sampler(Blur(task.world), ShortcutForcing(k_max=8)), [1], gen()).metrics[1]
     assert metrics["pos_acc"] < 0.3  # valid only after "none" actions, which never slip
     assert metrics["frame_mse"] > 0.05
@@ -222,11 +222,11 @@ def test_a_blurry_average_of_the_modes_is_never_valid():
 
 def test_exact_flow_blurs_at_one_step_and_is_sharp_from_four():
     """The ceiling on what a few-step objective can win here: the exact flow's own few-step validity."""
-    task = make_sequence_task(**SMALL, slip=0.5)
+    task = SequenceTask(**SMALL, slip=0.5)
     validity = task.exact_flow_validity(ShortcutForcing(k_max=16), [1, 2, 4, 16], 512, gen())
     assert validity[1] < 0.3  # one step returns the posterior mean: a blur unless the move was certain
     assert validity[4] > 0.95 and validity[16] > 0.99  # by four steps the noise has picked one mode
-    certain = make_sequence_task(**SMALL, slip=0.0).exact_flow_validity(ShortcutForcing(k_max=16), [1], 256, gen())
+    certain = SequenceTask(**SMALL, slip=0.0).exact_flow_validity(ShortcutForcing(k_max=16), [1], 256, gen())
     assert certain[1] == 1.0  # a deterministic world has nothing to blur
 
 
@@ -245,7 +245,7 @@ MODE_TV = dict(context=2, horizon=4, n_eval=512, width=32, depth=2, heads=2)  # 
 
 def test_mode_tv_of_an_exact_sampler_is_sampling_noise():
     torch.manual_seed(0)
-    task = make_sequence_task(**MODE_TV, slip=0.5)
+    task = SequenceTask(**MODE_TV, slip=0.5)
     metrics = task.evaluate(Sampler(ExactSampler(task.world), ShortcutForcing(k_max=8)), [1], gen()).metrics[1]
     bound = 0.5 * (12 / 2048) ** 0.5  # E[TV] of an exact sampler, 0.038
     assert metrics["pos_acc"] == 1.0
@@ -254,24 +254,24 @@ def test_mode_tv_of_an_exact_sampler_is_sampling_noise():
 
 def test_mode_tv_sees_a_model_that_never_slips():
     """pos_acc cannot: the commanded move is always valid. TV = slip x the share of moving actions (4/5)."""
-    task = make_sequence_task(**MODE_TV, slip=0.5)
+    task = SequenceTask(**MODE_TV, slip=0.5)
     metrics = task.evaluate(Sampler(PhysicsOracle(task.world), ShortcutForcing(k_max=8)), [1], gen()).metrics[1]
     assert metrics["pos_acc"] == 1.0
     assert metrics["mode_tv"] == pytest.approx(0.5 * 4 / 5, abs=0.04)
-    certain = make_sequence_task(**MODE_TV, slip=0.0)
+    certain = SequenceTask(**MODE_TV, slip=0.0)
     oracle = Sampler(PhysicsOracle(certain.world), ShortcutForcing(k_max=8))
     assert certain.evaluate(oracle, [1], gen()).metrics[1]["mode_tv"] == 0.0  # nothing to miss without slips
 
 
 def test_mode_tv_of_a_blur_is_at_least_its_invalid_share():
-    task = make_sequence_task(**SMALL, slip=0.5)
+    task = SequenceTask(**SMALL, slip=0.5)
     metrics = task.evaluate(Sampler(Blur(task.world), ShortcutForcing(k_max=8)), [1], gen()).metrics[1]
     assert metrics["mode_tv"] >= 1 - metrics["pos_acc"] - 1e-9 and metrics["mode_tv"] > 0.7
 
 
 def test_mode_tv_splits_a_cell_two_slips_share():
     """At a wall both slips can bounce to one cell: such a frame counts half for each side, as the simulator does."""
-    task = make_sequence_task(size=8, object_size=2, context=1, horizon=1, slip=0.5)
+    task = SequenceTask(size=8, object_size=2, context=1, horizon=1, slip=0.5)
     right = 4
     start = task.world.render(torch.tensor([[0, 6]]))  # top right corner: up and down both land on (1, 6)
     slipped = task.world.render(torch.tensor([[1, 6]]))
@@ -281,12 +281,12 @@ def test_mode_tv_splits_a_cell_two_slips_share():
 
 
 def test_chance_level():
-    assert make_sequence_task(slip=0.0).chance_pos_acc == pytest.approx(1 / 49)
-    assert 2 / 49 < make_sequence_task(slip=0.5).chance_pos_acc < 3 / 49
+    assert SequenceTask(slip=0.0).chance_pos_acc == pytest.approx(1 / 49)
+    assert 2 / 49 < SequenceTask(slip=0.5).chance_pos_acc < 3 / 49
 
 
 def test_metrics_of_an_empty_prediction():
-    task = make_sequence_task(**SMALL)
+    task = SequenceTask(**SMALL)
     metrics = task.evaluate(Sampler(Background(), ShortcutForcing(k_max=8)), [4], gen()).metrics[4]
     assert metrics["frame_mse"] == pytest.approx(4 * 4 / 64)  # 4 object pixels of 64 off by 2
     assert all(metrics[f"frame_mse_h{h}"] == pytest.approx(0.25) for h in range(1, 5))
@@ -294,7 +294,7 @@ def test_metrics_of_an_empty_prediction():
 
 
 def test_rollout_feeds_context_at_the_context_level_and_only_the_past():
-    task = make_sequence_task(**SMALL)
+    task = SequenceTask(**SMALL)
     objective = ShortcutForcing(k_max=16)
     seen = []
 
@@ -314,7 +314,7 @@ def test_rollout_feeds_context_at_the_context_level_and_only_the_past():
 
 
 def test_context_level_stays_on_the_finest_grid():
-    task = make_sequence_task(**SMALL)
+    task = SequenceTask(**SMALL)
     for k_max in (1, 2, 4, 16, 64):
         level = task.context_level(1 / k_max)
         assert level <= 1 - 1 / k_max and (level * k_max) == round(level * k_max)
@@ -323,11 +323,11 @@ def test_context_level_stays_on_the_finest_grid():
 
 def test_bad_params_are_refused():
     with pytest.raises(ValueError, match="context"):
-        make_sequence_task(context=0)
+        SequenceTask(context=0)
     with pytest.raises(ValueError, match="object_size"):
-        make_sequence_task(size=4, object_size=4)
+        SequenceTask(size=4, object_size=4)
     with pytest.raises(ValueError, match="slip"):
-        make_sequence_task(slip=1.5)
+        SequenceTask(slip=1.5)
 
 
 # --- end to end --------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Tasks: data, an x-predicting model, and an evaluation that turns a sampler into named metrics.
 
 A task is any object with the attributes and methods of `Task` below. Built-in tasks are found by name
-(`toy2d`, `digits`, `sequence`); a user's own task by `"package.module:function"` or `"path/to/file.py"`
-(function `make_task`) or `"path/to/file.py:function"`; the function takes the task params as keyword
-arguments and returns a task. See experiments/my_task.py for a complete example.
+(`toy2d`, `digits`, `sequence`, `latent_world`: their classes); a user's own task by
+`"package.module:function"` or `"path/to/file.py"` (function `make_task`) or `"path/to/file.py:function"`;
+the function (or class) takes the task params as keyword arguments and returns a task. See
+experiments/my_task.py for a complete example.
 """
 
 from __future__ import annotations
@@ -98,10 +99,10 @@ class Task(Protocol):
 
 
 BUILTIN_TASKS = {  # name -> "module:function", imported only when used
-    "toy2d": "ablate.tasks.toy2d:make_toy2d_task",
-    "digits": "ablate.tasks.digits:make_digits_task",
-    "sequence": "ablate.tasks.sequence:make_sequence_task",
-    "latent_world": "ablate.tasks.latent_world:make_latent_world_task",
+    "toy2d": "ablate.tasks.toy2d:Toy2DTask",
+    "digits": "ablate.tasks.digits:DigitsTask",
+    "sequence": "ablate.tasks.sequence:SequenceTask",
+    "latent_world": "ablate.tasks.latent_world:LatentWorldTask",
 }
 
 

@@ -143,6 +143,9 @@ class DigitsTask:
     max_samples = 256
 
     def __init__(self, n_eval: int | None = None, hidden: int = 128, depth: int = 3, layer_norm: bool = True) -> None:
+        """`n_eval` samples per K (default: the held-out half's size, so samples and floor share the FD bias);
+        `hidden`/`depth`: width and residual blocks of the MLP x-predictor; `layer_norm: false` removes its
+        LayerNorms (a stabiliser to ablate)."""
         self.train_images, self.train_labels, self.held_out_images, _ = digit_splits()
         self.n_eval = len(self.held_out_images) if n_eval is None else n_eval
         if self.n_eval < 2:
@@ -175,12 +178,3 @@ class DigitsTask:
             metrics[k] = {**scorer(x), **floor}
             samples[k] = x[: self.max_samples].clamp(-1, 1).numpy()
         return Evaluation(metrics, samples, self.held_out_images[: self.max_samples].numpy())
-
-
-def make_digits_task(
-    n_eval: int | None = None, hidden: int = 128, depth: int = 3, layer_norm: bool = True
-) -> DigitsTask:
-    """`n_eval` samples per K (default: the held-out half's size, so samples and floor share the FD bias);
-    `hidden`/`depth`: width and residual blocks of the MLP x-predictor; `layer_norm: false` removes its
-    LayerNorms (a stabiliser to ablate)."""
-    return DigitsTask(n_eval, hidden, depth, layer_norm)

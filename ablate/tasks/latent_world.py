@@ -287,23 +287,3 @@ class LatentWorldTask:
             tv = outcome_tv(*self.tv_tables(trajectories.actions[:, 1], modes))
             result[k] = {"valid": (modes >= 0).float().mean().item(), "mode_tv": tv}
         return result
-
-
-def make_latent_world_task(
-    modes: int = 3,
-    radius: float = 0.3,
-    jitter: float = 0.05,
-    reversion: float = 0.0,
-    context: int = 2,
-    horizon: int = 6,
-    context_noise: float = 0.0,
-    n_eval: int = 256,
-    draws: int = 8,
-    width: int = 64,
-    depth: int = 2,
-    heads: int = 4,
-) -> LatentWorldTask:
-    """The `latent_world` task; every argument can be set from an experiment's `task_params`."""
-    return LatentWorldTask(
-        modes, radius, jitter, reversion, context, horizon, context_noise, n_eval, draws, width, depth, heads
-    )

@@ -356,19 +356,3 @@ class SequenceTask:
         return outcome_tv(
             actions, torch.cat([expected, torch.zeros(len(actions), 1, dtype=torch.float64)], -1), observed
         )
-
-
-def make_sequence_task(
-    size: int = 8,
-    object_size: int = 2,
-    context: int = 2,
-    horizon: int = 8,
-    context_noise: float = 0.1,
-    n_eval: int = 256,
-    width: int = 64,
-    depth: int = 2,
-    heads: int = 4,
-    slip: float = 0.5,
-) -> SequenceTask:
-    """The `sequence` task; every argument can be set from an experiment's `task_params`."""
-    return SequenceTask(size, object_size, context, horizon, context_noise, n_eval, width, depth, heads, slip)

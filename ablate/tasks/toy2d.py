@@ -242,6 +242,15 @@ class Toy2DTask:
         fourier: int = 4,
         precondition: bool = True,
     ) -> None:
+        """Datasets: checkerboard, 8gaussians, moons, spiral. `hidden`/`depth`: width and residual blocks of the MLP;
+        `layer_norm`, `fourier` (Fourier features of the input, 0 for none) and `precondition` (EDM's c_skip and
+        c_out around the network): see ablate.tasks.models.ResidualMLP. Without the last two the flow baseline
+        did not draw the checkerboard's squares in 3000-20000 steps (see README, "Learnability").
+
+        `n_eval` points per K (at most 2000 are kept as samples). Exact W2 costs ~0.2 s at 1000 points and
+        ~1 s at 2000 (network simplex, roughly cubic), so 2000 lowers the noise floor (W2 ~0.2 -> ~0.12) at
+        the price of ~7 s instead of ~2 s per evaluation over K = 1..64.
+        """
         if dataset not in DATASETS:
             raise ValueError(f"dataset={dataset!r} is unknown; choose one of {', '.join(DATASETS)}")
         if n_eval < 2:
@@ -271,24 +280,3 @@ class Toy2DTask:
             metrics[k] = {**_scores(self.dataset, x, reference), **constants}
             samples[k] = x[: self.max_samples].astype(np.float32)
         return Evaluation(metrics, samples, real=reference[: self.max_samples].astype(np.float32))
-
-
-def make_toy2d_task(
-    dataset: str = "checkerboard",
-    n_eval: int = 1000,
-    hidden: int = 128,
-    depth: int = 3,
-    layer_norm: bool = True,
-    fourier: int = 4,
-    precondition: bool = True,
-) -> Toy2DTask:
-    """Datasets: checkerboard, 8gaussians, moons, spiral. `hidden`/`depth`: width and residual blocks of the MLP;
-    `layer_norm`, `fourier` (Fourier features of the input, 0 for none) and `precondition` (EDM's c_skip and
-    c_out around the network): see ablate.tasks.models.ResidualMLP. Without the last two the flow baseline
-    did not draw the checkerboard's squares in 3000-20000 steps (see README, "Learnability").
-
-    `n_eval` points per K (at most 2000 are kept as samples). Exact W2 costs ~0.2 s at 1000 points and
-    ~1 s at 2000 (network simplex, roughly cubic), so 2000 lowers the noise floor (W2 ~0.2 -> ~0.12) at
-    the price of ~7 s instead of ~2 s per evaluation over K = 1..64.
-    """
-    return Toy2DTask(dataset, n_eval, hidden, depth, layer_norm, fourier, precondition)

@@ -3,12 +3,14 @@ seeded batches, models that take every tau and level, evaluations that score eve
 fixed references, noise floors, a reproducible classifier cache and non-finite samples that do not crash."""
 
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import ablate.tasks.digits as digits_module
 from ablate.objective import ShortcutForcing, Variant
 from ablate.tasks import Sampler, make_task
 from ablate.tasks.digits import digit_splits, load_or_build_classifier
@@ -310,6 +312,30 @@ def test_digit_classifier_cache_is_written_atomically_and_rebuilds_identically(t
     with torch.no_grad():
         features = [c.features(held_out) for c in (built, loaded, rebuilt)]
     assert torch.equal(features[0], features[1]) and torch.equal(features[0], features[2])
+
+
+def test_the_digit_classifier_is_built_once_when_a_packs_members_ask_at_once(tmp_path, monkeypatch):
+    """A pack evaluates its members in threads, and building seeds torch's global RNG, which threads
+    share: concurrent requests wait for one build and then read it."""
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path))
+    train, labels, held_out, _ = digit_splits()
+    builds = []
+    build = digits_module.train_classifier
+    monkeypatch.setattr(digits_module, "train_classifier", lambda *args: builds.append(1) or build(*args))
+    classifiers = [None] * 3
+
+    def request(index: int) -> None:
+        classifiers[index] = load_or_build_classifier(train, labels)
+
+    threads = [threading.Thread(target=request, args=(index,)) for index in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(builds) == 1
+    with torch.no_grad():
+        features = [c.features(held_out) for c in classifiers]
+    assert all(torch.equal(features[0], f) for f in features[1:])
 
 
 @pytest.mark.parametrize("spec", ["toy2d", "digits", str(EXAMPLE)])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -77,8 +78,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ABLATE_CACHE") or Path.home() / ".cache" / "ablate")
 
 
+_BUILDING = threading.Lock()  # a pack evaluates its members in threads; the classifier is built once
+
+
 def load_or_build_classifier(images: Tensor, labels: Tensor) -> DigitClassifier:
-    """The cached classifier; built, then written via a temporary file and os.replace, when missing."""
+    """The cached classifier; built, then written via a temporary file and os.replace, when missing.
+    One thread at a time: building seeds torch's global RNG, which threads share."""
+    with _BUILDING:
+        return _load_or_build_classifier(images, labels)
+
+
+def _load_or_build_classifier(images: Tensor, labels: Tensor) -> DigitClassifier:
     path = cache_dir() / f"digits_classifier_v{CLASSIFIER_VERSION}.pt"
     if path.is_file():
         classifier = DigitClassifier()

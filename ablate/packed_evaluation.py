@@ -8,7 +8,9 @@ and waits. Once every running member waits (members of a pack share the task, th
 the step counts, so they call in step), the calls of one shape run as one vectorised forward of the
 pack and each member gets its slice. A call that matches no other (another shape, a non-tensor
 argument) runs as that member's model alone. So a member scores what it would alone, up to float
-rounding, whatever its task does between model calls.
+rounding, whatever its task does between model calls, provided its evaluation is thread-safe: state
+shared across task instances (torch's global RNG, a cache being built) needs a lock, as the digits
+task's classifier build has.
 """
 
 from __future__ import annotations

@@ -95,7 +95,8 @@ class Task(Protocol):
         """A fresh x-predictor `model(z, tau, d, **kwargs)`; initialised from torch's global RNG."""
 
     def evaluate(self, sampler: Sampler, steps: list[int], generator: torch.Generator) -> Evaluation:
-        """Sample with each K in `steps` from the same seeded noise and score the samples."""
+        """Sample with each K in `steps` from the same seeded noise and score the samples. A pack on a
+        GPU runs its members' evaluations in threads (ablate.packed_evaluation): keep shared state locked."""
 
 
 BUILTIN_TASKS = {  # name -> "module:function", imported only when used

@@ -37,7 +37,7 @@ class MemberModel(nn.Module):
         self._calls, self._index = calls, index
 
     def forward(self, z: Tensor, tau: Tensor, d: Tensor, **model_kwargs) -> Tensor:
-        return self._calls.submit(self._index, z, tau, d, model_kwargs)
+        return self._calls.submit(self._index, self.weights, z, tau, d, model_kwargs)
 
 
 def _signature(z: Tensor, tau: Tensor, d: Tensor, model_kwargs: dict) -> tuple | None:
@@ -51,17 +51,18 @@ def _signature(z: Tensor, tau: Tensor, d: Tensor, model_kwargs: dict) -> tuple |
 class BatchedCalls:
     """Runs jobs in threads (one per member) and serves their model calls in rounds of batched calls."""
 
-    def __init__(self, batched_forward: BatchedForward, alone: Callable[[int], nn.Module]) -> None:
+    def __init__(self, batched_forward: BatchedForward) -> None:
         self._batched_forward = batched_forward
-        self._alone = alone  # a member's own model, for calls that stack with no other
         self._changed = threading.Condition()
         self._running: set[int] = set()
         self._waiting: dict[int, tuple] = {}  # member -> its call's (z, tau, d, kwargs)
+        self._weights: dict[int, nn.Module] = {}  # member -> its own model, for calls that stack with no other
         self._answers: dict[int, Tensor | BaseException] = {}
 
-    def submit(self, index: int, z: Tensor, tau: Tensor, d: Tensor, model_kwargs: dict) -> Tensor:
+    def submit(self, index: int, weights: nn.Module, z: Tensor, tau: Tensor, d: Tensor, model_kwargs: dict) -> Tensor:
         """From a member's thread: wait for the round that runs this call, then return its output."""
         with self._changed:
+            self._weights[index] = weights
             self._waiting[index] = (z, tau, d, model_kwargs)
             self._changed.notify_all()
             self._changed.wait_for(lambda: index in self._answers)
@@ -117,7 +118,7 @@ class BatchedCalls:
             try:
                 if len(members) == 1:
                     z, tau, d, model_kwargs = calls[members[0]]
-                    answers[members[0]] = self._alone(members[0])(z, tau, d, **model_kwargs)
+                    answers[members[0]] = self._weights[members[0]](z, tau, d, **model_kwargs)
                     continue
                 stacked = [torch.stack([calls[i][position] for i in members]) for position in range(3)]
                 model_kwargs = {

@@ -78,8 +78,8 @@ class Pack:
     def __init__(self, configs: Sequence[TrialConfig], batched_evaluation: bool | None = None) -> None:
         """`batched_evaluation`: the members' evaluation model calls as one vectorised call per round
         (ablate.packed_evaluation), else member by member. Default: batched on an accelerator only; on
-        a CPU, vmap's unfused bias adds and layer norms made it slower (0.77x on the quickstart's 17
-        cells, 0.43x on the latent world's, ``benchmarks/pack_throughput.py``)."""
+        a CPU, vmap's unfused bias adds and layer norms made it slower (0.95x on the quickstart's 17
+        cells, 0.44x on the latent world's, ``benchmarks/pack_throughput.py``)."""
         if not configs:
             raise PackingError("a pack needs at least one trial")
         if len({pack_key(c) for c in configs}) > 1:
@@ -105,6 +105,11 @@ class Pack:
         self.optimizer = torch.optim.Adam(self.params.values(), lr=first.config.train.lr)
         limits = [m.config.train.grad_clip or math.inf for m in self.members]
         self.clip_limits = torch.tensor(limits, device=first.device)
+        # Per member, the decay of its teacher's and its evaluation weights' EMA (float64, as ``ema_update``
+        # computes in Python floats); 0 where a member has no such average, which then tracks its weights.
+        teacher_decays = [m.config.train.teacher_decay if m.teacher is not None else 0.0 for m in self.members]
+        eval_decays = [m.config.train.eval_ema if m.eval_model is not None else 0.0 for m in self.members]
+        self.decays = [torch.tensor(d, dtype=torch.float64) for d in (teacher_decays, eval_decays)]
         self.step = 0  # the pack's steps; a diverged member's own count stops at its divergence
         self.batched_evaluation = first.device.type != "cpu" if batched_evaluation is None else batched_evaluation
         self._check_vmap()
@@ -146,12 +151,12 @@ class Pack:
         Each step's time is shared by the members it trained (their ``train_seconds``)."""
         budget = self.members[0].config.train.steps
         until = budget if until is None else min(until, budget)
-        while self.step < until and any(m.status != DIVERGED for m in self.members):
-            training = [m for m in self.members if m.status != DIVERGED]
+        while self.step < until and (training := [m for m in self.members if m.status != DIVERGED]):
             start = time.perf_counter()
             self._train_step()
+            share = (time.perf_counter() - start) / len(training)
             for member in training:
-                member.train_seconds += (time.perf_counter() - start) / len(training)
+                member.train_seconds += share
 
     def _train_step(self) -> None:
         members, device = self.members, self.members[0].device
@@ -198,11 +203,7 @@ class Pack:
     @torch.no_grad()
     def _update_averages(self, step: int) -> None:
         """The members' bias-corrected EMAs (teacher and evaluation), as ``trial.ema_update`` per member."""
-        for averages, decays in (
-            (self.ema_teacher, [m.config.train.teacher_decay if m.teacher is not None else 0.0 for m in self.members]),
-            (self.eval_params, [m.config.train.eval_ema if m.eval_model is not None else 0.0 for m in self.members]),
-        ):
-            decay = torch.tensor(decays, dtype=torch.float64)
+        for averages, decay in zip((self.ema_teacher, self.eval_params), self.decays, strict=True):
             weight = torch.where(decay < 1, (1 - decay) / (1 - decay**step), torch.full_like(decay, 1.0 / step))
             like = next(iter(averages.values()))
             weight = weight.to(like.device, like.dtype)  # one copy to the device per step
@@ -266,7 +267,7 @@ class Pack:
         if not self.batched_evaluation:
             return [member.finish() for member in self.members]
         live = [index for index, member in enumerate(self.members) if member.status != DIVERGED]
-        calls = BatchedCalls(self._evaluation_forward, lambda index: self.members[index].evaluation_weights)
+        calls = BatchedCalls(self._evaluation_forward)
         jobs = {
             index: (lambda m=self.members[index], i=index: m.evaluate(MemberModel(m.evaluation_weights, calls, i)))
             for index in live

@@ -33,7 +33,7 @@ def batched_calls(models: list[torch.nn.Module], log: list) -> BatchedCalls:
         shape = (len(members), *[1] * (z.ndim - 1))
         return z * factors[members].reshape(shape) + kwargs.get("shift", 0)
 
-    return BatchedCalls(batched, lambda index: models[index])
+    return BatchedCalls(batched)
 
 
 def test_calls_in_step_run_as_one_batched_call_per_round_and_each_member_gets_its_own_slice():

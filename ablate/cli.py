@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--steps", type=int, help="primary number of sampling steps (default: 4)")
     report.add_argument("--format", default="png", help="figure formats, comma-separated: png,pdf,svg")
     report.add_argument("--color-by", help="colour the other variants by this factor's level")
+    report.add_argument("--scale", help=SCALE_HELP)
     report.add_argument(
         "--rebuild", action="store_true", help="rebuild metrics, curves and trials tables from the trial records first"
     )
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument(
         "--steps", help="the K to compare, or several comma-separated, e.g. 1,4 (default: each folder's primary K)"
     )
+    compare.add_argument("--scale", help=SCALE_HELP)
 
     merge = commands.add_parser(
         "merge", help="one results folder from runs of one experiment on different seeds (e.g. seeds=[2] later)"
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             rebuild=args.rebuild,
             formats=tuple(f.strip() for f in args.format.split(",") if f.strip()),
             color_by=args.color_by,
+            scales=_scales(args.scale),
         )
     except (ExperimentError, ResultsError) as error:
         print(f"ablate: error: {error}", file=sys.stderr)
@@ -131,6 +134,7 @@ def _report(
     rebuild: bool,
     formats: tuple[str, ...] = ("png",),
     color_by: str | None = None,
+    scales: dict[str, str] | None = None,
 ) -> int:
     from ablate.report import write_report
 
@@ -140,7 +144,9 @@ def _report(
         rebuild_tables(folder)
         print(f"[ablate] rebuilt the tables of {folder} from its trial records")
     try:
-        path = write_report(folder, primary_metric=metric, primary_steps=steps, formats=formats, color_by=color_by)
+        path = write_report(
+            folder, primary_metric=metric, primary_steps=steps, formats=formats, color_by=color_by, scales=scales
+        )
     except ValueError as error:  # an unknown --metric or --steps: one line, not a traceback
         raise ExperimentError(str(error)) from error
     print(f"[ablate] report: {path}")
@@ -160,11 +166,24 @@ def _compare(args) -> int:
             f"--steps {args.steps}: give step counts as integers, comma-separated (e.g. 1,4)"
         ) from None
     try:
-        path = compare(args.folders, args.output, args.metric, steps)
+        path = compare(args.folders, args.output, args.metric, steps, _scales(args.scale))
     except ValueError as error:
         raise ExperimentError(str(error)) from error
     print(f"[ablate] comparison: {path}")
     return 0
+
+
+SCALE_HELP = "read these metrics on this scale instead of the task's, e.g. fd=raw,w2=log (log: ratios)"
+
+
+def _scales(text: str | None) -> dict[str, str] | None:
+    """`--scale fd=raw,w2=log` as {metric: scale}; the metrics and scales are checked against the run."""
+    if text is None:
+        return None
+    pairs = [item.strip().partition("=") for item in text.split(",") if item.strip()]
+    if not pairs or any(not metric or not sep or not scale for metric, sep, scale in pairs):
+        raise ExperimentError(f"--scale {text}: give metric=scale pairs, comma-separated (e.g. fd=raw,w2=log)")
+    return {metric.strip(): scale.strip() for metric, _, scale in pairs}
 
 
 def _merge(args) -> int:

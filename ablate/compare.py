@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 
 from ablate import analysis
 from ablate.analysis.effects import metric_grids, ordered_levels
-from ablate.results import Results, atomic_write, default_primary_steps, load
+from ablate.results import SCALES, Results, atomic_write, default_primary_steps, load
 
 N_BOOTSTRAP = 2000
 COMPARE_COLUMNS = [
@@ -68,19 +68,18 @@ class Study:
     pairs: dict[str, np.ndarray]  # toggle -> (seeds, strata, 2) normalised scores, [..., 0] = paper's level
 
 
-def _study(folder: Path, metric: str | None, steps: int | None) -> Study:
-    results = load(folder)
+def _study(name: str, results: Results, metric: str | None, steps: int | None) -> Study:
     metric = metric or results.run.get("primary_metric")
     if metric not in analysis.quality_metrics(results.metric_names):
         raise ValueError(
-            f"{folder}: no quality metric {metric!r}; have {analysis.quality_metrics(results.metric_names)}"
+            f"{results.folder}: no quality metric {metric!r}; have {analysis.quality_metrics(results.metric_names)}"
         )
     steps = int(steps or results.run.get("primary_steps") or default_primary_steps(results.eval_steps))
     if steps not in results.eval_steps:
-        raise ValueError(f"{folder}: K = {steps} not evaluated; have {results.eval_steps}")
+        raise ValueError(f"{results.folder}: K = {steps} not evaluated; have {results.eval_steps}")
     grid = metric_grids(results).get((metric, steps))
     if grid is None or not np.isfinite(grid.values).any():
-        raise ValueError(f"{folder}: no finished values of {metric} at K = {steps}")
+        raise ValueError(f"{results.folder}: no finished values of {metric} at K = {steps}")
     sign = -1.0 if results.metric_directions.get(metric, "min") == "min" else 1.0
     oriented = sign * grid.values
     means = np.nanmean(oriented, axis=1)
@@ -97,7 +96,48 @@ def _study(folder: Path, metric: str | None, steps: int | None) -> Study:
             minus = grid.cell_index({**base, factor: levels[factor][1]})
             blocks.append(np.stack([scores[plus], scores[minus]], axis=-1))  # (seeds, 2)
         pairs[factor] = np.stack(blocks, axis=1)  # (seeds, strata, 2)
-    return Study(folder.name, results, metric, steps, pairs)
+    return Study(name, results, metric, steps, pairs)
+
+
+def _names(folders: Sequence[str | Path]) -> list[str]:
+    """Each folder's name, with its position on the command line where two share one (`compare A A`,
+    or results/x/toy2d next to results/y/toy2d), so that every column and table row is one folder."""
+    names = [Path(f).resolve().name for f in folders]
+    return [f"{name} ({i})" if names.count(name) > 1 else name for i, name in enumerate(names, start=1)]
+
+
+def _one_scale_per_metric(
+    names: list[str], runs: list[Results], metric: str | None, scales: dict[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """The scale each compared metric is read on in every folder, and a note where the folders' tasks
+    declare different ones: the override (``--scale``) if given, else the first folder's. Set as each
+    folder's ``scale_overrides``, so one toggle is never a difference in one column and a ratio in the next."""
+    known = {m for results in runs for m in analysis.quality_metrics(results.metric_names)}
+    for name, scale in scales.items():
+        if name not in known:
+            raise ValueError(f"--scale {name}={scale}: no folder has a quality metric {name!r}")
+        if scale not in SCALES:
+            raise ValueError(f"--scale {name}={scale}: the scale must be log or raw")
+    chosen: dict[str, str] = {}
+    declared: dict[str, list[tuple[str, str]]] = {}
+    for name, results in zip(names, runs):
+        compared = metric or results.run.get("primary_metric")
+        own = analysis.metric_scales(results).get(compared)
+        if own is None:
+            continue  # not a quality metric here: _study says so
+        chosen.setdefault(compared, scales.get(compared, own))
+        declared.setdefault(compared, []).append((name, own))
+        results.scale_overrides = {**results.scale_overrides, compared: chosen[compared]}
+    notes = [
+        f"The folders declare different scales for {m}: "
+        + ", ".join(f"{scale} ({name})" for name, scale in pairs)
+        + f"; it is read on the {chosen[m]} scale in every folder ("
+        + ("`--scale`" if m in scales else "the first folder's")
+        + ")."
+        for m, pairs in declared.items()
+        if len({scale for _, scale in pairs}) > 1
+    ]
+    return chosen, notes
 
 
 def _normalised_effect(pairs: np.ndarray) -> float:
@@ -131,20 +171,25 @@ def compare(
     output: str | Path,
     metric: str | None = None,
     steps: int | Sequence[int] | None = None,
+    scales: dict[str, str] | None = None,
 ) -> Path:
-    """Write compare.md, compare.csv, compare_aggregate.csv and figures/compare*.png into ``output``;
-    return compare.md. `steps`: one K or several (each folder's primary K when None)."""
+    """Write compare.md, compare.csv, compare_aggregate.csv and figures/compare*.png into ``output``, a
+    new folder; return compare.md. `steps`: one K or several (each folder's primary K when None);
+    `scales`: metric -> log or raw, read in every folder instead of what the tasks declare. Everything
+    is computed before the first file is written, so an error leaves nothing behind."""
     if len(folders) < 2:
         raise ValueError("compare needs at least two results folders")
-    ks = [steps] if steps is None or isinstance(steps, int) else list(steps)
-    by_k = [[_study(Path(f), metric, k) for f in folders] for k in ks]
     output = Path(output)
-    if output.exists() and any(output.iterdir()) and not (output / "compare.md").exists():
-        raise ValueError(f"{output} exists and is not an earlier comparison: choose another --output")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ValueError(f"{output} already exists: compare into a new folder (results are never overwritten)")
+    ks = [steps] if steps is None or isinstance(steps, int) else list(steps)
+    names, runs = _names(folders), [load(Path(f)) for f in folders]
+    chosen, notes = _one_scale_per_metric(names, runs, metric, dict(scales or {}))
+    by_k = [[_study(name, results, metric, k) for name, results in zip(names, runs)] for k in ks]
+    computed = [(studies, *_effects(studies)) for studies in by_k]
     (output / "figures").mkdir(parents=True, exist_ok=True)
     tables, aggregates, figures = [], [], []
-    for studies in by_k:
-        table, aggregate = _effects(studies)
+    for studies, table, aggregate in computed:
         name = "compare.png" if len(by_k) == 1 else f"compare_K{studies[0].steps}.png"
         _figure(studies, table, aggregate, output / "figures" / name)
         tables.append(table)
@@ -153,7 +198,7 @@ def compare(
     table, aggregate = pd.concat(tables, ignore_index=True), pd.concat(aggregates, ignore_index=True)
     atomic_write(output / "compare.csv", lambda tmp: table.to_csv(tmp, index=False))
     atomic_write(output / "compare_aggregate.csv", lambda tmp: aggregate.to_csv(tmp, index=False))
-    text = _markdown(by_k[0], table, aggregate, figures)
+    text = _markdown(by_k[0], table, aggregate, figures, chosen, notes)
     atomic_write(output / "compare.md", lambda tmp: tmp.write_text(text))
     return output / "compare.md"
 
@@ -296,7 +341,14 @@ def _metrics(table: pd.DataFrame, columns: list[tuple]) -> list[tuple]:
     return [(column, first[column]) for column in columns]
 
 
-def _markdown(studies: list[Study], table: pd.DataFrame, aggregate: pd.DataFrame, figures: list[tuple]) -> str:
+def _markdown(
+    studies: list[Study],
+    table: pd.DataFrame,
+    aggregate: pd.DataFrame,
+    figures: list[tuple],
+    scales: dict[str, str],
+    notes: list[str],
+) -> str:
     per_folder = [
         "| folder | task | metric (K) | toggle | effect on its scale, 95% CI | Holm p | normalised effect "
         "| P(improvement) |",
@@ -333,6 +385,12 @@ def _markdown(studies: list[Study], table: pd.DataFrame, aggregate: pd.DataFrame
                 "bootstrap 95% CIs (seeds within folders, then folders), as rliable does. Seeds per folder: "
                 f"{seeds}; with fewer than about 10 a bootstrap CI is too narrow (see "
                 "benchmarks/statistics_coverage.py): read the per-folder CIs first.",
+                " ".join(
+                    [
+                        f"One scale per metric in every folder: {', '.join(f'{m} {s}' for m, s in scales.items())}.",
+                        *notes,
+                    ]
+                ),
                 "## Toggles by folder and K",
                 "Bold: Holm p < 0.05 within its folder.",
                 _toggle_grid(table),

@@ -30,7 +30,7 @@ from ablate.config import (
 from ablate.families import BASELINE_FAMILY, family_spec, load_family
 from ablate.objective import ShortcutForcing
 from ablate.packing import pack_key
-from ablate.tasks import BUILTIN_TASKS, make_task
+from ablate.tasks import BUILTIN_TASKS, declarations, make_task
 from ablate.trackers import parse_loggers
 from ablate.trial import build_objective
 from ablate.variants import TOGGLES
@@ -80,7 +80,7 @@ class Experiment:
     trials: list[TrialSpec]
     resources: dict
     max_concurrent: int | None
-    task: dict  # what the report needs of the task: sample_format, primary_metric, metric_directions
+    task: dict  # what the report needs of the task: sample_format, primary_metric, metric_directions, declarations
     overrides: tuple = ()  # the command-line overrides applied to the file, as given
 
     @property
@@ -376,8 +376,13 @@ def _check_task(spec: dict, factors: dict) -> dict:
         except Exception as error:  # a user's task may raise anything: still one line, before any trial
             raise ExperimentError(f"task: building {spec['task']!r} failed: {type(error).__name__}: {error}") from None
         first = task if first is None else first
+    try:
+        declared = declarations(first)
+    except ValueError as error:
+        raise ExperimentError(f"task {spec['task']!r}: {error}") from None
     return {
         "sample_format": first.sample_format,
         "primary_metric": first.primary_metric,
         "metric_directions": dict(first.metric_directions),
+        **declared._asdict(),
     }

@@ -17,7 +17,7 @@ from pathlib import Path
 from ablate import results
 from ablate.experiment import Experiment
 from ablate.families import flow
-from ablate.variants import TOGGLES, Variant
+from ablate.variants import TOGGLES, Variant, full_toggle_grid
 
 PACKAGES = (
     "ablate",
@@ -54,7 +54,6 @@ def run_info(experiment: Experiment, output: Path, started: float, resumed: bool
         }
     ]
     toggles_varied = [name for name in TOGGLES if name in experiment.factors]
-    simplified_levels = {n: getattr(Variant.simplified(), n) for n in toggles_varied}
     extras_reference = "".join(f",{n}={experiment.reference[n]}" for n in experiment.factors if n not in TOGGLES)
     fixed = {n: getattr(experiment.trials[0].config.objective, n) for n in TOGGLES}
     return {
@@ -73,13 +72,17 @@ def run_info(experiment: Experiment, output: Path, started: float, resumed: bool
         "k_max": experiment.k_max,
         "expected_trials": experiment.expected_trials(),
         "paper_variant": Variant(**{**fixed, **{n: TOGGLES[n][0] for n in toggles_varied}}).label + extras_reference,
-        "simplified_variant": (  # none when no toggle varies: it would be the paper's own cell
-            Variant(**{**fixed, **simplified_levels}).label + extras_reference if toggles_varied else None
+        "simplified_variant": (  # the reviewed code's cell: only in a grid of all four toggles at both levels
+            Variant.simplified().label + extras_reference if full_toggle_grid(experiment.factors) else None
         ),
         "baseline_variant": flow.LABEL + extras_reference if experiment.spec["baseline"] else None,
         "primary_metric": primary.get("metric", task["primary_metric"]),
         "primary_steps": primary.get("steps", results.default_primary_steps(eval_steps)),
         "metric_directions": task["metric_directions"],
+        # the task's declarations (ablate.tasks.Task): the report reads them, never guesses them from the data
+        "metric_scales": task["metric_scales"],
+        "share_metrics": task["share_metrics"],
+        "learnability_gate": task["learnability_gate"],
         "labels": experiment.spec["labels"],  # display names for figures, by cell label or role
         "config": jsonable(experiment.spec),  # resolved: the file with its overrides applied
         "overrides": list(experiment.overrides),

@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ablate.variants import full_toggle_grid
+
 METRICS_COLUMNS = ["trial_id", "variant", "seed", "status", "steps", "metric", "value"]
 CURVES_COLUMNS = ["trial_id", "variant", "seed", "status", "step", "metric", "value"]
 TRIALS_COLUMNS = [
@@ -58,6 +60,7 @@ DIVERGED = "diverged"
 FAILED = "failed"
 # The runner lists every expected trial in trials.csv; one that never ran has this status.
 MISSING = "missing"
+SCALES = ("log", "raw")  # what a metric is read on: ratios of geometric means, or differences of means
 
 
 class ResultsError(ValueError):
@@ -240,6 +243,8 @@ class Results:
     curves: pd.DataFrame
     trials: pd.DataFrame
     run: dict = field(default_factory=dict)
+    # `ablate report --scale fd=raw`: the scale to read a metric on, before the task's declaration
+    scale_overrides: dict[str, str] = field(default_factory=dict)
 
     @property
     def factors(self) -> list[dict]:
@@ -273,6 +278,33 @@ class Results:
         return {m: given.get(m, "min") for m in self.metric_names}
 
     @property
+    def metric_scales(self) -> dict[str, str]:
+        """'log' or 'raw' per metric as the task declared it (run.json `metric_scales`); see
+        :func:`ablate.analysis.metric_scales` for the scale the analysis reads (overrides first)."""
+        return dict(self._declared("metric_scales"))
+
+    @property
+    def share_metrics(self) -> dict[str, int]:
+        """Metrics that are shares or scores in [0, 1], each with the number of samples it was computed on."""
+        return dict(self._declared("share_metrics"))
+
+    @property
+    def learnability_gate(self) -> list[dict]:
+        """The task's learnability gate (``ablate.tasks.gate_condition`` dicts); empty when it declares none."""
+        return list(self._declared("learnability_gate"))
+
+    def _declared(self, key: str) -> dict | list:
+        """A task declaration from run.json; for a folder written before run.json held them, a built-in
+        task's declaration for the run's task params (its class's, nothing is built), else empty."""
+        if key in self.run:
+            return self.run[key] or {}
+        task = self.run.get("task") or {}
+        from ablate.tasks import builtin_declarations  # imports torch: only for such older folders
+
+        declared = builtin_declarations(str(task.get("name")), dict(task.get("params") or {}))
+        return getattr(declared, key) if declared is not None else {}
+
+    @property
     def eval_steps(self) -> list[int]:
         if len(self.metrics):
             return sorted(int(s) for s in pd.unique(self.metrics["steps"]))
@@ -297,9 +329,10 @@ class Results:
 
     @property
     def simplified_variant(self) -> str | None:
-        """The review's simplified cell; None when no toggle varies, where it is the paper's own cell."""
+        """The review's simplified cell; None unless all four toggles vary at both levels (older run.json
+        files named a cell of a smaller grid, even the paper's own, "simplified")."""
         simplified = self.run.get("simplified_variant")
-        return None if simplified == self.paper_variant else simplified
+        return simplified if full_toggle_grid(self.factor_levels) and simplified != self.paper_variant else None
 
     @property
     def baseline_variant(self) -> str | None:
@@ -328,14 +361,15 @@ def load(folder: str | Path) -> Results:
     folder = Path(folder)
     run = read_run(folder)
     factors = run.get("factors", [])
-    metrics = _canonical_factors(_read_table(folder, "metrics"), factors)
-    curves = _canonical_factors(_read_table(folder, "curves"), factors)
-    trials = _canonical_factors(_read_table(folder, "trials"), factors)
-    for name, table in (("metrics", metrics), ("curves", curves), ("trials", trials)):
-        required = {"metrics": METRICS_COLUMNS, "curves": CURVES_COLUMNS, "trials": TRIALS_COLUMNS[:4]}[name]
-        if len(table.columns) and not set(required) <= set(table.columns):
+    tables = {}
+    for name, required in (("metrics", METRICS_COLUMNS), ("curves", CURVES_COLUMNS), ("trials", TRIALS_COLUMNS[:4])):
+        table = _read_table(folder, name)
+        if not len(table.columns):  # not written yet (a run that has only started): empty, with its columns
+            table = pd.DataFrame(columns=[*required[:2], *_factor_names(run), *required[2:]])
+        tables[name] = table = _canonical_factors(table, factors)
+        if not set(required) <= set(table.columns):
             raise ResultsError(
                 f"{folder / (name + '.csv')} lacks columns "
                 f"{sorted(set(required) - set(table.columns))}: " + REBUILD_HINT.format(folder=folder)
             )
-    return Results(folder=folder, metrics=metrics, curves=curves, trials=trials, run=run)
+    return Results(folder=folder, run=run, **tables)

@@ -19,6 +19,13 @@ TOGGLES: dict[str, tuple] = {  # the paper's level first
 }
 
 
+def full_toggle_grid(factor_levels: dict) -> bool:
+    """Whether every toggle varies over both its levels: only then is the reviewed code's cell (the
+    "simplified variant") in the grid. With fewer toggles varied, the cell at their non-paper levels is
+    some other cell (e.g. `grid_xboot_renoise_w2`), named by its label, not by the review."""
+    return all(set(factor_levels.get(name, ())) >= set(levels) for name, levels in TOGGLES.items())
+
+
 def check_choice(name: str, value, allowed: tuple) -> None:
     if type(value) not in {type(a) for a in allowed} or value not in allowed:
         raise ValueError(f"{name}={value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}")

@@ -2,7 +2,8 @@
 
 Trains the flow-only baseline (family `flow`) of EXPERIMENT.yaml at the file's budget with one seed, in this
 process on one thread, evaluates it at K = k_max and prints its figures, the task's reference values and
-PASS or FAIL:
+PASS or FAIL. The toy2d and digits gates are the tasks' own declarations (`learnability_gate`, which the
+report evaluates on a study's flow baseline too):
 
 - toy2d: `precision` >= 0.9 (share of samples in the data's support) and `coverage` >= 0.9 (every region,
   e.g. every square of the checkerboard, hit in about the data's share: the squares are all there). A
@@ -10,8 +11,9 @@ PASS or FAIL:
   it, the metrics are blind to the density inside a region.
 - digits: FD <= 2 x the held-out floor (`fd_floor`); a grid of samples next to real digits in OUT.
 - latent_world: one-step `valid` >= 0.9 x the exact flow's validity at K = k_max (the closed-form
-  posterior-mean flow sampled with the same sampler: no flow model does better); a scatter of the next
-  frames' offsets from the commanded point (the ring of modes) next to the simulator's draws.
+  posterior-mean flow sampled with the same sampler: no flow model does better), measured here for any
+  world; the task declares the default world's figure (0.89 at K = 64) for the report. A scatter of the
+  next frames' offsets from the commanded point (the ring of modes) next to the simulator's draws.
 - other tasks: the figures, no gate.
 
 `--paper` also trains the paper's variant (family shortcut_forcing, the paper's toggles, the file's other
@@ -40,9 +42,6 @@ from ablate.families import BASELINE_FAMILY, DEFAULT_FAMILY, family_spec
 from ablate.trial import TrialResult, run_trial
 from ablate.variants import TOGGLES, Variant
 
-PRECISION_GATE = 0.9
-COVERAGE_GATE = 0.9
-FD_FACTOR = 2.0
 EXACT_SHARE = 0.9  # latent_world: the flow baseline reaches this share of the exact flow's validity
 EXACT_FRAMES = 8192
 AXIS = 2.2  # toy2d scatter: both axes [-2.2, 2.2] in the data's standardised units
@@ -80,28 +79,41 @@ def figures(metrics: dict[str, float], names) -> str:
     return ", ".join(f"{name} {metrics[name]:.3f}" for name in names if name in metrics)
 
 
-def toy2d_gate(config: TrialConfig, result: TrialResult, k: int) -> tuple[bool, str]:
-    from ablate.tasks.toy2d import reference_scores
+def declared_gate(config: TrialConfig, result: TrialResult, k_max: int) -> tuple[bool, str]:
+    """The task's own learnability gate (`learnability_gate`, what the report evaluates too) on this trial."""
+    from ablate.tasks import declarations, make_task
 
-    m = result.metrics[k]
+    checks = []
+    for condition in declarations(make_task(config.task, config.task_params)).learnability_gate:
+        m = result.metrics[condition["steps"] or k_max]
+        value, bound = m[condition["metric"]], condition["threshold"]
+        rule = f"{bound:g}" if bound is not None else ""
+        if condition["relative_to"] is not None:
+            reference = m[condition["relative_to"]]
+            bound = condition["factor"] * reference
+            rule = f"{condition['factor']:g} x {condition['relative_to']} {reference:.3f} = {bound:.3f}"
+        ok = value >= bound if condition["op"] == ">=" else value <= bound
+        shown = condition["op"] if ok else {">=": "<", "<=": ">"}[condition["op"]]
+        checks.append((ok, f"{condition['metric']} {value:.3f} {shown} {rule}"))
+    return all(ok for ok, _ in checks), " and ".join(rule for _, rule in checks)
+
+
+def toy2d_gate(config: TrialConfig, result: TrialResult, k: int) -> tuple[bool, str]:
+    from ablate.tasks.toy2d import N_EVAL, reference_scores
+
     dataset = config.task_params.get("dataset", "checkerboard")
-    n_eval = config.task_params.get("n_eval", 1000)
+    n_eval = config.task_params.get("n_eval", N_EVAL)
     print(f"reference values ({dataset}, {n_eval} points; metric of the set against the fixed reference set):")
     for name, scores in reference_scores(dataset, n_eval).items():
         label = {"real": "second real set", "blur": "real + blur 0.25", "box": "uniform box"}[name]
         print(f"  {label:17s} {figures(scores, TOY2D_SHOWN)}")
-    checks = [(m["precision"] >= PRECISION_GATE, "precision", m["precision"], PRECISION_GATE)]
-    checks.append((m["coverage"] >= COVERAGE_GATE, "coverage", m["coverage"], COVERAGE_GATE))
-    rule = " and ".join(f"{name} {value:.3f} {'>=' if ok else '<'} {gate}" for ok, name, value, gate in checks)
-    return all(ok for ok, *_ in checks), rule
+    return declared_gate(config, result, k)
 
 
-def digits_gate(result: TrialResult, k: int) -> tuple[bool, str]:
+def digits_gate(config: TrialConfig, result: TrialResult, k: int) -> tuple[bool, str]:
     m = result.metrics[k]
     print(f"reference values: held-out digits fd {m['fd_floor']:.3f}, kid {m['kid_floor']:.4f}")
-    passed = m["fd"] <= FD_FACTOR * m["fd_floor"]
-    bound = f"{FD_FACTOR:g} x fd_floor {m['fd_floor']:.3f} = {FD_FACTOR * m['fd_floor']:.3f}"
-    return passed, f"fd {m['fd']:.3f} {'<=' if passed else '>'} {bound}"
+    return declared_gate(config, result, k)
 
 
 def latent_world_gate(config: TrialConfig, result: TrialResult, k: int) -> tuple[bool, str]:
@@ -197,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         path = out / f"{experiment.name}_samples.png"
         save_points(path, result.real_samples, panels)
     elif task == "digits":
-        passed, rule = digits_gate(result, k_max)
+        passed, rule = digits_gate(config, result, k_max)
         path = out / f"{experiment.name}_samples.png"
         save_images(path, result.real_samples, panels)
     elif task == "latent_world":

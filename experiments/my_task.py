@@ -3,7 +3,11 @@
 Use it in an experiment config as `task: experiments/my_task.py` (the function `make_task` is called with
 the config's `task_params` as keyword arguments), or as `task: my_package.my_module:make_task`.
 
-A task needs five attributes and three methods (see ablate/tasks/__init__.py, `Task`):
+A task needs five attributes and three methods (see ablate/tasks/__init__.py, `Task`), and may declare three
+more facts about its metrics for the report: `metric_scales` (read a metric's effects as ratios, "log", or as
+differences, "raw"), `share_metrics` (shares in [0, 1] and the number of samples behind each) and
+`learnability_gate` (what the flow baseline must reach for the study to mean anything). Left out, every metric
+is raw, none is a share and there is no gate.
 - `batch(batch_size, generator)`: training data, drawn only from `generator` so a seed reproduces it;
 - `make_model()`: an x-predictor called as `model(z, tau, d)`, tau = 0 noise, tau = 1 clean, d the step size;
 - `evaluate(sampler, steps, generator)`: sample with each K in `steps` from ONE noise draw and score it.
@@ -18,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ablate.metrics import wasserstein2
-from ablate.tasks import Evaluation, Sampler
+from ablate.tasks import Evaluation, Sampler, gate_condition
 from ablate.tasks.embedding import LevelEmbedding
 
 
@@ -47,9 +51,14 @@ class RingTask:
     lead_dims = 1  # one tau and d per sample
     primary_metric = "w2"
     metric_directions = {"w2": "min", "radius_error": "min"}
+    metric_scales = {"w2": "log", "radius_error": "log"}  # distances: toggles change them by factors
+    share_metrics: dict[str, int] = {}  # none here; a share of the n_eval samples would be {"name": n_eval}
 
     def __init__(self, radius: float = 1.0, width: float = 0.05, n_eval: int = 500) -> None:
         self.radius, self.width, self.n_eval = radius, width, n_eval
+        # Real points are off the radius by 0.8 x width on average; a flow baseline at K = k_max further off
+        # than 2 x width has not learned the ring. An illustration: measure your baseline before you trust it.
+        self.learnability_gate = [gate_condition("radius_error", "<=", 2 * width)]
         # The reference set has its own fixed seed: every trial is scored against the same points.
         self.reference = ring(n_eval, radius, width, torch.Generator().manual_seed(12345))
 

@@ -117,6 +117,9 @@ def make_synthetic_results(
     noise_floors: Mapping[str, float] | None = None,
     k_max_penalty: Mapping[str, float] | None = None,
     name: str = "synthetic",
+    metric_scales: Mapping[str, str] | None = None,
+    share_metrics: Mapping[str, int] | None = None,
+    learnability_gate: Sequence[Mapping] = (),
 ) -> pd.DataFrame:
     """Write a complete results folder and return the true mean of every cell.
 
@@ -132,6 +135,8 @@ def make_synthetic_results(
     finished trial and step count, as a task's real-vs-real score is. ``k_max_penalty`` maps
     variant labels to how much worse (in each metric's bad direction) they get at the largest
     step count, as shortcut models can when few training rows use the smallest step size.
+    ``metric_scales``, ``share_metrics`` and ``learnability_gate`` are the task's declarations, written
+    to run.json as a run writes them (none by default: every metric raw, as for a task declaring none).
     """
     folder = Path(folder)
     rng = np.random.default_rng(seed)
@@ -234,6 +239,9 @@ def make_synthetic_results(
             **{metric: directions[base] for metric, base, _ in specs},
             **{f"{m}_floor": directions[m] for m in noise_floors},
         },
+        "metric_scales": dict(metric_scales or {}),
+        "share_metrics": dict(share_metrics or {}),
+        "learnability_gate": [dict(c) for c in learnability_gate],
         "versions": {
             "python": platform.python_version(),
             "numpy": np.__version__,

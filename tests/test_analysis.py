@@ -104,10 +104,10 @@ def test_three_way_interaction_and_log_scale_ratios(tmp_path):
     raw = analysis.factor_effects(results).set_index(["term", "kind"])
     assert raw.loc[(three, "interaction3"), "ci_low"] <= 0.3 <= raw.loc[(three, "interaction3"), "ci_high"]
     assert raw.loc[(three, "interaction3"), "p_holm"] < 0.05
-    assert analysis.metric_scales(results) == {"fd": "raw"}
-    # the same grid made multiplicative: values spanning more than 10x are read on the log scale
+    assert analysis.metric_scales(results) == {"fd": "raw"}  # the task declares no scale
+    # the same grid made multiplicative, from a task that declares fd a distance: read on the log scale
     metrics = results.metrics.assign(value=np.exp(6 * results.metrics["value"]))
-    write_tables(tmp_path, metrics, results.curves, results.trials, results.run)
+    write_tables(tmp_path, metrics, results.curves, results.trials, {**results.run, "metric_scales": {"fd": "log"}})
     results = load(tmp_path)
     assert analysis.metric_scales(results) == {"fd": "log"}
     effects = analysis.factor_effects(results).set_index(["term", "kind"])
@@ -161,8 +161,10 @@ def test_cells_ci_covers_truth_and_counts_diverged(tmp_path):
 def test_t_interval_needs_two_values_and_is_exact():
     one = analysis.t_interval(np.array([1.0]))
     assert np.isnan(one.low) and np.isnan(one.high) and one.estimate == 1.0
-    constant = analysis.t_interval(np.full(3, 2.0))
-    assert (constant.low, constant.high) == (2.0, 2.0)
+    constant = analysis.t_interval(np.full(3, 2.0))  # tied seeds: no certainty, no interval
+    assert constant.tied and np.isnan([constant.low, constant.high, constant.p_value]).all()
+    floored = analysis.t_interval(np.full(3, 2.0), floor_sd=0.1)  # a declared measurement noise
+    assert floored.high - floored.low == pytest.approx(2 * 4.3027 * 0.1 / np.sqrt(3), rel=1e-4)
     two = analysis.t_interval(np.array([1.0, 2.0]))  # t(1) = 12.706: honest, and wide
     assert (two.low, two.high) == pytest.approx((1.5 - 12.7062 * 0.5, 1.5 + 12.7062 * 0.5), abs=1e-3)
 
@@ -358,49 +360,6 @@ def test_floor_names_need_their_base_metric():
     assert analysis.quality_metrics(names) == ["w2", "kid_floor", "mse_h1"]
 
 
-def test_worsening_at_max_steps_uses_a_prespecified_k_and_follows_the_direction(tmp_path):
-    paper = "grid_vboot_vstep_w2"
-    make_synthetic_results(
-        tmp_path,
-        {},
-        noise_sd=0.05,
-        seeds=range(3),
-        steps=[1, 4, 16],
-        metrics=["w2", "accuracy"],
-        metric_directions={"accuracy": "max"},
-        k_max_penalty={paper: 0.5},
-        seed=7,
-    )
-    results = load(tmp_path)
-    for metric in ("w2", "accuracy"):
-        row = analysis.worsening_at_max_steps(results, paper, metric).iloc[0]
-        assert row["worse"] and (row["reference_steps"], row["max_steps"], row["n_pairs"]) == (4, 16, 3)
-    w2 = analysis.worsening_at_max_steps(results, paper, "w2").iloc[0]
-    assert w2["difference"] == pytest.approx(w2["max_steps_mean"] - w2["reference_mean"])
-    assert w2["difference"] == pytest.approx(1.0 + 1 / 16 + 0.5 - (1.0 + 1 / 4), abs=0.1)
-    improving = analysis.worsening_at_max_steps(results, "flow", "w2").iloc[0]
-    assert improving["reference_steps"] == 4 and not improving["worse"]
-    # K = 1 as the reference: the paper variant is better at 16 than at 1 despite the penalty
-    assert not analysis.worsening_at_max_steps(results, paper, "w2", reference_steps=1).iloc[0]["worse"]
-    assert analysis.worsening_at_max_steps(results, "no_such_variant", "w2").empty
-    assert analysis.worsening_at_max_steps(results, paper, "w2", reference_steps=16).empty
-
-
-def test_power_table_from_the_runs_own_variance(balanced):
-    power = analysis.power_table(balanced).set_index("steps")
-    row = power.loc[4]
-    assert (row["n_seeds"], row["scale"]) == (5, "raw")
-    # noise_sd 0.05 per cell, 32 cells... no: 16 factorial cells; a contrast's per-seed sd is 2 * 0.05 / 4
-    assert row["contrast_sd"] == pytest.approx(0.025, rel=0.35)
-    assert row["mde"] == pytest.approx(1.682 * row["contrast_sd"], rel=1e-3)  # TTestPower at n = 5
-    assert 2 <= row["seeds_for_25pct"] <= row["seeds_for_10pct"]
-    from statsmodels.stats.power import TTestPower
-
-    level = abs(analysis.ok_values(balanced).query("steps == 4 and variant != 'flow'")["value"].mean())
-    expected = TTestPower().solve_power(effect_size=0.1 * level / row["contrast_sd"], alpha=0.05, power=0.8)
-    assert row["seeds_for_10pct"] == np.ceil(expected)
-
-
 def test_stratum_effects_show_each_toggle_within_every_combination_of_the_others(balanced):
     strata = analysis.stratum_effects(balanced)
     at_4 = strata[strata["steps"] == 4]
@@ -483,8 +442,13 @@ def in_memory(values, factors=AB, statuses=None, **run):
         metrics=metrics,
         curves=pd.DataFrame(),
         trials=trials,
-        run={"factors": factors, "paper_variant": paper, **run},
+        run={"factors": factors, "paper_variant": paper, "metric_scales": DECLARED_SCALES, **run},
     )
+
+
+# What the tests' task declares: the multiplicative metrics (err, mult) are read on the log scale, every
+# other metric is undeclared and so raw.
+DECLARED_SCALES = {"err": "log", "mult": "log"}
 
 
 def per_seed_contrast(results, metric, steps, term, within=None, log=False):
@@ -747,7 +711,7 @@ def test_effect_and_strata_tables_without_factors_keep_their_columns():
     assert list(analysis.factor_effects(flow_only).columns) == analysis.EFFECT_COLUMNS
     assert list(analysis.stratum_effects(flow_only).columns) == analysis.STRATA_COLUMNS
     assert analysis.factor_effects(flow_only).empty and analysis.stratum_effects(flow_only).empty
-    assert analysis.power_table(flow_only)["n_seeds"].tolist() == [0]  # no factorial cell, no seed
+    assert analysis.power_table(flow_only).empty  # no factorial term, no comparison: nothing to power
 
 
 def paired_by_hand(variant, reference, confidence):
@@ -952,132 +916,51 @@ TREND = {
 }
 
 
-def trend_by_hand(results, variant, metric, reference, confidence, scale, lower_is_better):
-    data = analysis.ok_values(results)
-    data = data[(data["variant"] == variant) & (data["metric"] == metric)]
-    at = {
-        k: dict(zip(data.loc[data["steps"] == k, "trial_id"], data.loc[data["steps"] == k, "value"]))
-        for k in (reference, 16)
-    }
-    row = paired_by_hand(at[16], at[reference], confidence)
-    prefix, null = ("ratio_", 1.0) if scale == "log" else ("", 0.0)
-    worse = row[prefix + "ci_low"] > null if lower_is_better else row[prefix + "ci_high"] < null
-    return {
-        "variant": variant,
-        "metric": metric,
-        "reference_steps": reference,
-        "reference_mean": np.mean(list(at[reference].values())),
-        "max_steps": 16,
-        "max_steps_mean": np.mean(list(at[16].values())),
-        **row,
-        "scale": scale,
-        "ci_method": "paired student_t over seeds",
-        "worse": worse,
-    }
-
-
-def test_worsening_at_max_steps_rows_by_hand_on_both_scales_and_directions():
+def test_the_worsening_test_is_one_sided_and_paired_by_seed_on_the_metrics_scale():
+    """The opening's "gets worse with more steps": the paper's variant at k_max against the primary K."""
     results = in_memory(TREND, metric_directions={"acc": "max"}, primary_steps=4)
-    assert analysis.metric_scales(results) == {"lin": "raw", "mult": "log", "acc": "raw"}
-    cases = [
-        ("p_True", "lin", "raw", True, True),  # +0.5 in every seed: worse, though not as a ratio
-        ("p_True", "mult", "log", True, True),  # worse as a ratio, though not as a difference
-        ("p_False", "lin", "raw", True, False),  # no change at all is not worse
-        ("q_True", "mult", "log", True, False),
-        ("p_True", "acc", "raw", False, False),
-        ("q_True", "acc", "raw", False, True),
-        ("p_True", "lin_floor", "raw", True, False),
-    ]
-    for variant, metric, scale, lower, worse in cases:
-        table = analysis.worsening_at_max_steps(results, variant, metric, confidence=0.9)
-        expected = pd.DataFrame([trend_by_hand(results, variant, metric, 4, 0.9, scale, lower)])
-        pd.testing.assert_frame_equal(table, expected[analysis.comparisons.TREND_COLUMNS], check_dtype=False, rtol=1e-9)
-        assert table["worse"].iloc[0] is worse or table["worse"].iloc[0] == worse, (variant, metric)
-    first = in_memory(TREND, primary_steps=1)  # run.json's primary K is the reference
-    assert analysis.worsening_at_max_steps(first, "p_True", "lin")["reference_steps"].tolist() == [1]
-    default = in_memory(TREND)  # no primary K: 4
-    assert analysis.worsening_at_max_steps(default, "p_True", "lin")["reference_steps"].tolist() == [4]
+
+    def worsening(metric):
+        table = analysis.family_table(analysis.build_family(results, metric, 4))
+        return table[table["kind"] == "worsening"].iloc[0]
+
+    mult = worsening("mult")  # log scale: a steady factor of about 1.3
+    diffs = np.log([1.3 / 1.0, 2.7 / 2.0, 10.0 / 8.0])
+    assert mult["p_value"] == pytest.approx(stats.ttest_1samp(diffs, 0, alternative="greater").pvalue, rel=1e-9)
+    assert mult["estimate"] == pytest.approx(np.exp(diffs.mean()))
+    for metric in ("lin", "acc"):  # +0.5 in every seed, and no change at all: the seeds tie, no test
+        tied = worsening(metric)
+        assert np.isnan(tied["p_value"]) and "tie" in tied["method"] and not tied["resolved"]
+    assert worsening("lin")["estimate"] == pytest.approx(0.5)
+    # at K = 16 there is nothing beyond: no worsening test
+    assert "worsening" not in set(analysis.family_table(analysis.build_family(results, "lin", 16))["kind"])
 
 
-def test_worsening_without_pairs_is_an_empty_table_with_its_columns():
-    results = in_memory(TREND, primary_steps=4)
-    for empty in (
-        analysis.worsening_at_max_steps(results, "p_False", "mult"),  # no value at all
-        analysis.worsening_at_max_steps(results, "q_True", "lin", reference_steps=2),  # K never evaluated
-        analysis.worsening_at_max_steps(results, "p_True", "mult", reference_steps=1),
-    ):  # none at K=1
-        assert empty.empty and list(empty.columns) == analysis.comparisons.TREND_COLUMNS
+def test_power_rows_are_per_term_from_its_own_spread_at_its_share_of_the_family():
+    results = in_memory(EFFECT_VALUES)
+    table = analysis.power_table(results)
+    gain = table[table["metric"] == "gain"].set_index("term")
+    codes = {"a": [1, 1, -1, -1], "b": [1, -1, 1, -1], "a:b": [1, -1, -1, 1]}
+    cells = [("p", True), ("p", False), ("q", True), ("q", False)]
+    values = np.array([EFFECT_VALUES[(cell, "gain", 4)] for cell in cells])
+    for term, code in codes.items():
+        per_seed = np.array(code) @ values / 2
+        sd = per_seed.std(ddof=1)
+        row = gain.loc[term]
+        assert (row["contrast_sd"], row["alpha"], row["family_size"], row["n_seeds"]) == pytest.approx(
+            (sd, 0.05 / 3, 3, 3)
+        )
+        assert row["mde"] == pytest.approx(inference.minimum_detectable_effect(sd, 3, 0.8, 0.05 / 3), rel=1e-9)
+        level = abs(values.mean())
+        assert row["seeds_for_10pct"] == inference.seeds_needed(0.1 * level, sd, 0.8, 0.05 / 3)
+    err = table[table["metric"] == "err"].set_index("term")  # declared log: the log of the ratio
+    assert err.loc["a", "mde_percent"] == pytest.approx(100 * (np.exp(err.loc["a", "mde"]) - 1))
 
 
 def ab_grid(values, seeds=(0, 1, 2)):
     from ablate.analysis.grid import Grid
 
     return Grid(("a", "b"), {"a": ("p", "q"), "b": (True, False)}, tuple(seeds), np.array(values, float))
-
-
-def test_per_seed_contrast_sd_pools_the_terms_variances_by_degrees_of_freedom():
-    from ablate.analysis.grid import per_seed_contrast_sd
-
-    terms = [("a",), ("b",), ("a", "b")]
-    codes = np.array([[1, 1, -1, -1], [1, -1, 1, -1], [1, -1, -1, 1]], float)  # cells (p,T) (p,F) (q,T) (q,F)
-    values = np.array([[1.0, 1.4, 0.9], [2.0, 2.9, 2.2], [3.1, 3.0, 3.6], [5.0, 4.1, 4.4]])
-    for seeds in (3, 2):  # a full grid: each term's per-seed contrast is codes @ values / 2
-        v = values[:, :seeds]
-        by_hand = np.sqrt(np.mean([np.var(c @ v / 2, ddof=1) for c in codes]))
-        assert per_seed_contrast_sd(ab_grid(v, range(seeds)), terms, "raw") == pytest.approx(by_hand, rel=1e-12)
-    logged = np.sqrt(np.mean([np.var(c @ np.log(values) / 2, ddof=1) for c in codes]))
-    assert per_seed_contrast_sd(ab_grid(values), terms, "log") == pytest.approx(logged, rel=1e-12)
-    # (q, False) never finished: a and b each rest on one stratum of 2 cells (variance x 2/4), a:b on none
-    gappy = values.copy()
-    gappy[3] = np.nan
-    a, b = gappy[0] - gappy[2], gappy[0] - gappy[1]
-    by_hand = np.sqrt((np.var(a, ddof=1) * 2 / 4 * 2 + np.var(b, ddof=1) * 2 / 4 * 2) / 4)
-    assert per_seed_contrast_sd(ab_grid(gappy), terms, "raw") == pytest.approx(by_hand, rel=1e-12)
-    assert np.isnan(per_seed_contrast_sd(ab_grid(values[:, :1], [0]), terms, "raw"))  # one seed: no variance
-
-
-def test_power_table_rows_by_hand_at_90_percent_confidence():
-    from ablate.analysis.grid import Grid, per_seed_contrast_sd
-
-    zero_mean = {
-        (("p", True), "zero", 4): [1.0, -1.0, 2.0],
-        (("p", False), "zero", 4): [-2.0, 0.5, -0.5],
-        (("q", True), "zero", 4): [1.5, -1.5, 0.0],
-        (("q", False), "zero", 4): [0.0, 0.25, -0.25],
-    }
-    results = in_memory({**EFFECT_VALUES, **zero_mean})
-    table = analysis.power_table(results, confidence=0.9)
-    data = analysis.ok_values(results)
-    expected = []
-    for metric, scale in (("err", "log"), ("gain", "raw"), ("zero", "raw")):
-        rows = data[data["metric"] == metric]
-        grid = Grid.from_rows(rows, {"a": ["p", "q"], "b": [True, False]}, [0, 1, 2])
-        sd = per_seed_contrast_sd(grid, [("a",), ("b",), ("a", "b")], scale)
-        mde = inference.minimum_detectable_effect(sd, 3, 0.8, alpha=0.1)
-        level = abs(rows["value"].mean())
-        if scale == "log":
-            percent, targets = 100 * (np.exp(mde) - 1), [np.log(1.1), np.log(1.25)]
-        else:
-            percent, targets = (100 * mde / level if level else np.nan), [0.1 * level, 0.25 * level]
-        expected.append(
-            {
-                "metric": metric,
-                "steps": 4,
-                "scale": scale,
-                "n_seeds": 3,
-                "contrast_sd": sd,
-                "power": 0.8,
-                "alpha": 0.1,
-                "mde": mde,
-                "mde_percent": percent,
-                "seeds_for_10pct": inference.seeds_needed(targets[0], sd, 0.8, 0.1),
-                "seeds_for_25pct": inference.seeds_needed(targets[1], sd, 0.8, 0.1),
-            }
-        )
-    pd.testing.assert_frame_equal(
-        table, pd.DataFrame(expected)[analysis.power.POWER_COLUMNS], check_dtype=False, rtol=1e-9
-    )
-    assert np.isnan(table["mde_percent"].iloc[2])  # a metric whose mean is 0 has no percentage
 
 
 CELLS = {
@@ -1308,8 +1191,11 @@ def test_t_interval_edge_cases_and_scipy_agreement_at_any_confidence():
     one = inference.t_interval([2.5])
     assert (one.estimate, one.n, one.df) == (2.5, 1, 0) and np.isnan([one.low, one.high, one.p_value, one.sd]).all()
     zeros, twos = inference.t_interval([0.0, 0.0, 0.0]), inference.t_interval([2.0, 2.0])
-    assert (zeros.low, zeros.high, zeros.p_value, zeros.sd) == (0.0, 0.0, 1.0, 0.0)
-    assert (twos.estimate, twos.low, twos.high, twos.p_value, twos.sd, twos.n) == (2.0, 2.0, 2.0, 0.0, 0.0, 2)
+    assert zeros.tied and twos.tied and (twos.estimate, twos.sd, twos.n) == (2.0, 0.0, 2)
+    assert np.isnan([zeros.low, zeros.high, zeros.p_value, twos.low, twos.high, twos.p_value]).all()
+    wider = inference.t_interval([1.0, 1.2, 0.8], floor_sd=0.01)  # a floor below the spread changes nothing
+    expected = stats.t.interval(0.95, 2, loc=1.0, scale=stats.sem([1.0, 1.2, 0.8]))
+    assert (wider.low, wider.high) == pytest.approx(expected)
     values = [0.3, 1.1, 0.2, 0.9]
     interval = inference.t_interval(values, confidence=0.9)
     low, high = stats.t.interval(0.9, 3, loc=np.mean(values), scale=stats.sem(values))
@@ -1339,14 +1225,23 @@ def test_holm_skips_nan_entries_and_leaves_them_nan():
     assert np.isnan(inference.holm([np.nan, np.nan])).all() and inference.holm([]) == []
 
 
-def test_log_scale_needs_positive_values_and_a_tenfold_span_of_cell_means():
-    def scale(values):
+def test_the_scale_is_declared_by_the_task_never_read_off_the_values():
+    def scales(values, **run):
         cells = dict(zip([("p", True), ("p", False), ("q", True), ("q", False)], values))
-        return analysis.metric_scales(in_memory({(cell, "m", 4): v for cell, v in cells.items()}))["m"]
+        return analysis.metric_scales(in_memory({(cell, "m", 4): v for cell, v in cells.items()}, **run))
 
-    assert scale([[1.0, 1.0], [10.0, 10.0], [2.0, 2.0], [3.0, 3.0]]) == "log"  # exactly tenfold
-    assert scale([[1.0, 1.0], [9.0, 9.0], [2.0, 2.0], [3.0, 3.0]]) == "raw"
-    assert scale([[0.0, 0.0], [10.0, 10.0], [2.0, 2.0], [3.0, 3.0]]) == "raw"  # a zero: no log scale
+    log = {"metric_scales": {"m": "log"}}
+    assert scales([[1.0, 1.0], [10.0, 10.0], [2.0, 2.0], [3.0, 3.0]], **log) == {"m": "log"}
+    assert scales([[1.0, 1.0], [9.0, 9.0], [2.0, 2.0], [3.0, 3.0]], **log) == {"m": "log"}  # span: no matter
+    assert scales([[0.0, 1.0], [10.0, 10.0], [2.0, 2.0], [3.0, 3.0]], **log) == {"m": "log"}  # one zero neither
+    assert scales([[1.0, 1.0], [100.0, 100.0], [2.0, 2.0], [3.0, 3.0]]) == {"m": "raw"}  # undeclared: raw
+    overridden = in_memory({(("p", True), "m", 4): [1.0, 2.0], (("p", True), "n", 4): [1.0, 2.0]}, **log)
+    overridden.scale_overrides = {"m": "raw", "n": "log"}  # `ablate report --scale m=raw,n=log`
+    assert analysis.metric_scales(overridden) == {"m": "raw", "n": "log"}
+    assert analysis.scale_overrides(overridden, {"m": "raw"}) == {"m": "raw"}
+    for bad, named in (({"nope": "log"}, "no quality metric 'nope'"), ({"m": "sqrt"}, "log or raw")):
+        with pytest.raises(ValueError, match=named):
+            analysis.scale_overrides(overridden, bad)
 
 
 def test_tables_of_a_run_without_values_keep_their_columns():

@@ -57,7 +57,8 @@ def test_four_trial_grid_end_to_end(tmp_path, ray_session, capsys):
     run = json.loads((out / "run.json").read_text())
     assert run["versions"]["torch"] and run["versions"]["ray"] and "git_commit" in run
     assert run["config"]["train"]["steps"] == 40 and len(run["expected_trials"]) == 4
-    assert run["paper_variant"] == "grid_vboot_vstep_w2"
+    assert run["paper_variant"] == "grid_vboot_vstep_w2" and run["simplified_variant"] is None  # one toggle
+    assert (run["metric_scales"], run["share_metrics"], run["learnability_gate"]) == ({}, {}, [])  # none declared
     assert sorted(p.name for p in (out / "samples").iterdir()) == sorted(f"{t}.npz" for t in trials["trial_id"])
     # the Ray run is the same computation as the trial run alone
     alone = run_trial({**json.loads((out / "trials" / "grid_vboot_vstep_w2__seed1.json").read_text())["config"]})

@@ -83,3 +83,63 @@ def test_compare_errors_are_one_line(tmp_path, capsys):
         assert main(args) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and named in err
+
+
+def test_a_folder_compared_with_itself_is_two_columns_told_apart_by_position(tmp_path):
+    a = tmp_path / "a"
+    make_synthetic_results(a, {"tau_sampling": 0.4}, noise_sd=0.02, seeds=range(3), steps=[4], metrics=["w2"])
+    assert main(["compare", str(a), str(a), "--output", str(tmp_path / "cmp")]) == 0
+    table = pd.read_csv(tmp_path / "cmp" / "compare.csv")
+    assert list(dict.fromkeys(table["folder"])) == ["a (1)", "a (2)"]
+    first, second = (
+        table[table["folder"] == f].drop(columns="folder").reset_index(drop=True) for f in ("a (1)", "a (2)")
+    )
+    pd.testing.assert_frame_equal(first, second)  # the same folder: the same numbers
+    assert "| toggle | a (1), w2 K = 4 | a (2), w2 K = 4 |" in (tmp_path / "cmp" / "compare.md").read_text()
+    assert (tmp_path / "cmp" / "figures" / "compare.png").exists()
+
+
+def test_compare_refuses_an_existing_output_and_bad_scales_writing_nothing(tmp_path, capsys):
+    a = tmp_path / "a"
+    make_synthetic_results(a, {}, noise_sd=0.02, seeds=range(2), steps=[4], metrics=["w2"])
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    for output, extra, named in (
+        (existing, [], "already exists"),
+        (tmp_path / "o", ["--scale", "fd=log"], "no folder has a quality metric 'fd'"),
+        (tmp_path / "o", ["--scale", "w2=sqrt"], "log or raw"),
+        (tmp_path / "o", ["--scale", "w2"], "metric=scale"),
+    ):
+        capsys.readouterr()
+        assert main(["compare", str(a), str(a), "--output", str(output), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and named in err, err
+    assert [p.name for p in existing.iterdir()] == ["notes.txt"] and not (tmp_path / "o").exists()
+
+
+def test_compare_reads_a_metric_on_one_scale_in_every_folder(tmp_path):
+    """Folder a's task declares w2 a distance (log), b's declares nothing (raw): both are read on log (the
+    first folder's), and compare.md says so; `--scale w2=raw` reads both on raw."""
+    for name, scales in (("a", {"w2": "log"}), ("b", {})):
+        make_synthetic_results(
+            tmp_path / name,
+            {"tau_sampling": 0.4},
+            noise_sd=0.02,
+            seeds=range(3),
+            steps=[4],
+            metrics=["w2"],
+            metric_scales=scales,
+            name=name,
+        )
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(tmp_path / "log")]) == 0
+    assert set(pd.read_csv(tmp_path / "log" / "compare.csv")["scale"]) == {"log"}
+    text = (tmp_path / "log" / "compare.md").read_text()
+    assert "One scale per metric in every folder: w2 log." in text
+    assert "The folders declare different scales for w2: log (a), raw (b); it is read on the log scale" in text
+    tau_row = next(line for line in text.splitlines() if line.startswith("| `tau_sampling` |"))
+    assert tau_row.count("**x") == 2 and "+0." not in tau_row  # a ratio in both columns, never a difference
+    args = ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(tmp_path / "raw"), "--scale", "w2=raw"]
+    assert main(args) == 0
+    assert set(pd.read_csv(tmp_path / "raw" / "compare.csv")["scale"]) == {"raw"}
+    assert "(`--scale`)" in (tmp_path / "raw" / "compare.md").read_text()

@@ -26,7 +26,7 @@ from ray import tune
 from ablate import locking, progress, provenance, records, results, runner
 from ablate import worker as ray_worker
 from ablate.config import ObjectiveConfig, TrialConfig
-from ablate.experiment import ExperimentError, parse_experiment
+from ablate.experiment import DEFAULT_FACTORS, ExperimentError, parse_experiment
 from ablate.trial import run_trial
 
 CONFIG = {
@@ -851,11 +851,14 @@ def test_run_json_describes_the_run_and_keeps_every_session(tmp_path, monkeypatc
         "k_max": 8,
         "expected_trials": experiment.expected_trials(),
         "paper_variant": "grid_xboot_vstep_w2,lr=0.01",  # the paper's levels of the varied toggles
-        "simplified_variant": "grid_xboot_renoise_now2,lr=0.01",  # bootstrap_space is fixed at x
+        "simplified_variant": None,  # two toggles vary: the reviewed code's cell is not in the grid
         "baseline_variant": "flow,lr=0.01",
         "primary_metric": "spread",
         "primary_steps": 2,
         "metric_directions": {"mean_error": "min", "spread": "max"},
+        "metric_scales": {},  # the tiny task declares nothing: every metric raw, no share, no gate
+        "share_metrics": {},
+        "learnability_gate": [],
         "labels": {"paper": "P"},
         "config": json.loads(json.dumps(experiment.spec)),
         "overrides": ["train.steps=20", "seeds=[3,5]"],
@@ -899,20 +902,38 @@ def test_run_json_defaults_eval_steps_primary_and_baseline(tmp_path, monkeypatch
     info = provenance.run_info(experiment, tmp_path, 1000.0, False, {})
     assert info["eval_steps"] == [1, 2, 4, 8] and info["primary_steps"] == 8
     assert info["primary_metric"] == "mean_error" and info["baseline_variant"] is None
-    assert (info["paper_variant"], info["simplified_variant"]) == (
-        "grid_xboot_vstep_w2,lr=0.01,batch_size=8",
-        "grid_xboot_vstep_now2,lr=0.01,batch_size=8",
-    )
+    assert (info["paper_variant"], info["simplified_variant"]) == ("grid_xboot_vstep_w2,lr=0.01,batch_size=8", None)
     assert info["overrides"] == [] and info["wall_seconds"] == 0.0
     del spec["primary"]
     info = provenance.run_info(parse_experiment(spec), tmp_path, 1000.0, False, {})
     assert info["primary_steps"] == 4
     one = parse_experiment({**spec, "seeds": [0], "factors": {"tau2_weight": [False]}})  # a single trial
     info = provenance.run_info(one, tmp_path, 1000.0, False, {})
-    assert (info["paper_variant"], info["simplified_variant"]) == ("grid_xboot_vstep_w2", "grid_xboot_vstep_now2")
+    assert (info["paper_variant"], info["simplified_variant"]) == ("grid_xboot_vstep_w2", None)
     no_toggle = parse_experiment({**spec, "factors": {"lr": [0.01, 0.001]}})  # e.g. teacher_context alone
     info = provenance.run_info(no_toggle, tmp_path, 1000.0, False, {})
     assert info["paper_variant"] == "grid_xboot_vstep_w2,lr=0.01" and info["simplified_variant"] is None
+    full = parse_experiment({**spec, "factors": {"lr": [0.01, 0.001]} | DEFAULT_FACTORS})  # all four toggles
+    info = provenance.run_info(full, tmp_path, 1000.0, False, {})
+    assert info["simplified_variant"] == "cont_xboot_renoise_now2,lr=0.01"
+
+
+def test_run_json_records_the_tasks_declarations(tmp_path, monkeypatch):
+    """What a built-in task declares reaches run.json as it is; Results reads it back from there."""
+    from ablate.results import load
+    from ablate.tasks.toy2d import Toy2DTask
+
+    spec = _run_experiment_spec(tmp_path, factors={"tau2_weight": [True, False]})
+    spec.update(task="toy2d", task_params={"n_eval": 300}, primary={})
+    monkeypatch.setattr(provenance, "time", SimpleNamespace(time=lambda: 1000.0))
+    info = provenance.run_info(parse_experiment(spec), tmp_path, 1000.0, False, {})
+    declared = Toy2DTask.declare(n_eval=300)
+    assert info["metric_scales"] == declared.metric_scales and info["metric_scales"]["w2"] == "log"
+    assert info["share_metrics"] == declared.share_metrics and info["share_metrics"]["precision"] == 300
+    assert info["learnability_gate"] == declared.learnability_gate
+    (tmp_path / "run.json").write_text(json.dumps(info))  # a run that has only started: no tables yet
+    results = load(tmp_path)
+    assert (results.metric_scales, results.share_metrics, results.learnability_gate) == tuple(declared)
 
 
 def test_write_results_counts_what_finished_failed_or_is_missing(tmp_path, monkeypatch):

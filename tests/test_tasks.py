@@ -12,8 +12,8 @@ import torch
 
 import ablate.tasks.digits as digits_module
 from ablate.objective import ShortcutForcing, Variant
-from ablate.tasks import Sampler, make_task
-from ablate.tasks.digits import digit_splits, load_or_build_classifier
+from ablate.tasks import BUILTIN_TASKS, Sampler, builtin_declarations, declarations, make_task
+from ablate.tasks.digits import N_HELD_OUT, digit_splits, load_or_build_classifier
 from ablate.tasks.models import ResidualMLP
 from ablate.tasks.toy2d import (
     BLUR_SIGMA,
@@ -134,6 +134,35 @@ def test_evaluate_scores_every_k_from_one_noise_draw(spec):
     assert again.metrics == evaluation.metrics
     baseline = task.evaluate(untrained_sampler(task, model_d=1 / 64), [1, 4], torch.Generator().manual_seed(0))
     assert baseline.metrics[1] != evaluation.metrics[1]  # told d_min instead of d = 1
+
+
+DECLARING = {
+    **SMALL,
+    "sequence": {"n_eval": 4, "horizon": 3},
+    "latent_world": {"n_eval": 4, "draws": 2, "horizon": 2, "jitter": 0.05},
+}
+
+
+@pytest.mark.parametrize("spec", list(DECLARING))
+def test_every_emitted_metric_has_a_declared_scale_shares_lie_in_0_1_and_the_gate_names_real_metrics(spec):
+    task = make_task(spec, DECLARING[spec])
+    declared = declarations(task)
+    torch.manual_seed(0)
+    sampler = Sampler(task.make_model().eval(), ShortcutForcing(k_max=8))
+    metrics = task.evaluate(sampler, [1], torch.Generator().manual_seed(0)).metrics[1]
+    assert set(declared.metric_scales) == set(metrics) and set(declared.metric_scales.values()) <= {"log", "raw"}
+    assert set(declared.share_metrics) <= set(metrics)
+    assert all(0 <= metrics[m] <= 1 and declared.metric_scales[m] == "raw" for m in declared.share_metrics)
+    assert {c["metric"] for c in declared.learnability_gate} <= set(metrics)
+    assert {c["relative_to"] for c in declared.learnability_gate} <= set(metrics) | {None}
+    if spec in BUILTIN_TASKS:  # what an older results folder reads without building the task
+        assert type(task).declare(**DECLARING[spec]) == declared
+        assert builtin_declarations(spec, DECLARING[spec]) == declared
+        assert builtin_declarations(spec, {}) == declarations(make_task(spec))  # the same defaults
+
+
+def test_the_digits_held_out_half_is_the_size_the_declarations_give_it(digits):
+    assert len(digits.held_out_images) == N_HELD_OUT == digits.share_metrics["class_entropy_floor"]
 
 
 def test_toy2d_scores_against_a_fixed_reference_with_a_noise_floor():

@@ -7,6 +7,8 @@ difference), which holds its 95 % at 2, 3 and 5 seeds whatever the cells' varian
 (``tests/test_coverage.py`` simulates it; ``benchmarks/statistics_coverage.py`` compares methods).
 
 - :mod:`~ablate.analysis.tables`: finished values, noise floors, metric scales, trial status.
+- :mod:`~ablate.analysis.family`: the one family of tests behind every claim of the report's opening.
+- :mod:`~ablate.analysis.gate`: the task's learnability gate on the flow baseline.
 - :mod:`~ablate.analysis.inference`: t-intervals, Holm, Hotelling, power (numbers only).
 - :mod:`~ablate.analysis.grid`: one metric x K as cells x seeds, seed-paired contrasts.
 - :mod:`~ablate.analysis.cells`, :mod:`~ablate.analysis.effects`,
@@ -14,8 +16,10 @@ difference), which holds its 95 % at 2, 3 and 5 seeds whatever the cells' varian
 """
 
 from ablate.analysis.cells import cell_summary, noise_floors, reference_values
-from ablate.analysis.comparisons import paper_vs_others, verdict, worsening_at_max_steps
+from ablate.analysis.comparisons import paper_vs_others, verdict
 from ablate.analysis.effects import EFFECT_COLUMNS, STRATA_COLUMNS, excludes_null, factor_effects, stratum_effects
+from ablate.analysis.family import build_family, family_table
+from ablate.analysis.gate import gate_passed, learnability
 from ablate.analysis.inference import CONFIDENCE, POWER, t_interval
 from ablate.analysis.power import power_table
 from ablate.analysis.tables import (
@@ -28,6 +32,7 @@ from ablate.analysis.tables import (
     missing_trials,
     ok_values,
     quality_metrics,
+    scale_overrides,
     stability_table,
 )
 
@@ -36,14 +41,18 @@ __all__ = [
     "EFFECT_COLUMNS",
     "POWER",
     "STRATA_COLUMNS",
+    "build_family",
     "cell_summary",
     "divergence_table",
     "empty_cells",
     "excludes_null",
     "factor_effects",
+    "family_table",
     "floor_metrics",
+    "gate_passed",
     "half_normal_scores",
     "horizon_metrics",
+    "learnability",
     "metric_scales",
     "missing_trials",
     "noise_floors",
@@ -52,9 +61,9 @@ __all__ = [
     "power_table",
     "quality_metrics",
     "reference_values",
+    "scale_overrides",
     "stability_table",
     "stratum_effects",
     "t_interval",
     "verdict",
-    "worsening_at_max_steps",
 ]

@@ -1,4 +1,4 @@
-"""Seed-paired comparisons of variants: the paper's against every other, and K = k_max vs a fixed K.
+"""Seed-paired comparisons of variants: the paper's against every other (comparisons.csv).
 
 Every variant trained with seed s saw the same seed, so the comparison of two variants is the mean
 over seeds of their per-seed difference, with a Student-t interval (a paired t-test). On log-scale
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ablate.analysis.grid import share_variance
 from ablate.analysis.inference import CONFIDENCE, holm, t_interval
 from ablate.analysis.tables import metric_scales, metric_steps, ok_values
 from ablate.results import Results
@@ -38,32 +39,15 @@ COMPARISON_COLUMNS = [
     "verdict",
 ]
 PAIRED_T = "paired_t"
-TREND_COLUMNS = [
-    "variant",
-    "metric",
-    "reference_steps",
-    "reference_mean",
-    "max_steps",
-    "max_steps_mean",
-    "difference",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "scale",
-    "ratio",
-    "ratio_ci_low",
-    "ratio_ci_high",
-    "ci_method",
-    "n_pairs",
-    "worse",
-]
 
 
-def _paired(variant: pd.Series, reference: pd.Series, confidence: float) -> dict:
-    """variant - reference over the seeds both have (Series indexed by seed)."""
+def _paired(variant: pd.Series, reference: pd.Series, confidence: float, share_samples: int | None = None) -> dict:
+    """variant - reference over the seeds both have (Series indexed by seed); for a share, the two
+    values' binomial noise is the least spread the differences are given (no CI from tied seeds)."""
     both = variant.index.intersection(reference.index)
     a, b = variant[both].to_numpy(float), reference[both].to_numpy(float)
-    raw = t_interval(a - b, confidence)
+    noise = share_variance(a, share_samples) + share_variance(b, share_samples) if share_samples else 0 * a
+    raw = t_interval(a - b, confidence, float(np.sqrt(noise.mean())) if len(both) else 0.0)
     row = {
         "difference": raw.estimate,
         "ci_low": raw.low,
@@ -72,7 +56,12 @@ def _paired(variant: pd.Series, reference: pd.Series, confidence: float) -> dict
         "n_pairs": len(both),
     }
     if len(both) and (a > 0).all() and (b > 0).all():
-        log = t_interval(np.log(a) - np.log(b), confidence)
+        log_noise = (
+            share_variance(a, share_samples) / a**2 + share_variance(b, share_samples) / b**2
+            if share_samples
+            else noise
+        )
+        log = t_interval(np.log(a) - np.log(b), confidence, float(np.sqrt(log_noise.mean())))
         return {
             **row,
             "ratio": np.exp(log.estimate),
@@ -109,8 +98,9 @@ def paper_vs_others(
     ``difference`` = mean over seeds of (variant - paper); ``ratio`` the geometric mean of
     variant / paper for positive metrics. ``p_holm`` is Holm-corrected over the variants of one
     metric x K (the family "paper vs each other variant"); ``verdict`` reads it on the metric's scale
-    and direction. The paper-vs-simplified and paper-vs-baseline rows are also the report's two
-    pre-specified comparisons, read there from their unadjusted CI.
+    and direction. This table is exploratory: the opening's paper-vs-simplified and paper-vs-baseline
+    claims come from the family of :mod:`ablate.analysis.family`, which tests them with the factorial
+    terms under one error rate.
     """
     paper = results.paper_variant
     data = ok_values(results)
@@ -131,7 +121,7 @@ def paper_vs_others(
                 "n_paper": len(control),
                 "n_variant": len(values),
                 "scale": scales[metric],
-                **_paired(values, control, confidence),
+                **_paired(values, control, confidence, results.share_metrics.get(metric)),
             }
             for v, values in by_variant.items()
             if v != paper
@@ -143,55 +133,3 @@ def paper_vs_others(
             row["verdict"] = verdict(row, scales[metric], directions.get(metric, "min"))
         rows += family
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
-
-
-def worsening_at_max_steps(
-    results: Results,
-    variant: str,
-    metric: str,
-    reference_steps: int | None = None,
-    confidence: float = CONFIDENCE,
-) -> pd.DataFrame:
-    """Whether ``variant`` is worse at the largest K than at a pre-specified K (default: the
-    primary K of run.json, else 4).
-
-    The reference K is fixed before looking at the data, so the test has no selection bias (picking
-    the best K and testing it on the same data would). The difference (largest K - reference K)
-    is paired within each trial, since both come from the same trained model, and read on the
-    metric's scale; ``worse`` is true only when its CI excludes 0 on the bad side. One row, or
-    none when the variant has no finished pairs or the reference K is the largest.
-    """
-    data = ok_values(results)
-    data = data[(data["variant"] == variant) & (data["metric"] == metric)]
-    evaluated = results.eval_steps
-    reference = reference_steps or results.run.get("primary_steps") or 4
-    if data.empty or not evaluated or reference not in evaluated or reference >= max(evaluated):
-        return pd.DataFrame(columns=TREND_COLUMNS)
-    last = max(evaluated)
-    per_trial = data.pivot_table(index="trial_id", columns="steps", values="value")
-    if last not in per_trial or reference not in per_trial:
-        return pd.DataFrame(columns=TREND_COLUMNS)
-    pairs = per_trial[[reference, last]].dropna()
-    scale = metric_scales(results).get(metric, "raw")
-    row = _paired(pairs[last], pairs[reference], confidence)
-    prefix = "ratio_" if scale == "log" and np.isfinite(row["ratio"]) else ""
-    null = 1.0 if prefix else 0.0
-    lower_is_better = results.metric_directions.get(metric, "min") == "min"
-    low, high = row[f"{prefix}ci_low"], row[f"{prefix}ci_high"]
-    worse = bool(low > null) if lower_is_better else bool(high < null)
-    return pd.DataFrame(
-        [
-            {
-                "variant": variant,
-                "metric": metric,
-                "reference_steps": int(reference),
-                "reference_mean": pairs[reference].mean(),
-                "max_steps": int(last),
-                "max_steps_mean": pairs[last].mean(),
-                "scale": scale,
-                "ci_method": "paired student_t over seeds",
-                **row,
-                "worse": worse,
-            }
-        ]
-    ).reindex(columns=TREND_COLUMNS)

@@ -98,10 +98,11 @@ def metric_grids(results: Results) -> dict[tuple[str, int], Grid]:
     levels = ordered_levels(results, factors)
     data = factorial_rows(ok_values(results), factors)
     seeds = sorted(pd.unique(data["seed"]).tolist()) if len(data) else []
+    shares = results.share_metrics
     grids = {}
     for metric, steps in metric_steps(results):
         rows = data[(data["metric"] == metric) & (data["steps"] == steps)]
-        grids[(metric, steps)] = Grid.from_rows(rows, levels, seeds)
+        grids[(metric, steps)] = Grid.from_rows(rows, levels, seeds, shares.get(metric))
     return grids
 
 

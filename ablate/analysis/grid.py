@@ -19,6 +19,7 @@ depends only on which trials finished, never on their values.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -43,11 +44,19 @@ class Grid:
     levels: Mapping[str, tuple]
     seeds: tuple
     values: np.ndarray
+    share_samples: int | None = None  # the metric is a share of this many scored samples (binomial noise)
 
     @classmethod
-    def from_rows(cls, rows: pd.DataFrame, levels: Mapping[str, Sequence], seeds: Sequence | None = None) -> Grid:
+    def from_rows(
+        cls,
+        rows: pd.DataFrame,
+        levels: Mapping[str, Sequence],
+        seeds: Sequence | None = None,
+        share_samples: int | None = None,
+    ) -> Grid:
         """Build from metric rows with one column per factor, ``seed`` and ``value`` (rows of
-        cells outside ``levels`` are ignored; ``seeds`` defaults to the seeds in ``rows``)."""
+        cells outside ``levels`` are ignored; ``seeds`` defaults to the seeds in ``rows``;
+        ``share_samples``: the metric is a share of that many samples, see :func:`share_variance`)."""
         factors = tuple(levels)
         seeds = tuple(seeds) if seeds is not None else tuple(sorted(pd.unique(rows["seed"]).tolist()))
         cells = list(itertools.product(*[levels[f] for f in factors]))
@@ -60,7 +69,7 @@ class Grid:
             if cell is not None:
                 values[cell, seed_index[seed]] = value
         values[~np.isfinite(values)] = np.nan
-        return cls(factors, {f: tuple(levels[f]) for f in factors}, seeds, values)
+        return cls(factors, {f: tuple(levels[f]) for f in factors}, seeds, values, share_samples)
 
     @property
     def cells(self) -> list[tuple]:
@@ -78,11 +87,28 @@ class Grid:
                 return np.log(self.values)
         return self.values
 
+    def noise_on_scale(self, scale: str) -> np.ndarray:
+        """Each value's measurement variance on the scale (0 where the metric declares none)."""
+        if not self.share_samples:
+            return np.zeros_like(self.values)
+        variance = share_variance(self.values, self.share_samples)
+        if scale == "log":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return variance / self.values**2
+        return variance
+
     def cell_index(self, levels: Mapping[str, object]) -> int:
         index = 0
         for f in self.factors:
             index = index * len(self.levels[f]) + self.levels[f].index(levels[f])
         return index
+
+
+def share_variance(values: np.ndarray, n: int) -> np.ndarray:
+    """Binomial measurement variance p(1 - p) / n of shares scored on n samples, with p shrunk by
+    half a sample towards 1/2 so that a share of exactly 0 or 1 still has its (small) noise."""
+    shrunk = (np.asarray(values, dtype=float) * n + 0.5) / (n + 1)
+    return shrunk * (1 - shrunk) / n
 
 
 def _key(cell: tuple) -> tuple:
@@ -100,6 +126,11 @@ class Contrast:
     n_values: int
     cells_per_seed: int = 0
     per_seed: np.ndarray = field(default_factory=lambda: np.array([]))
+    floor_sd: float = 0.0  # the per-seed contrast's measurement-noise standard deviation
+
+    def at(self, confidence: float) -> TInterval:
+        """The same contrast's interval at another confidence (e.g. the level a multiple test used)."""
+        return t_interval(self.per_seed, confidence, self.floor_sd)
 
     @property
     def method(self) -> str:
@@ -109,6 +140,8 @@ class Contrast:
         seeds = f"{n} seed{'s' if n != 1 else ''}"
         if n == 1:
             return f"single seed: no CI ({self.n_strata} of {self.total_strata} strata)"
+        if self.interval.tied:
+            return f"seeds tie: no CI ({seeds}, {self.n_strata} of {self.total_strata} strata)"
         return f"seed_paired_t ({seeds}, {self.n_strata} of {self.total_strata} strata)"
 
 
@@ -126,6 +159,7 @@ def _blocks(grid: Grid, block_factors: Sequence[str], within: Mapping[str, objec
     return np.array(blocks, dtype=int).reshape(len(blocks), -1)
 
 
+@functools.lru_cache(maxsize=4096)
 def _expected_width(n_strata: int, n_seeds: int) -> float:
     """Relative expected CI width of a contrast over this many strata and seeds: t(n-1) / sqrt(n R).
 
@@ -182,14 +216,18 @@ def term_contrast(
     if not strata.any():
         return Contrast(t_interval(np.array([]), confidence), 0, len(blocks), 0)
     chosen = block_values[strata][:, :, seeds]
-    per_seed = np.einsum("c,rcs->s", signs, chosen) / (2 ** (len(term) - 1) * strata.sum())
+    scale_by = 2 ** (len(term) - 1) * strata.sum()
+    per_seed = np.einsum("c,rcs->s", signs, chosen) / scale_by
+    noise = grid.noise_on_scale(scale)[blocks][strata][:, :, seeds]  # each value's measurement variance
+    floor_sd = float(np.sqrt(noise.sum(axis=(0, 1)).mean())) / scale_by
     return Contrast(
-        t_interval(per_seed, confidence),
+        t_interval(per_seed, confidence, floor_sd),
         int(strata.sum()),
         len(blocks),
         int(chosen.size),
         int(chosen.shape[0] * chosen.shape[1]),
         per_seed,
+        floor_sd,
     )
 
 
@@ -211,22 +249,3 @@ def level_test(grid: Grid, factor: str, scale: str = "raw") -> tuple[float, Cont
     means = block_values[strata][:, :, seeds].mean(axis=0).T  # (seeds, levels)
     centred = means - means.mean(axis=1, keepdims=True)
     return hotelling_p_value(centred[:, :-1]), usage
-
-
-def per_seed_contrast_sd(grid: Grid, terms: Sequence[Sequence[str]], scale: str) -> float:
-    """Standard deviation over seeds of a full-factorial contrast, for power calculations.
-
-    With independent cells inside a seed, every term's per-seed contrast of the full grid has the
-    same variance, 4 * mean(cell variance) / n_cells; a contrast restricted to fewer cells (missing
-    trials) has a proportionally larger one. Each term's variance is rescaled to the full grid and
-    the terms are pooled, weighted by their degrees of freedom. NaN without two seeds.
-    """
-    n_cells = len(grid.values)
-    pooled, df = 0.0, 0
-    for term in terms:
-        contrast = term_contrast(grid, term, scale=scale)
-        n = contrast.interval.n
-        if n >= 2:
-            pooled += (n - 1) * contrast.per_seed.var(ddof=1) * contrast.cells_per_seed / n_cells
-            df += n - 1
-    return float(np.sqrt(pooled / df)) if df else np.nan

@@ -36,6 +36,7 @@ class TInterval:
     p_value: float
     n: int
     sd: float
+    tied: bool = False  # every per-seed number equal and no measurement noise declared: no CI, no test
 
     @property
     def df(self) -> int:
@@ -46,11 +47,15 @@ class TInterval:
         return bool(self.low > 0 or self.high < 0)
 
 
-def t_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> TInterval:
+def t_interval(values: np.ndarray, confidence: float = CONFIDENCE, floor_sd: float = 0.0) -> TInterval:
     """Student-t interval of the mean of values that are independent across seeds.
 
-    NaN interval with fewer than two values. Values that are all equal give a zero-width interval
-    (p = 0 unless the mean is 0): a constant, such as a noise floor scored on one reference set.
+    NaN interval with fewer than two values. ``floor_sd`` is the standard deviation of one value's
+    measurement noise where the metric declares it (a share scored on n samples: its binomial
+    standard error): the seeds' spread is never taken below it, so per-seed numbers that tie
+    because the metric is discrete (shares on 1000 samples often do at 2 seeds) give an interval
+    as wide as the measurement allows, not zero. Values that tie with no declared noise give no
+    interval and no p-value (``tied``): a zero spread over a handful of seeds is no certainty.
     """
     values = np.asarray(values, dtype=float)
     n = len(values)
@@ -59,13 +64,32 @@ def t_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> TInterval:
     mean = float(values.mean())
     if n < 2:
         return TInterval(mean, np.nan, np.nan, np.nan, n, np.nan)
-    sd = float(values.std(ddof=1))
+    sd = max(float(values.std(ddof=1)), float(floor_sd))
     se = sd / math.sqrt(n)
     if se == 0:
-        return TInterval(mean, mean, mean, 1.0 if mean == 0 else 0.0, n, 0.0)
+        return TInterval(mean, np.nan, np.nan, np.nan, n, 0.0, tied=True)
     quantile = stats.t.ppf(0.5 + confidence / 2, n - 1)
     p_value = float(2 * stats.t.sf(abs(mean) / se, n - 1))
     return TInterval(mean, mean - quantile * se, mean + quantile * se, p_value, n, sd)
+
+
+def one_sided_p(interval: TInterval, positive: bool) -> float:
+    """p-value of the one-sided t-test that the mean is above 0 (``positive``) or below it."""
+    if not np.isfinite(interval.p_value):
+        return np.nan
+    half = interval.p_value / 2
+    return half if (interval.estimate > 0) == positive and interval.estimate != 0 else 1 - half
+
+
+def equivalence_p(interval: TInterval, margin: float) -> float:
+    """TOST p-value that |mean| < margin (two one-sided t-tests; equivalence shown at level a when
+    the 1 - 2a interval lies inside (-margin, margin)). NaN without a spread or a margin."""
+    if not (np.isfinite(interval.p_value) and np.isfinite(margin) and margin > 0 and interval.sd > 0):
+        return np.nan
+    se, df = interval.sd / math.sqrt(interval.n), interval.n - 1
+    above = stats.t.sf((interval.estimate + margin) / se, df)  # H0: mean <= -margin
+    below = stats.t.cdf((interval.estimate - margin) / se, df)  # H0: mean >= margin
+    return float(max(above, below))
 
 
 def hotelling_p_value(vectors: np.ndarray) -> float:
@@ -155,3 +179,68 @@ def seeds_needed(effect: float, sd: float, power: float = POWER, alpha: float = 
         middle = (low + high) // 2
         low, high = (low, middle) if enough(middle) else (middle, high)
     return float(high)
+
+
+@dataclass(frozen=True)
+class GraphResult:
+    """Outcome of a graphical multiple-testing procedure, per hypothesis (in input order).
+
+    ``level`` is the local significance level at which the hypothesis was decided: where it was
+    rejected, its weight times alpha at that moment; where it was not, its weight times alpha when
+    the procedure stopped (0: it never received any). An interval at confidence 1 - level therefore
+    excludes "no effect" exactly for the rejected hypotheses.
+    """
+
+    adjusted: list[float]
+    rejected: list[bool]
+    level: list[float]
+
+
+def graphical_test(
+    p_values: list[float],
+    weights: list[float],
+    transitions: list[list[float]],
+    alpha: float = 1 - CONFIDENCE,
+) -> GraphResult:
+    """The sequentially rejective graphical procedure of Bretz, Maurer, Brannath and Posch (2009).
+
+    Each hypothesis i starts with a share ``weights[i]`` of alpha (the shares sum to at most 1) and
+    is rejected when p_i <= weight_i * alpha. A rejected hypothesis passes its weight on along the
+    ``transitions[i][j]`` (each row sums to at most 1), and the graph is updated (their Algorithm 1),
+    so that alpha flows from what was resolved to what may follow it. The procedure is a closed test
+    of weighted Bonferroni tests: the family-wise error is at most alpha over all hypotheses,
+    whatever their dependence. Holm is the graph with equal weights passing equally to all others.
+    Adjusted p-values (their Algorithm 2) are alpha-free: reject i exactly when adjusted_i <= alpha.
+    NaN p-values are never rejected (adjusted 1).
+    """
+    m = len(p_values)
+    p = np.array([float(v) if np.isfinite(v) else math.inf for v in p_values])
+    w = np.array(weights, dtype=float)
+    g = np.array(transitions, dtype=float).reshape(m, m)
+    adjusted, rejected, level = [1.0] * m, [False] * m, [0.0] * m
+    remaining = np.ones(m, dtype=bool)
+    running = 0.0
+    stopped = False
+    while remaining.any():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = np.where(remaining & (w > 0), p / w, math.inf)
+        j = int(np.argmin(ratios))
+        ratio = float(ratios[j])
+        if not stopped and ratio > alpha:  # the procedure at alpha stops here: record the levels it had
+            stopped = True
+            for i in np.flatnonzero(remaining):
+                level[i] = float(w[i] * alpha)
+        if not math.isfinite(ratio):
+            break
+        running = max(running, ratio)
+        adjusted[j] = min(1.0, running)
+        if not stopped:
+            rejected[j], level[j] = True, float(w[j] * alpha)
+        remaining[j] = False
+        w = np.where(remaining, w + w[j] * g[j], 0.0)
+        denominator = 1 - g[:, j] * g[j, :]  # row i: 1 - g_ij g_ji
+        with np.errstate(divide="ignore", invalid="ignore"):
+            updated = (g + np.outer(g[:, j], g[j, :])) / denominator[:, None]
+        keep = np.outer(remaining, remaining) & ~np.eye(m, dtype=bool) & (denominator[:, None] > 0)
+        g = np.where(keep, updated, 0.0)
+    return GraphResult(adjusted, rejected, level)

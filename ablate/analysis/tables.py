@@ -7,22 +7,19 @@ are counted (:func:`divergence_table`), never silently dropped.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ablate.results import DIVERGED, FAILED, MISSING, OK, TRAINING_STATS, Results
+from ablate.results import DIVERGED, FAILED, MISSING, OK, SCALES, TRAINING_STATS, Results
 
 HORIZON_PATTERN = re.compile(r"^(?P<base>.+)_h(?P<t>\d+)$")
 FLOOR_SUFFIX = "_floor"
 # Other fixed references a task may score next to a metric <m>, one number per task like the floor:
 # what a blurred copy of the real data (<m>_blur) and structureless points (<m>_box) score.
 REFERENCE_SUFFIXES = {"_blur": "blurred real data", "_box": "a uniform box"}
-# A positive metric whose cell means differ by this factor or more at some K is analysed on the log
-# scale: its effects are multiplicative (FD, KID, W2 and energy span orders of magnitude).
-LOG_SCALE_SPAN = 10.0
 
 
 def ok_values(results: Results) -> pd.DataFrame:
@@ -94,23 +91,30 @@ def other_level(levels: Sequence, reference: object) -> object:
 def metric_scales(results: Results) -> dict[str, str]:
     """``log`` or ``raw`` per quality metric: the scale its effects and verdicts are read on.
 
-    ``log`` when every finished value is > 0 and, at some K, the largest factorial cell mean is at
-    least LOG_SCALE_SPAN times the smallest: then toggles act by factors, a raw-scale average is
-    dominated by the worst cells, and effects are reported as ratios. Otherwise ``raw``. The rule
-    reads only the factorial cells' means, never which toggle produced them.
+    ``results.scale_overrides`` (``ablate report --scale``) first, then the task's declaration
+    (run.json ``metric_scales``: distances such as FD, KID, W2 are ``log``, since toggles change them by
+    factors; shares are ``raw``), else ``raw``. Never chosen from the data: a rule on the values (cell
+    means spanning 10x was the old one) flips with one zero or near its threshold, and the same toggle
+    is then read as a difference in one run and as a ratio in the next.
     """
-    data = ok_values(results)
-    factors = factors_in_play(results)
-    scales = {}
-    for metric in quality_metrics(results.metric_names):
-        rows = data[data["metric"] == metric]
-        cells = factorial_rows(rows, factors)
-        scale = "raw"
-        if len(rows) and (rows["value"].astype(float) > 0).all() and len(cells):
-            means = cells.groupby(["steps", "variant"])["value"].mean()
-            span = means.groupby(level="steps").agg(lambda m: m.max() / m.min())
-            scale = "log" if (span >= LOG_SCALE_SPAN).any() else "raw"
-        scales[metric] = scale
+    declared = results.metric_scales
+    return {
+        metric: results.scale_overrides.get(metric) or declared.get(metric, "raw")
+        for metric in quality_metrics(results.metric_names)
+    }
+
+
+def scale_overrides(results: Results, scales: Mapping[str, str] | None) -> dict[str, str]:
+    """``--scale`` overrides, checked: each names a quality metric of the run (measured, or declared by
+    its task in run.json) and the scale ``log`` or ``raw``; ValueError in one line otherwise."""
+    scales = dict(scales or {})
+    names = [*results.metric_names, *(results.run.get("metric_directions") or {}), *results.metric_scales]
+    known = quality_metrics(list(dict.fromkeys(names)))
+    for metric, scale in scales.items():
+        if metric not in known:
+            raise ValueError(f"--scale {metric}={scale}: no quality metric {metric!r}; have {', '.join(known)}")
+        if scale not in SCALES:
+            raise ValueError(f"--scale {metric}={scale}: the scale must be log or raw")
     return scales
 
 

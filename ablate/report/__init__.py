@@ -15,7 +15,7 @@ or effects of their own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ablate import analysis
@@ -43,11 +43,13 @@ def write_report(
     primary_steps: int | None = None,
     formats: Sequence[str] = ("png",),
     color_by: str | None = None,
+    scales: Mapping[str, str] | None = None,
 ) -> Path:
     """Analyse a results folder and write report.md, the analysis tables, effects.tex and figures.
 
     ``formats``: any of png, pdf, svg (every figure in each); ``color_by``: a factor whose levels
-    colour the variants other than the paper, simplified and baseline ones. Returns the path of
+    colour the variants other than the paper, simplified and baseline ones; ``scales``: metric ->
+    ``log`` or ``raw``, read instead of what the task declared (``--scale``). Returns the path of
     report.md. Partial results (missing or diverged trials) are analysed as they are and listed,
     never treated as errors.
     """
@@ -56,6 +58,7 @@ def write_report(
     if not formats or unknown:
         raise ValueError(f"--format {','.join(formats)}: choose from {', '.join(FORMATS)}")
     results = load(folder)
+    results.scale_overrides = analysis.scale_overrides(results, scales)
     if color_by is not None and color_by not in results.factor_names:
         raise ValueError(f"--color-by {color_by!r} is not a factor of this run; have {results.factor_names}")
     if results.metrics.empty:
@@ -85,7 +88,9 @@ def write_report(
         tables["comparisons"],
         formats,
         color_by,
+        family=analysis.family_table(analysis.build_family(results, metric, steps)),
     )
+    atomic_write(results.folder / "family.csv", lambda tmp: ctx.family.to_csv(tmp, index=False))
     atomic_write(results.folder / "effects.tex", lambda tmp: tmp.write_text(effects_latex(ctx)))
     for fmt in FORMATS:  # figures of an earlier report with other choices
         for stale in ctx.figure_dir.glob(f"*.{fmt}"):
@@ -94,7 +99,10 @@ def write_report(
         draw(ctx)
     if ctx.single_seed:
         fig_half_normal(ctx)
-    text = render(ctx, analysis.divergence_table(results), analysis.missing_trials(results), tables["stability"])
+    text, claims = render(
+        ctx, analysis.divergence_table(results), analysis.missing_trials(results), tables["stability"]
+    )
+    atomic_write(results.folder / "claims.csv", lambda tmp: claims.to_csv(tmp, index=False))
     path = results.folder / "report.md"
     atomic_write(path, lambda tmp: tmp.write_text(text))
     return path

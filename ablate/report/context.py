@@ -49,11 +49,16 @@ class Context:
     formats: tuple[str, ...] = ("png",)  # every figure is written in each (png, pdf, svg)
     color_by: str | None = None  # colour the non-highlighted variants by this factor's level
     figures: list[tuple[str, str]] = field(default_factory=list)
+    family: pd.DataFrame = field(default_factory=pd.DataFrame)  # the opening's tests (family.csv)
 
     @property
     def scale(self) -> str:
         """The primary metric's scale: ``raw`` (differences) or ``log`` (ratios)."""
         return self.scales.get(self.metric, "raw")
+
+    @property
+    def scale_overridden(self) -> bool:
+        return self.metric in self.results.scale_overrides
 
     @property
     def direction(self) -> str:
@@ -270,12 +275,14 @@ def effect_text(row: pd.Series | dict, scale: str, adjusted: bool = True) -> str
     return f"{value} (95% CI {interval}, p = {fmt(p_raw)})"
 
 
-def scale_phrase(scale: str) -> str:
+def scale_phrase(scale: str, overridden: bool = False) -> str:
+    """How the metric is read: on the scale its task declares (or ``--scale`` asks), never one
+    guessed from the data."""
+    source = "as `--scale` asks" if overridden else "as the task declares for this metric"
     return (
-        "analysed on the log scale (cell means span 10x or more): effects are ratios of geometric "
-        "means, paper's level / other level"
+        f"analysed on the log scale, {source}: effects are ratios of geometric means, paper's level / other level"
         if scale == "log"
-        else "effects are differences of means, paper's level - other level"
+        else f"effects are differences of means, paper's level − other level (the raw scale, {source})"
     )
 
 

@@ -1,11 +1,12 @@
-"""The report's opening answer, in words.
+"""The report's opening answer, in words: every claim a rejected test of one family.
 
-At the primary metric and K it says what each toggle does: its average effect when nothing it
-interacts with changes its sign or size, its effect within each level of the toggle it interacts with
-(simple effects) when an interaction's CI excludes no effect, and, when the average is
-indistinguishable from zero, in how many strata of the other toggles it helps or hurts and by how
-much. It then says what the seeds can detect (power), and compares the paper's variant with the
-simplified one and with plain flow (seed-paired, pre-specified).
+At the primary metric and K, the opening states what the family of :mod:`ablate.analysis.family`
+resolved (toggles, interactions and their follow-ups, the paper against the simplified variant and
+the flow baseline, more steps against the primary K) and nothing else: each claim is a row of
+claims.csv with the interval at the level its test used, so the words hold the family's 5 %
+together. What the family did not resolve is listed as not resolved, never as "no effect"; strata
+and the other tables are exploratory and never quoted as claims. Before the verdicts it says when
+the testbed did not learn (the task's learnability gate), and after them what the seeds can resolve.
 """
 
 from __future__ import annotations
@@ -16,24 +17,36 @@ import numpy as np
 import pandas as pd
 
 from ablate import analysis
-from ablate.analysis.comparisons import verdict
 from ablate.report.context import (
-    ALPHA,
-    FLOOR_LABEL,
     Context,
     better,
     cell_text,
     ci_text,
-    effect_text,
     fmt,
     mean_ci,
     roles,
     scale_phrase,
-    significant,
 )
 from ablate.results import Results
 
 TERM_KINDS = ("main", "interaction")
+CLAIM_COLUMNS = [
+    "kind",
+    "term",
+    "within",
+    "metric",
+    "steps",
+    "direction",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "ci_level",
+    "p_adjusted",
+    "family",
+    "scale",
+    "statement",
+]
+FAMILY_NAME = "opening"
 
 
 def is_term(kind: str) -> bool:
@@ -42,14 +55,15 @@ def is_term(kind: str) -> bool:
 
 
 def plus_word(row: Mapping, scale: str, direction: str, adjusted: bool = True) -> str:
-    """Whether the row's reference (+1) level is ``better``, ``worse`` or ``indistinguishable``."""
+    """Whether an exploratory row's reference (+1) level is ``better``, ``worse`` or ``unclear`` at
+    the row's own Holm-adjusted level (strata.csv)."""
     prefix, null = ("ratio_", 1.0) if scale == "log" else ("", 0.0)
     low, high = row[f"{prefix}ci_low"], row[f"{prefix}ci_high"]
     if not (np.isfinite(low) and np.isfinite(high)):
         return "without a CI"
     p = row[f"{prefix}p_holm"] if adjusted else row[f"{prefix}p_value"]
-    if low <= null <= high or (np.isfinite(p) and p > ALPHA):
-        return "indistinguishable"
+    if low <= null <= high or (np.isfinite(p) and p > 0.05):
+        return "unclear"
     return "better" if (low > null) == (direction == "max") else "worse"
 
 
@@ -57,149 +71,315 @@ def size_text(row: Mapping, scale: str) -> str:
     return f"x{fmt(row['ratio'])}" if scale == "log" else f"{row['estimate']:+.3g}"
 
 
-def _strata_phrase(ctx: Context, factor: str, plus: object) -> str:
-    """In how many strata of the other factors the reference level is better / worse, and by how
-    much (95 % CIs over seeds, Holm over the strata), or "" when no stratum shows a difference."""
-    strata = ctx.primary(ctx.strata)
-    strata = strata[strata["term"] == factor]
-    words = [(plus_word(row, ctx.scale, ctx.direction), row) for _, row in strata.iterrows()]
-    sides = {w: [row for word, row in words if word == w] for w in ("better", "worse")}
-    if not sides["better"] and not sides["worse"]:
-        return ""
-    parts = []
-    for word, rows in sides.items():
-        if rows:
-            ends = sorted({size_text(r, ctx.scale) for r in rows}, key=lambda text: float(text.lstrip("x")))
-            span = ends[0] if len(ends) == 1 else f"{ends[0]} to {ends[-1]}"
-            parts.append(f"{word} in {len(rows)} ({span})")
-    unclear = len(words) - len(sides["better"]) - len(sides["worse"])
-    return (
-        f"within the {len(words)} combinations of the other factors, {plus} is "
-        + ", ".join(parts)
-        + (f" and unclear in {unclear}" if unclear else "")
-        + " (strata.csv; Holm over the strata)"
+def _value(row: Mapping, scale: str) -> str:
+    return f"x{fmt(row['estimate'])}" if scale == "log" else f"{row['estimate']:+.3g}"
+
+
+def _level_text(level: float) -> str:
+    """A confidence level such as 0.99722 as '99.7%', with enough digits to differ from 100."""
+    percent = 100 * level
+    digits = 1
+    while digits < 6 and round(percent, digits) >= 100:
+        digits += 1
+    return f"{percent:.{digits}f}%"
+
+
+def quoted(row: Mapping, scale: str) -> str:
+    """``+0.1 (99.7% CI [0.05, 0.15], adjusted p = 0.004)``: the claim's numbers as family.csv has them."""
+    interval = ci_text(row["ci_low"], row["ci_high"])
+    level = f"{_level_text(row['ci_level'])} CI {interval}" if np.isfinite(row["ci_level"]) else "no CI"
+    return f"{_value(row, scale)} ({level}, adjusted p = {fmt(row['p_adjusted'])})"
+
+
+def _up(row: Mapping, scale: str) -> bool:
+    return bool(row["estimate"] > (1.0 if scale == "log" else 0.0))
+
+
+class Claims:
+    """The opening's sentences and the claims.csv rows they rest on, built together so that every
+    claim in the text has its row and no row lacks its words."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.rows: list[dict] = []
+
+    def claim(self, row: Mapping, statement: str) -> str:
+        self.rows.append(
+            {
+                "kind": row["kind"],
+                "term": row["term"],
+                "within": row["within"],
+                "metric": self.ctx.metric,
+                "steps": self.ctx.steps,
+                "direction": row["direction"],
+                "estimate": row["estimate"],
+                "ci_low": row["ci_low"],
+                "ci_high": row["ci_high"],
+                "ci_level": row["ci_level"],
+                "p_adjusted": row["p_adjusted"],
+                "family": FAMILY_NAME,
+                "scale": row["scale"],
+                "statement": statement,
+            }
+        )
+        return statement
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=CLAIM_COLUMNS)
+
+
+def _levels(ctx: Context, factor: str) -> tuple[object, object]:
+    refs, levels = ctx.results.reference_levels, ctx.results.factor_levels
+    return refs[factor], next(level for level in levels[factor] if level != refs[factor])
+
+
+def _main_sentence(ctx: Context, claims: Claims, row: Mapping) -> str:
+    plus, minus = _levels(ctx, row["term"])
+    good = _up(row, ctx.scale) == (ctx.direction == "max")
+    statement = f"`{row['term']}`: {plus} is {'better' if good else 'worse'} than {minus}, {quoted(row, ctx.scale)}"
+    return claims.claim(row, statement)
+
+
+def _interaction_sentences(ctx: Context, claims: Claims, row: Mapping, family: pd.DataFrame) -> list[str]:
+    """A resolved two-way interaction, then what its resolved follow-ups say about each factor."""
+    first, second = row["term"].split(":")
+    plus, minus = _levels(ctx, first)
+    ref, other = _levels(ctx, second)
+    gains_at_ref = _up(row, ctx.scale) == (ctx.direction == "max")
+    statement = (
+        f"`{first}` and `{second}` interact ({quoted(row, ctx.scale)}): {plus} vs {minus} is relatively better "
+        f"with {second} = {ref if gains_at_ref else other} than with {other if gains_at_ref else ref}"
     )
+    sentences = [claims.claim(row, statement)]
+    follow = family[(family["parent"] == row["id"]) & family["resolved"].astype(bool)]
+    for factor, given in ((first, second), (second, first)):
+        sentences += _follow_up_sentences(ctx, claims, follow[follow["term"] == factor], factor, given)
+    return sentences
 
 
-def _toggle_sentence(ctx: Context, main: pd.Series, interactions: pd.DataFrame, simple: pd.DataFrame) -> str:
-    """One toggle: its average effect, or its effect within the levels of what it interacts with."""
-    factor, plus, minus = main["term"], main["plus_level"], main["minus_level"]
-    metric, scale, direction = ctx.metric, ctx.scale, ctx.direction
-    average = effect_text(main, scale)
-    involved = interactions[interactions["term"].str.split(":").map(lambda t: factor in t)]
-    if len(involved):
-        first = involved.sort_values(["order", "p_holm"]).iloc[0]
-        others = [f for f in first["term"].split(":") if f != factor]
-        mine = simple[
-            (simple["term"] == factor)
-            & simple["within"].map(lambda w: sorted(p.split("=")[0] for p in w.split(" & ")) == sorted(others))
+def _follow_up_sentences(ctx: Context, claims: Claims, rows: pd.DataFrame, factor: str, given: str) -> list[str]:
+    """Resolved simple effects of ``factor`` within the levels of ``given``: flips, matters only with,
+    or plain simple effects; an equivalence is said only next to a resolved simple effect."""
+    plus, minus = _levels(ctx, factor)
+    simple = rows[rows["kind"] == "simple"]
+    equivalent = rows[rows["kind"] == "equivalence"]
+    if simple.empty:
+        return []
+    words = {}
+    for _, s in simple.iterrows():
+        words[s["within"]] = "better" if _up(s, ctx.scale) == (ctx.direction == "max") else "worse"
+    if len(simple) == 2 and len(set(words.values())) == 2:
+        parts = [
+            claims.claim(s, f"with {s['within']}: {plus} is {words[s['within']]}, {quoted(s, ctx.scale)}")
+            for _, s in simple.iterrows()
         ]
-        details = [(row["within"], plus_word(row, scale, direction), row) for _, row in mine.iterrows()]
-        decided = {word for _, word, _ in details if word in ("better", "worse")}
-        n_decided = sum(word in decided for _, word, _ in details)
-        names = ", ".join(f"`{o}`" for o in others)
-        if len(decided) == 2:
-            lead = f"flips with {names}"
-        elif n_decided == len(details) and details:
-            lead = f"- {plus} is {decided.pop()} at every level of {names}, by different amounts"
-        elif n_decided == 1:
-            lead = f"matters only with {next(w for w, word, _ in details if word in decided)}"
+        return [f"`{factor}` flips with `{given}`: " + "; ".join(parts)]
+    sentences = []
+    for _, s in simple.iterrows():
+        lead = f"with {s['within']}, {plus} is {words[s['within']]} than {minus}, {quoted(s, ctx.scale)}"
+        others = equivalent[equivalent["within"] != s["within"]]
+        if len(simple) == 1 and len(others):
+            e = others.iloc[0]
+            margin = f"x{fmt(1 / e['margin'])} to x{fmt(e['margin'])}" if ctx.scale == "log" else f"±{fmt(e['margin'])}"
+            tail = claims.claim(
+                e,
+                f"with {e['within']} its effect is negligible, within {margin} (equivalence test; "
+                f"{_level_text(e['ci_level'])} CI {ci_text(e['ci_low'], e['ci_high'])}, adjusted p = "
+                f"{fmt(e['p_adjusted'])})",
+            )
+            sentences.append(f"`{factor}` matters only with {s['within']}: " + claims.claim(s, lead) + "; " + tail)
         else:
-            lead = f"depends on {names}"
-        within = "; ".join(
-            f"with {w}: {effect_text(row, scale)}, {plus} {'unclear' if word == 'indistinguishable' else word}"
-            for w, word, row in details
-        )
-        also = [t for t in involved["term"] if t != first["term"]]
-        strata = _strata_phrase(ctx, factor, plus)
-        return (
-            f"`{factor}` ({plus} vs {minus}) {lead} (interaction `{first['term']}` "
-            f"{size_text(first, scale)}): {within}. Averaged over the other factors it changes {metric} by "
-            f"{average}"
-            + (f"; it is also part of {', '.join(f'`{t}`' for t in also)}" if also else "")
-            + (f"; {strata}" if strata else "")
-        )
-    word = plus_word(main, scale, direction)
-    if word in ("better", "worse"):
-        strata = _strata_phrase(ctx, factor, plus)
-        opposite = "worse" if word == "better" else "better"
-        return f"`{factor}`: {plus} (reference) vs {minus} changes {metric} by {average}, so {plus} is {word}" + (
-            f"; {strata}" if f"{opposite} in" in strata else ""
-        )
-    if word == "without a CI":
-        return f"`{factor}`: {plus} (reference) vs {minus} changes {metric} by {size_text(main, scale)} (no CI)"
-    strata = _strata_phrase(ctx, factor, plus)
+            sentences.append(f"`{factor}`: " + claims.claim(s, lead))
+    return sentences
+
+
+def _pair_sentence(ctx: Context, claims: Claims, row: Mapping) -> str:
+    results = ctx.results
+    name = "The simplified variant" if row["variant"] == results.simplified_variant else "The flow baseline"
+    what = "variant / paper" if ctx.scale == "log" else "variant − paper"
+    good = row["direction"] == "variant better"
+    statement = (
+        f"{name} `{row['variant']}` is {'better' if good else 'worse'} than the paper's `{results.paper_variant}` "
+        f"({what} {quoted(row, ctx.scale)}, paired by seed)"
+    )
+    return claims.claim(row, statement)
+
+
+def _worsening_sentence(ctx: Context, claims: Claims, row: Mapping) -> str:
+    what = "ratio" if ctx.scale == "log" else "difference"
+    statement = (
+        f"The paper's variant gets worse with more sampling steps: {ctx.metric} at K = {ctx.results.eval_steps[-1]} "
+        f"against K = {ctx.steps}, {what} {quoted(row, ctx.scale)} (one-sided, paired by seed)"
+    )
+    return claims.claim(row, statement)
+
+
+def _resolved_sentences(ctx: Context, claims: Claims) -> list[str]:
+    family = ctx.family
+    done = family[family["resolved"].astype(bool) & family["parent"].isna()]
+    sentences = []
+    for kind in ("main", "anova", "interaction"):
+        for _, row in done[done["kind"] == kind].iterrows():
+            if kind == "main":
+                sentences.append(_main_sentence(ctx, claims, row))
+            elif kind == "anova":
+                levels = len(ctx.results.factor_levels[row["term"]])
+                statement = (
+                    f"`{row['term']}` ({levels} levels): its levels differ (Hotelling's T², adjusted p = "
+                    f"{fmt(row['p_adjusted'])})"
+                )
+                sentences.append(claims.claim(row, statement))
+            else:
+                sentences += _interaction_sentences(ctx, claims, row, family)
+    for _, row in done[done["kind"].str.match(r"interaction\d")].iterrows():
+        order = len(row["term"].split(":"))
+        statement = f"the {order}-way interaction `{row['term']}` is resolved, {quoted(row, ctx.scale)}"
+        sentences.append(claims.claim(row, statement))
+    for _, row in done[done["kind"] == "pair"].iterrows():
+        sentences.append(_pair_sentence(ctx, claims, row))
+    for _, row in done[done["kind"] == "worsening"].iterrows():
+        if row["direction"] == "worse with more steps":
+            sentences.append(_worsening_sentence(ctx, claims, row))
+    return sentences
+
+
+def _rule_sentence(ctx: Context) -> str:
+    family = ctx.family
+    primary = family[family["parent"].isna()]
+    kinds = primary["kind"]
+    parts = []
+    n_terms = int(kinds.map(is_term).sum())
+    if n_terms:
+        parts.append(f"{n_terms} factorial term{'s' if n_terms != 1 else ''}")
+    if (kinds == "anova").any():
+        parts.append(f"{int((kinds == 'anova').sum())} level test(s) of factors with more than two levels")
+    for _, row in primary[kinds == "pair"].iterrows():
+        parts.append("paper vs simplified" if row["variant"] == ctx.results.simplified_variant else "paper vs flow")
+    if (kinds == "worsening").any():
+        parts.append(f"K = {ctx.results.eval_steps[-1]} vs K = {ctx.steps}")
     return (
-        f"`{factor}`: {plus} (reference) vs {minus} changes {metric} by {average} on average, "
-        "indistinguishable from zero" + (f"; but {strata}" if strata else "")
+        f"The rule: {len(primary)} pre-specified tests ({', '.join(parts)}) share a 5 % family-wise error "
+        "(Holm-type graphical procedure); simple effects and equivalences are tested only behind an interaction "
+        "it resolved, with the alpha it passes down. Each claim quotes the interval at its own test's level "
+        "(claims.csv); strata and the other tables are exploratory."
     )
 
 
-def opening(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame) -> str:
-    results, metric, steps = ctx.results, ctx.metric, ctx.steps
-    effects = ctx.primary_effects()
-    terms = effects[effects["kind"].map(is_term)]
-    estimable = terms[np.isfinite(terms["estimate"].astype(float))]
-    flagged = estimable[significant(estimable, ctx.scale)]
-    interactions = flagged[flagged["kind"] != "main"]
-    simple = effects[effects["kind"] == "simple"]
-    total = divergence[divergence["group"] == "all"].iloc[0]
-    n_expected = int(total["n_trials"] + total["n_missing"])
-    n_seeds = len(results.seeds)
-    partial = (
-        f"**Partial: {int(total['n_trials'])} of {n_expected} trials.** " if int(total["n_missing"]) else ""
-    )  # a run still going, or interrupted
+def _unresolved_sentence(ctx: Context, any_resolved: bool) -> str:
+    """What the family tested and did not resolve, with the intervals at the tests' levels; and what it
+    could not test (one seed, tied seeds, no complete stratum), with the reason."""
+    family = ctx.family
+    open_ = family[~family["resolved"].astype(bool) & family["parent"].isna()]
+    testable = open_[np.isfinite(open_["p_value"].astype(float))]
     parts = [
-        f"{partial}At **{metric}** ({better(ctx.direction)}) with **K = {steps}** sampling steps "
-        f"({n_seeds} seed(s), {total['n_ok']} of {n_expected} expected trials finished without "
-        f"diverging; {scale_phrase(ctx.scale)}):"
+        f"`{r['term']}` {_value(r, ctx.scale)} ({_interval_words(r)})"
+        for _, r in testable[testable["kind"] == "main"].iterrows()
     ]
-    mains = estimable[estimable["kind"] == "main"]
-    ordered = sorted(
-        mains.iterrows(),
-        key=lambda item: (
-            item[1]["term"] not in set(flagged["term"])
-            and not interactions["term"].str.split(":").map(lambda t: item[1]["term"] in t).any()
-        ),
-    )
-    sentences = [_toggle_sentence(ctx, row, interactions, simple) for _, row in ordered]
-    if sentences:
-        parts.append(" " + ". ".join(sentences) + ".")
-    else:
-        parts.append(" no toggle effect can be estimated.")
+    interactions = testable[testable["kind"].map(lambda k: k.startswith("interaction"))]
     if len(interactions):
-        parts.append(
-            " Interactions whose CI excludes no effect: "
-            + "; ".join(f"`{r['term']}` {effect_text(r, ctx.scale)}" for _, r in interactions.iterrows())
+        parts.append(f"{len(interactions)} interaction term{'s' if len(interactions) != 1 else ''}")
+    for _, r in testable[testable["kind"].isin(["pair", "worsening", "anova"])].iterrows():
+        label = {"anova": f"`{r['term']}`'s levels", "worsening": "more steps for the paper's variant"}.get(
+            r["kind"], f"`{r['variant']}` vs the paper's"
+        )
+        parts.append(label + (f" {_value(r, ctx.scale)} ({_interval_words(r)})" if r["kind"] != "anova" else ""))
+    lead = "Not resolved at this error rate: " if any_resolved else "Nothing is resolved at this error rate: "
+    text = (lead + "; ".join(parts) + ".") if parts else ("" if any_resolved else "Nothing is resolved.")
+    untested = open_[~np.isfinite(open_["p_value"].astype(float))]
+    reasons = {
+        "seeds tie": untested[untested["method"].str.contains("tie")],
+        "one seed": untested[untested["n_seeds"].astype(int) == 1],
+        "none": untested[untested["n_seeds"].astype(int) == 0],
+    }
+    if len(reasons["seeds tie"]):
+        text += (
+            " No test for "
+            + ", ".join(f"`{t}`" for t in reasons["seeds tie"]["term"])
+            + ": every seed gives the same contrast and the metric declares no measurement noise, so the "
+            "seeds cannot say how sure that is."
+        )
+    if len(reasons["one seed"]):
+        text += f" {len(reasons['one seed'])} test(s) rest on a single seed: no test is possible."
+    if len(reasons["none"]):
+        text += (
+            " Not estimable (no seed has every cell needed): "
+            + ", ".join(f"`{t}`" for t in reasons["none"]["term"])
             + "."
         )
-    quiet = estimable[(estimable["kind"] != "main") & ~estimable["term"].isin(interactions["term"])]
-    tested = np.isfinite(quiet["ci_low"].astype(float))
-    if tested.any():
-        parts.append(
-            f" The other {int(tested.sum())} interaction terms (two-way and higher) are indistinguishable from zero."
-        )
-    if (~tested).any():  # one seed: an estimate without a CI is neither zero nor not
-        parts.append(f" The {int((~tested).sum())} interaction terms (two-way and higher) have no CI.")
-    impossible = terms[~np.isfinite(terms["estimate"].astype(float))]
-    if len(impossible):
-        parts.append(
-            " Not estimable (no seed has every cell needed): " + ", ".join(f"`{t}`" for t in impossible["term"]) + "."
-        )
-    for _, row in effects[effects["kind"] == "anova"].iterrows():
-        parts.append(
-            f" `{row['term']}` (more than two levels): Hotelling p = {fmt(row['p_value'])}, "
-            f"Holm p = {fmt(row['p_holm'])}."
-        )
+    return (text + _uncompared(ctx)).strip()
+
+
+def _uncompared(ctx: Context) -> str:
+    """The pre-specified comparisons the family could not form: a cell with no finished trial here."""
+    results = ctx.results
+    have = set(ctx.family.loc[ctx.family["kind"] == "pair", "variant"])
+    text = ""
+    for name, other in (
+        ("simplified variant", results.simplified_variant),
+        ("flow baseline", results.baseline_variant),
+    ):
+        if other is not None and results.paper_variant is not None and other not in have:
+            text += (
+                f" The {name} `{other}` cannot be compared with the paper's `{results.paper_variant}` at this step "
+                "count: one of them has no finished trial in a shared seed."
+            )
+    return text
+
+
+def _interval_words(row: Mapping) -> str:
+    if not np.isfinite(row["ci_level"]):
+        return "no CI"
+    return f"{_level_text(row['ci_level'])} CI {ci_text(row['ci_low'], row['ci_high'])}"
+
+
+def gate_sentence(ctx: Context) -> str:
+    """First words of the opening when the testbed did not learn its data (the task's gate)."""
+    gate = analysis.learnability(ctx.results)
+    failed = gate[gate["passed"].eq(False).fillna(False).astype(bool)]
+    if failed.empty:
+        return ""
+    who = failed["variant"].iloc[0]
+    role = "the flow baseline" if who == ctx.results.baseline_variant else "the best cell"
+    misses = "; ".join(
+        f"{r['metric']} {fmt(r['value'])} at K = {r['steps']} (gate: {r['op']} {fmt(r['threshold'])})"
+        for _, r in failed.iterrows()
+    )
+    return (
+        f"**The testbed did not learn its data: {role} `{who}` misses the task's learnability gate ({misses}).** "
+        "Every verdict below compares models that have not learned the data."
+    )
+
+
+def opening(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """The opening paragraph and its claims.csv rows."""
+    results, metric, steps = ctx.results, ctx.metric, ctx.steps
+    claims = Claims(ctx)
+    total = divergence[divergence["group"] == "all"].iloc[0]
+    n_expected = int(total["n_trials"] + total["n_missing"])
+    partial = f"**Partial: {int(total['n_trials'])} of {n_expected} trials.** " if int(total["n_missing"]) else ""
+    gate = gate_sentence(ctx)
+    parts = [
+        partial + (gate + " " if gate else ""),
+        f"At **{metric}** ({better(ctx.direction)}) with **K = {steps}** sampling steps "
+        f"({len(results.seeds)} seed(s), {total['n_ok']} of {n_expected} expected trials finished without "
+        f"diverging; {scale_phrase(ctx.scale, ctx.scale_overridden)}).",
+    ]
+    if not ctx.family.empty:
+        parts.append(" " + _rule_sentence(ctx))
+        resolved = _resolved_sentences(ctx, claims)
+        if resolved:
+            parts.append(" Resolved: " + ". ".join(resolved) + ".")
+        unresolved = _unresolved_sentence(ctx, bool(resolved))
+        if unresolved:
+            parts.append(" " + unresolved)
+    else:
+        parts.append(" No factor varies and no pre-specified comparison exists: there is nothing to test.")
     parts += [
         " " + s
         for s in (
             _power_sentence(ctx),
             _levels_sentence(ctx),
-            _worsening_sentence(ctx),
-            _pair_sentence(ctx, "simplified", divergence),
-            _pair_sentence(ctx, "baseline", divergence),
-            _balance_sentence(ctx, terms),
+            _balance_sentence(ctx),
             divergence_sentence(divergence, results),
         )
         if s
@@ -213,23 +393,27 @@ def opening(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame) -> st
             " Single seed: no CI over seeds is possible for cell means, effects or "
             "comparisons; the half-normal plot shows which effects stand out from the rest."
         )
-    return "".join(parts)
+    return "".join(parts), claims.table()
 
 
 def _power_sentence(ctx: Context) -> str:
     power = ctx.primary(ctx.power)
-    if power.empty or not np.isfinite(power["mde"].iloc[0]):
+    mains = power[(power["kind"] == "main") & np.isfinite(power["mde"].astype(float))]
+    if mains.empty:
         return ""
-    row = power.iloc[0]
-    n = int(row["n_seeds"])
+    n = int(mains["n_seeds"].max())
     if ctx.scale == "log":
-        smallest = f"a factor of x{fmt(np.exp(row['mde']))} ({fmt(row['mde_percent'])} %)"
+        low, high = np.exp(mains["mde"].min()), np.exp(mains["mde"].max())
+        smallest = f"x{fmt(low)}" if fmt(low) == fmt(high) else f"x{fmt(low)} to x{fmt(high)}"
     else:
-        smallest = f"{fmt(row['mde'])} ({fmt(row['mde_percent'])} % of the mean)"
+        low, high = mains["mde"].min(), mains["mde"].max()
+        smallest = fmt(low) if fmt(low) == fmt(high) else f"{fmt(low)} to {fmt(high)}"
+    need = mains["seeds_for_10pct"].astype(float)
+    need_text = fmt(need.min()) if fmt(need.min()) == fmt(need.max()) else f"{fmt(need.min())} to {fmt(need.max())}"
     text = (
-        f"With {n} seeds, the smallest effect these tests detect with {row['power']:.0%} power at "
-        f"K = {ctx.steps} is {smallest}; a 10 % change needs {fmt(row['seeds_for_10pct'])} seeds "
-        f"and a 25 % change {fmt(row['seeds_for_25pct'])} (power.csv)."
+        f"With {n} seeds, the main effects this rule resolves with {mains['power'].iloc[0]:.0%} power are "
+        f"{smallest} or larger (each toggle from its own seed-to-seed spread, at its share of the 5 %); a 10 % "
+        f"change needs {need_text} seeds (power.csv)."
     )
     return ("**Two seeds: a demo, not a conclusion.** " + text) if n == 2 else text
 
@@ -246,91 +430,36 @@ def _levels_sentence(ctx: Context) -> str:
     if not values:
         return ""
     floor = ctx.primary_floor()
-    against = f", against a {FLOOR_LABEL} of {mean_ci(floor)}" if floor is not None else ""
-    return f"At K = {ctx.steps}, {ctx.metric} is {' and '.join(values)}{against}."
+    against = f", against a noise floor (real vs real) of {mean_ci(floor)}" if floor is not None else ""
+    return f"At K = {ctx.steps}, {ctx.metric} is {' and '.join(values)} (95% CIs over seeds){against}."
 
 
-def _worsening_sentence(ctx: Context) -> str:
-    """Flag a paper variant that is worse at k_max than at the primary K, only when the CI shows it."""
-    paper = ctx.results.paper_variant
-    trend = (
-        analysis.worsening_at_max_steps(ctx.results, paper, ctx.metric, ctx.steps)
-        if paper is not None
-        else pd.DataFrame()
-    )
-    if trend.empty or not trend["worse"].iloc[0]:
+def _balance_sentence(ctx: Context) -> str:
+    """Which estimand the effects use when cells lost seeds (missing not at random is said)."""
+    effects = ctx.primary_effects()
+    if effects.empty or "kind" not in effects:
         return ""
-    row = trend.iloc[0]
-    change = (
-        f"ratio x{fmt(row['ratio'])}, 95% CI {ci_text(row['ratio_ci_low'], row['ratio_ci_high'])}"
-        if row["scale"] == "log"
-        else f"difference {row['difference']:+.3g}, 95% CI {ci_text(row['ci_low'], row['ci_high'])}"
-    )
-    return (
-        f"The paper's variant gets worse with more sampling steps: {ctx.metric} is "
-        f"{fmt(row['max_steps_mean'])} at K = {row['max_steps']} against "
-        f"{fmt(row['reference_mean'])} at K = {row['reference_steps']} ({change}, paired over "
-        "seeds; the two K fixed in advance)."
-    )
-
-
-def _pair_sentence(ctx: Context, role: str, divergence: pd.DataFrame) -> str:
-    """Paper vs the simplified variant, or vs the baseline: pre-specified, paired by seed."""
-    results = ctx.results
-    paper = results.paper_variant
-    other = results.simplified_variant if role == "simplified" else results.baseline_variant
-    if other is None or paper is None:
-        return ""
-    rows = ctx.primary(ctx.comparisons)
-    rows = rows[rows["variant"] == other]
-    name = "The simplified variant" if role == "simplified" else "The flow baseline"
-    if rows.empty or not np.isfinite(rows["difference"].iloc[0]):
-        per_variant = divergence[divergence["group"] == "variant"].set_index("level")
-        status = "; ".join(
-            f"`{v}`: {per_variant.loc[v, 'n_ok']} finished, {per_variant.loc[v, 'n_diverged']} "
-            f"diverged of {per_variant.loc[v, 'n_trials']}"
-            if v in per_variant.index
-            else f"`{v}`: no trials"
-            for v in (other, paper)
-        )
-        return f"{name} cannot be compared with the paper's at this step count ({status})."
-    row = rows.iloc[0]
-    if ctx.scale == "log":
-        size, what = f"a factor of x{fmt(row['ratio'])}", f"{role} / paper"
-        interval, p = ci_text(row["ratio_ci_low"], row["ratio_ci_high"]), row["ratio_p_value"]
-    else:
-        size, what = f"{row['difference']:+.3g}", f"{role} − paper"
-        interval, p = ci_text(row["ci_low"], row["ci_high"]), row["p_value"]
-    pairs = int(row["n_pairs"])
-    lead = f"{name} `{other}` differs from the paper's `{paper}` by {size} ({what}, paired over {pairs} seed(s)"
-    word = verdict(row, ctx.scale, ctx.direction, adjusted=False)
-    if word == "no CI":
-        return f"{lead}; no CI possible with fewer than two seeds)."
-    judgement = {
-        "indistinguishable": "indistinguishable from the paper's",
-        "variant better": "better",
-        "paper better": "worse",
-    }[word]
-    return f"{lead}, 95% CI {interval}, p = {fmt(p)}): it is {judgement}."
-
-
-def _balance_sentence(ctx: Context, terms: pd.DataFrame) -> str:
+    terms = effects[effects["kind"].map(is_term)]
     methods = terms["method"].astype(str)
     if not len(terms) or (~np.isfinite(terms["estimate"].astype(float))).all():
-        return "No factorial cell has a finished trial at this step count: no effect can be estimated."
-    partial = methods[
-        ~methods.str.extract(r"(\d+) of (\d+) strata").apply(lambda r: r[0] == r[1], axis=1).fillna(False).astype(bool)
-    ]
-    if partial.empty:
+        return (
+            "No factorial cell has a finished trial at this step count: no effect can be estimated."
+            if len(terms)
+            else ""
+        )
+    counts = methods.str.extract(r"(\d+) of (\d+) strata")
+    complete = counts[0] == counts[1]
+    seeds = terms["n_seeds"].astype(int)
+    if complete.fillna(False).all() and (seeds == len(ctx.results.seeds)).all():
         return "Every effect uses every cell of the factorial in every seed."
     empty = analysis.empty_cells(ctx.results, ctx.metric, ctx.steps)
     return (
-        "Not every cell has a finished trial in every seed"
+        "Not every cell finished in every seed"
         + (f" (cells {', '.join(f'`{v}`' for v in empty)} have none)" if empty else "")
-        + ": each effect uses the strata (combinations of the other factors) complete in the same "
-        "seeds, e.g. "
-        + "; ".join(f"`{t}` {m}" for t, m in zip(terms.loc[partial.index, "term"][:3], partial[:3]))
-        + "."
+        + ": each effect is estimated on the strata (combinations of the other factors) and seeds in which "
+        "every cell it compares finished, so it is the effect among those, not over the whole factorial; when "
+        "trials diverged or went missing because of what they would have scored, those estimates can be "
+        "biased. For example " + "; ".join(f"`{t}` {m}" for t, m in zip(terms["term"][:3], methods[:3])) + "."
     )
 
 

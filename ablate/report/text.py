@@ -124,9 +124,48 @@ def _strata_table(ctx: Context) -> str:
 
 
 def _power_table(ctx: Context) -> str:
-    power = ctx.power[ctx.power["metric"] == ctx.metric]
-    columns = ["steps", "scale", "n_seeds", "contrast_sd", "mde", "mde_percent", "seeds_for_10pct", "seeds_for_25pct"]
-    return md_table(power[columns])
+    power = ctx.primary(ctx.power)
+    columns = [
+        "term",
+        "kind",
+        "n_seeds",
+        "contrast_sd",
+        "alpha",
+        "mde",
+        "mde_percent",
+        "seeds_for_10pct",
+        "seeds_for_25pct",
+    ]
+    return md_table(power[columns].assign(term=power["term"].map(lambda t: f"`{t}`")))
+
+
+def _family_table(ctx: Context) -> str:
+    """The opening's tests: every primary one, and the follow-ups that received alpha."""
+    family = ctx.family
+    shown = family[family["parent"].isna() | (family["alpha_local"].astype(float) > 0)]
+    if shown.empty:
+        return "_(no test)_"
+    log = ctx.scale == "log"
+    table = pd.DataFrame(
+        {
+            "test": shown["kind"].to_numpy(),
+            "term": [
+                f"`{v}` vs paper" if k == "pair" else f"`{t}`"
+                for k, t, v in zip(shown["kind"], shown["term"], shown["variant"])
+            ],
+            "within": shown["within"].fillna("").to_numpy(),
+            ("ratio" if log else "estimate"): shown["estimate"].to_numpy(),
+            "CI at the test's level": [
+                f"{fmt(100 * lv)}% {ci_text(lo, hi)}" if np.isfinite(lv) else "no CI"
+                for lv, lo, hi in zip(shown["ci_level"], shown["ci_low"], shown["ci_high"])
+            ],
+            "p": shown["p_value"].to_numpy(),
+            "adjusted p": shown["p_adjusted"].to_numpy(),
+            "resolved": ["yes" if r else "no" for r in shown["resolved"]],
+            "method": shown["method"].to_numpy(),
+        }
+    )
+    return md_table(table)
 
 
 def _comparisons_table(ctx: Context) -> str:
@@ -171,7 +210,8 @@ levels given in `within`, added when an interaction's CI excludes no effect).
   averaged over all other factors. Whether that is good depends on the metric's direction.
 - `ratio` = geometric mean at +1 / geometric mean at −1 (metrics with only positive values), with
   `ratio_ci_low`, `ratio_ci_high`, `ratio_p_value`, `ratio_p_holm`. `scale` says which of the two
-  the report reads: `log` when the cell means span 10x or more.
+  the report reads: what the task declares for the metric (`log` for distances such as FD, KID, W2;
+  `raw` for shares), or `ablate report --scale`; never chosen from the values.
 - Intervals are **seed-paired**: each seed's contrast of its own cells, then a Student-t interval
   over seeds (`n_seeds - 1` degrees of freedom). The seed's shared data and noise cancel, unequal cell
   variances are allowed, and interactions of every order are estimated, never pooled into the error.
@@ -194,30 +234,46 @@ def _stability_section(stability: pd.DataFrame) -> str:
     known = stability.dropna(subset=["forward_per_step"])
     if known.empty:
         return "Not recorded for these trials (results written before ablate recorded them)."
-    clipped = known.sort_values("clipped_share", ascending=False).iloc[0]
-    cost, share = _span(known["cost_per_step"]), _span(100 * known["clipped_share"])
+    cost = _span(known["cost_per_step"])
     sentence = (
         ("Every cell's" if " to " not in cost else "At equal training steps the cells did not spend equal compute: a")
         + f" step cost {cost} flow steps (teacher calls: forward passes of one batch; a backward counted as "
-        f"two forwards). Gradient "
-        f"clipping acted on {share} % of the steps (most in `{clipped['variant']}`); a cell that depends "
-        f"on clipping or other stabilisers shows it here. A loss spike is a step whose loss is over 10x "
-        f"the median of the previous 100."
+        f"two forwards). {_clipping_clause(known)}; a cell that depends on clipping or other stabilisers "
+        "shows it here. A loss spike is a step whose loss is over 10x the median of the previous 100."
     )
     table = known.assign(variant=known["variant"].map(lambda v: f"`{v}`"))
     return sentence + "\n\n" + md_table(table)
 
 
-def render(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame, stability: pd.DataFrame) -> str:
+def _clipping_clause(stability: pd.DataFrame) -> str:
+    """How much clipping acted, naming the cell that leaned on it most; a cell is named "most" only
+    when clipping acted at all (every cell at 0 % has no "most")."""
+    shares = stability["clipped_share"].astype(float)
+    if not (shares > 0).any():
+        return "Gradient clipping never acted" if shares.notna().any() else "Gradient clipping was not recorded"
+    most = stability.loc[shares.idxmax(), "variant"]
+    return f"Gradient clipping acted on {_span(100 * shares)} % of the steps (most in `{most}`)"
+
+
+def render(
+    ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame, stability: pd.DataFrame
+) -> tuple[str, pd.DataFrame]:
+    """report.md's text, and the claims.csv rows of its opening."""
     results = ctx.results
+    answer, claims = opening(ctx, divergence, missing)
     run = results.run
     missing_text = md_table(missing.astype(str)) if len(missing) else "None: every expected trial is present."
     simple = ctx.primary_effects()
     simple = simple[simple["kind"] == "simple"]
     sections = [
         f"# Ablation report: {results.name}",
-        opening(ctx, divergence, missing),
+        answer,
         _levels_section(ctx),
+        f"## The opening's tests: {ctx.metric} at K = {ctx.steps}",
+        "From `family.csv`: every pre-specified test and every follow-up that received alpha, with the "
+        "interval at the level the test used (it excludes no effect exactly when the test resolved it) and "
+        "the adjusted p-value of the whole family (resolved: at most 0.05). Each claim of the opening is a "
+        "row of `claims.csv`.\n\n" + _family_table(ctx),
         *(f"_Note: {n}_" for n in ctx.notes),
         "## Divergence",
         divergence_sentence(divergence, results) + "\n\n" + _divergence_tables(divergence),
@@ -229,28 +285,30 @@ def render(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame, stabil
         "From `cells.csv` (best first; 95% Student-t CI over seeds)." + _floor_note(ctx) + "\n\n" + _cells_table(ctx),
         f"## Factor effects: {ctx.metric} at K = {ctx.steps}",
         "From `effects.csv` (every metric but the noise floors, and every step count, is there); "
-        f"{scale_phrase(ctx.scale)}.\n\n" + _effects_table(ctx),
+        f"{scale_phrase(ctx.scale, ctx.scale_overridden)}. Exploratory: raw 95% CIs, Holm over the terms of "
+        "this metric and K alone; the opening's verdicts are the tests above.\n\n" + _effects_table(ctx),
         *(
             [
                 f"### Simple effects: {ctx.metric} at K = {ctx.steps}",
-                "Each factor of an interaction whose CI excludes no effect, within each level of the "
-                "others.\n\n" + _effects_table(ctx, "simple"),
+                "Exploratory: each factor of an interaction whose raw CI excludes no effect, within each "
+                "level of the others.\n\n" + _effects_table(ctx, "simple"),
             ]
             if len(simple)
             else []
         ),
         f"## Each toggle within each combination of the others: {ctx.metric} at K = {ctx.steps}",
-        "From `strata.csv` (seed-paired 95% CIs; Holm over the strata of each toggle): where a toggle "
-        "helps and where it hurts."
+        "From `strata.csv` (exploratory: seed-paired 95% CIs; Holm over the strata of each toggle): where "
+        "a toggle helps and where it hurts."
         "\n\n" + _strata_table(ctx),
-        f"## What these seeds can detect: {ctx.metric}",
-        "From `power.csv`: `mde` is the smallest effect (in effects.csv units; on the log scale the "
-        "log of the ratio) that the seed-paired t-test detects with 80% power at alpha 0.05, from this "
-        "run's own seed-to-seed variance; `seeds_for_10pct` / `seeds_for_25pct` the seeds needed to "
-        "detect a 10% / 25% change.\n\n" + _power_table(ctx),
+        f"## What these seeds can resolve: {ctx.metric} at K = {ctx.steps}",
+        "From `power.csv`: per term, `mde` is the smallest effect (in effects.csv units; on the log scale "
+        "the log of the ratio) that the opening's rule resolves with 80% power: the term's seed-paired "
+        "t-test at its share `alpha` of the family's 0.05, from its own seed-to-seed spread and the seeds "
+        "it rests on; `seeds_for_10pct` / `seeds_for_25pct` the seeds it needs for a 10% / 25% "
+        "change.\n\n" + _power_table(ctx),
         f"## Paper vs the other variants: {ctx.metric} at K = {ctx.steps}",
-        f"Paired by seed with the paper's variant `{results.paper_variant}` (Holm over the variants; "
-        "the simplified and baseline rows are also the opening's pre-specified comparisons). From "
+        f"Paired by seed with the paper's variant `{results.paper_variant}` (exploratory: raw 95% CIs, Holm "
+        "over the variants; the opening tests the simplified and baseline rows in its family above). From "
         "`comparisons.csv`.\n\n" + _comparisons_table(ctx),
         "## Figures",
         "\n\n".join(f"![{caption}]({path})\n\n*{caption}.*" for caption, path in ctx.figures),
@@ -273,7 +331,7 @@ def render(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame, stabil
             ]
         ),
     ]
-    return "\n\n".join(sections) + "\n"
+    return "\n\n".join(sections) + "\n", claims
 
 
 def _latex(text: str) -> str:

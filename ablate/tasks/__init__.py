@@ -14,12 +14,13 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
 
 from ablate.objective import ShortcutForcing
+from ablate.results import SCALES
 
 
 @dataclass
@@ -82,11 +83,28 @@ class Evaluation:
 
 
 class Task(Protocol):
+    """What a task must have; the three declarations after `metric_directions` are optional.
+
+    The declarations are facts about the metrics that the report must not guess from the data (a rule
+    on the values flips with one zero or near its threshold, and then one toggle reads as a difference
+    in one run and a ratio in the next). A task that declares nothing still runs: every metric is then
+    read on the raw scale, none is a share, and there is no learnability gate.
+    """
+
     name: str
     sample_format: str  # "points" (N, 2), "image" (N, H, W) or "video" (N, T, H, W): how the report draws samples
     lead_dims: int  # 1: tau and d per sample; 2: per frame (B, T)
     primary_metric: str  # the metric the report leads with
     metric_directions: dict[str, str]  # {"w2": "min", ...}: "min" if lower is better
+    # {"w2": "log", "precision": "raw"}: the scale effects are read on. "log" for distances (FD, KID, W2,
+    # energy, MSE), which toggles change by factors; "raw" for shares and bounded scores.
+    metric_scales: dict[str, str]
+    # {"precision": 1000}: metrics that are shares or scores in [0, 1] computed on n samples. The statistics
+    # take sqrt(p (1 - p) / n) as the measurement noise of one value and keep intervals inside [0, 1].
+    share_metrics: dict[str, int]
+    # Conditions (`gate_condition`) the flow baseline must meet for the testbed's verdicts to mean anything
+    # (README, "Learnability"); the report evaluates them with `ablate.analysis.learnability`.
+    learnability_gate: list[dict]
 
     def batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         """A training batch x1 and the model's keyword arguments for it (e.g. actions), seeded."""
@@ -97,6 +115,86 @@ class Task(Protocol):
     def evaluate(self, sampler: Sampler, steps: list[int], generator: torch.Generator) -> Evaluation:
         """Sample with each K in `steps` from the same seeded noise and score the samples. A pack on a
         GPU runs its members' evaluations in threads (ablate.packed_evaluation): keep shared state locked."""
+
+
+GATE_OPS = (">=", "<=")
+GATE_KEYS = ("metric", "op", "threshold", "relative_to", "factor", "steps")
+
+
+def gate_condition(
+    metric: str,
+    op: str,
+    threshold: float | None = None,
+    *,
+    relative_to: str | None = None,
+    factor: float | None = None,
+    steps: int | None = None,
+) -> dict:
+    """One condition of a learnability gate: `metric op threshold`, or `metric op factor x relative_to`
+    (e.g. fd <= 2 x fd_floor), at `steps` sampling steps (None: k_max). A plain dict, so it goes to
+    run.json as it is."""
+    return check_gate_condition(
+        {
+            "metric": metric,
+            "op": op,
+            "threshold": threshold,
+            "relative_to": relative_to,
+            "factor": factor,
+            "steps": steps,
+        }
+    )
+
+
+def check_gate_condition(condition) -> dict:
+    """A gate condition with every key present, or ValueError naming what is wrong."""
+    if not isinstance(condition, dict) or not set(condition) <= set(GATE_KEYS):
+        raise ValueError(f"learnability_gate: {condition!r} is not a mapping of {', '.join(GATE_KEYS)}")
+    full = dict.fromkeys(GATE_KEYS) | condition
+    if not isinstance(full["metric"], str) or full["op"] not in GATE_OPS:
+        raise ValueError(f"learnability_gate: {condition!r} needs a metric name and an op in {GATE_OPS}")
+    numbers = [full[key] for key in ("threshold", "factor") if full[key] is not None]
+    if any(not isinstance(x, (int, float)) or isinstance(x, bool) for x in numbers):
+        raise ValueError(f"learnability_gate: {condition!r}: threshold and factor must be numbers")
+    absolute = full["threshold"] is not None
+    relative = full["relative_to"] is not None and full["factor"] is not None
+    if absolute == relative or (full["relative_to"] is None) != (full["factor"] is None):
+        raise ValueError(f"learnability_gate: {condition!r} needs a threshold, or relative_to and factor, not both")
+    steps = full["steps"]
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise ValueError(f"learnability_gate: {condition!r}: steps must be a step count >= 1, or None for k_max")
+    return full
+
+
+class Declarations(NamedTuple):
+    """A task's optional declarations (see `Task`), as run.json records them."""
+
+    metric_scales: dict[str, str]
+    share_metrics: dict[str, int]
+    learnability_gate: list[dict]
+
+
+def declarations(task: object) -> Declarations:
+    """The task's declarations, checked, with what it leaves out empty; ValueError names a bad entry."""
+    scales = dict(getattr(task, "metric_scales", None) or {})
+    shares = dict(getattr(task, "share_metrics", None) or {})
+    bad = {m: s for m, s in scales.items() if s not in SCALES}
+    if bad:
+        raise ValueError(f"metric_scales: {bad} is not one of {SCALES}")
+    bad = {m: n for m, n in shares.items() if not isinstance(n, int) or isinstance(n, bool) or n < 1}
+    if bad:
+        raise ValueError(f"share_metrics: {bad} must give the number of samples (an integer >= 1)")
+    gate = [check_gate_condition(c) for c in getattr(task, "learnability_gate", None) or []]
+    return Declarations(scales, shares, gate)
+
+
+def builtin_declarations(name: str, params: dict) -> Declarations | None:
+    """A built-in task's declarations for these task params, from its `declare` classmethod (cheap: the
+    task is not built); None for a task that is not built in. For results folders older than the
+    declarations in run.json."""
+    spec = BUILTIN_TASKS.get(name)
+    if spec is None:
+        return None
+    return resolve_task_factory(spec).declare(**params)
 
 
 BUILTIN_TASKS = {  # name -> "module:function", imported only when used

@@ -20,9 +20,11 @@ from sklearn.datasets import load_digits
 from torch import Tensor, nn
 
 from ablate.metrics import class_entropy, frechet_distance_from_stats, gaussian_fit, kernel_inception_distance
-from ablate.tasks import Evaluation, Sampler
+from ablate.tasks import Declarations, Evaluation, Sampler, gate_condition
 from ablate.tasks.models import ResidualMLP
 
+N_IMAGES = 1797  # scikit-learn's bundled load_digits; the held-out half is the larger one
+N_HELD_OUT = N_IMAGES - N_IMAGES // 2
 SPLIT_SEED = 0
 CLASSIFIER_SEED = 0
 CLASSIFIER_VERSION = 1  # bump when the classifier or its training changes, so old caches are not reused
@@ -150,6 +152,12 @@ class DigitsTask:
         "kid_floor": "min",
         "class_entropy_floor": "max",
     }
+    # distances in the classifier's features change by factors; the class entropy is a score in [0, 1]
+    metric_scales = {"fd": "log", "kid": "log", "class_entropy": "raw"}
+    metric_scales |= {f"{name}_floor": scale for name, scale in metric_scales.items()}
+    # The flow baseline at K = k_max must come within 2x of what held-out real digits score (README,
+    # "Learnability"; benchmarks/learnability.py).
+    learnability_gate = [gate_condition("fd", "<=", relative_to="fd_floor", factor=2.0)]
     max_samples = 256
 
     def __init__(self, n_eval: int | None = None, hidden: int = 128, depth: int = 3, layer_norm: bool = True) -> None:
@@ -161,7 +169,15 @@ class DigitsTask:
         if self.n_eval < 2:
             raise ValueError(f"n_eval={n_eval!r} must be at least 2")
         self.hidden, self.depth, self.layer_norm = hidden, depth, layer_norm
+        self.share_metrics = self.declare(n_eval=n_eval).share_metrics
         self._scoring: tuple[Scorer, dict[str, float]] | None = None
+
+    @classmethod
+    def declare(cls, n_eval: int | None = None, **_other_params) -> Declarations:
+        """The task's declarations (ablate.tasks.Task) for these task params, without building it: the class
+        entropy of n_eval samples, and its floor's of the held-out half, are scores in [0, 1]."""
+        shares = {"class_entropy": N_HELD_OUT if n_eval is None else n_eval, "class_entropy_floor": N_HELD_OUT}
+        return Declarations(dict(cls.metric_scales), shares, list(cls.learnability_gate))
 
     def batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, dict]:
         index = torch.randint(0, len(self.train_images), (batch_size,), generator=generator)

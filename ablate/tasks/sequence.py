@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from ablate.objective import ShortcutForcing
-from ablate.tasks import Evaluation, Sampler
+from ablate.tasks import Declarations, Evaluation, Sampler
 from ablate.tasks.embedding import LevelEmbedding
 from ablate.tasks.world_model import context_level, outcome_tv, rollout
 
@@ -238,6 +238,21 @@ class SequenceTask:
             "mode_tv": "min",
             "mode_tv_floor": "min",
         }
+        self.metric_scales, self.share_metrics, self.learnability_gate = self.declare(n_eval=n_eval, horizon=horizon)
+
+    @classmethod
+    def declare(cls, n_eval: int = 256, horizon: int = 8, **_other_params) -> Declarations:
+        """The task's declarations (ablate.tasks.Task) for these task params, without building it. The MSE
+        changes by factors (log); validity is a share of the n_eval x horizon generated frames (of n_eval
+        per horizon step), `mode_tv` a TV in [0, 1] over the same frames. No learnability gate: nothing
+        trained on this world has been measured against its exact flow yet (README, "sequence world")."""
+        steps = range(1, horizon + 1)
+        scales = {"pos_acc": "raw", "frame_mse": "log", "mode_tv": "raw", "mode_tv_floor": "raw"}
+        scales |= {f"pos_acc_h{h}": "raw" for h in steps} | {f"frame_mse_h{h}": "log" for h in steps}
+        frames = n_eval * horizon
+        shares = {"pos_acc": frames, "mode_tv": frames, "mode_tv_floor": frames}
+        shares |= {f"pos_acc_h{h}": n_eval for h in steps}
+        return Declarations(scales, shares, [])
 
     @property
     def chance_pos_acc(self) -> float:

@@ -20,7 +20,7 @@ from scipy.spatial import cKDTree
 from torch import Tensor, nn
 
 from ablate.metrics import all_finite, energy_distance, support_scores, wasserstein2
-from ablate.tasks import Evaluation, Sampler
+from ablate.tasks import Declarations, Evaluation, Sampler, gate_condition
 from ablate.tasks.models import ResidualMLP
 
 
@@ -206,6 +206,10 @@ def reference_scores(dataset: str, n: int = 1000) -> dict[str, dict[str, float]]
 
 
 METRIC_DIRECTIONS = {"structure": "max", "precision": "max", "coverage": "max", "w2": "min", "energy": "min"}
+# Distances change by factors (log); the support scores are shares of the n_eval samples in [0, 1] (raw).
+METRIC_SCALES = {"structure": "raw", "precision": "raw", "coverage": "raw", "w2": "log", "energy": "log"}
+SUFFIXES = ("", "_floor", "_blur", "_box")  # each metric, its noise floor, its blur and box references
+N_EVAL = 1000
 
 
 class Toy2DTask:
@@ -226,16 +230,18 @@ class Toy2DTask:
     primary_metric = "structure"
     # each metric, its noise floor (a second real set) and its blur and box references (reference_scores)
     metric_directions = {
-        name + suffix: direction
-        for name, direction in METRIC_DIRECTIONS.items()
-        for suffix in ("", "_floor", "_blur", "_box")
+        name + suffix: direction for name, direction in METRIC_DIRECTIONS.items() for suffix in SUFFIXES
     }
+    metric_scales = {name + suffix: scale for name, scale in METRIC_SCALES.items() for suffix in SUFFIXES}
+    # The flow baseline at K = k_max must put 90 % of its samples in the support and hit the regions in
+    # about the data's shares (README, "Learnability"; benchmarks/learnability.py).
+    learnability_gate = [gate_condition("precision", ">=", 0.9), gate_condition("coverage", ">=", 0.9)]
     max_samples = 2000
 
     def __init__(
         self,
         dataset: str = "checkerboard",
-        n_eval: int = 1000,
+        n_eval: int = N_EVAL,
         hidden: int = 128,
         depth: int = 3,
         layer_norm: bool = True,
@@ -260,6 +266,16 @@ class Toy2DTask:
         self.name = f"toy2d-{dataset}"
         self.dataset, self.n_eval, self.hidden, self.depth = dataset, n_eval, hidden, depth
         self.layer_norm, self.fourier, self.precondition = layer_norm, fourier, precondition
+        self.share_metrics = self.declare(n_eval=n_eval).share_metrics
+
+    @classmethod
+    def declare(cls, n_eval: int = N_EVAL, **_other_params) -> Declarations:
+        """The task's declarations (ablate.tasks.Task) for these task params, without building it: every
+        support score, its floor and its references are shares of n_eval points."""
+        shares = {
+            name + suffix: n_eval for name, scale in METRIC_SCALES.items() if scale == "raw" for suffix in SUFFIXES
+        }
+        return Declarations(dict(cls.metric_scales), shares, list(cls.learnability_gate))
 
     def batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, dict]:
         return sample_dataset(self.dataset, batch_size, generator), {}

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         metavar="KEY=VALUE",
         help="override the file: dotted keys, YAML values, e.g. train.steps=500 seeds=[0,1,2] "
-        "factors.tau2_weight=[true]",
+        "factors.tau2_weight=[true]; before, between or after the options",
     )
     run.add_argument("--dry-run", action="store_true", help="print the trial matrix and resources, run nothing")
     run.add_argument("--resume", action="store_true", help="finish what an interrupted run left undone")
@@ -67,7 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     merge.add_argument("--no-report", action="store_true", help="write the tables but not the report")
 
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "run":  # argparse leaves the overrides after an option unparsed: they are overrides too
+        args.overrides += [arg for arg in extra if not arg.startswith("-")]
+        extra = [arg for arg in extra if arg.startswith("-")]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "run":
             return _run(args)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ablate.families import DEFAULT_FAMILY
+from ablate.presets import PRESETS
 from ablate.variants import TOGGLES
 
 TEACHERS = ("self", "ema")  # "self": the student under stop-gradient (the paper); "ema": an EMA copy
@@ -88,6 +89,13 @@ class ObjectiveConfig:
     bootstrap_fraction: float | None = None  # None: Eq. 4; f: that share of rows above d_min
     bootstrap_weight: float = 1.0  # multiplies the bootstrap term
     teacher_context: str = "stepped"  # sequences: what the second teacher call sees of the other frames
+    bootstrap_draw: str = "row"  # which rows bootstrap: each row its own d (Eq. 4), or one coin per "batch"
+    bootstrap_probability: float | None = None  # batch draws: P(a bootstrap batch); None: 1 - 1/log2(k_max)
+    flow_on_bootstrap: bool = False  # the flow term on bootstrap rows too (the dreamer4 package)
+    full_step: bool = True  # whether d = 1 is drawn (the dreamer4 package: never)
+    d_per: str = "frame"  # sequences: a step size per "frame" or per "sequence"
+    sample_clamp: float | None = None  # the sampler's output clamped to [-c, c] (the dreamer4 package: 1)
+    preset: str | None = None  # a named implementation (ablate.presets): its keys are this cell's defaults
     tau_sampling: str = "grid"  # the four toggles, at the paper's levels by default
     bootstrap_space: str = "velocity"
     half_step: str = "velocity"
@@ -99,6 +107,15 @@ class ObjectiveConfig:
         _set(self, "bootstrap_weight", number("objective.bootstrap_weight", self.bootstrap_weight))
         fraction = number("objective.bootstrap_fraction", self.bootstrap_fraction, allow_none=True)
         _set(self, "bootstrap_fraction", fraction)
+        for name in ("bootstrap_probability", "sample_clamp"):
+            _set(self, name, number(f"objective.{name}", getattr(self, name), allow_none=True))
+        for name in ("flow_on_bootstrap", "full_step"):
+            if not isinstance(getattr(self, name), bool):
+                raise ExperimentError(f"objective.{name}: must be true or false, got {getattr(self, name)!r}")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ExperimentError(
+                f"objective.preset: {self.preset!r} is not a preset{suggest(self.preset, list(PRESETS))}"
+            )
         for name, levels in TOGGLES.items():
             value = getattr(self, name)
             if value not in levels or type(value) is not type(levels[0]):
@@ -198,11 +215,24 @@ class TrialConfig:
         data["eval"]["steps"] = None if self.eval.steps is None else list(self.eval.steps)
         return data
 
+    def with_preset(self, name: str | None) -> TrialConfig:
+        """This config with a preset's objective and training keys (ablate.presets) and its name."""
+        if name is not None and name not in PRESETS:
+            raise ExperimentError(f"preset: {name!r} is not a preset{suggest(name, list(PRESETS))}")
+        preset = PRESETS[name] if name is not None else None
+        objective = dataclasses.replace(self.objective, **(dict(preset.objective) if preset else {}), preset=name)
+        train = dataclasses.replace(self.train, **(dict(preset.train) if preset else {}))
+        return dataclasses.replace(self, objective=objective, train=train)
+
     def with_levels(self, levels: Mapping[str, object]) -> TrialConfig:
         """This config with factors set to levels, by field name (``lr``, ``tau2_weight``, ``steps``: the
-        training steps) or ``task_params.NAME``; each changed section checks itself again."""
+        training steps) or ``task_params.NAME``; each changed section checks itself again. A ``preset``
+        level comes first, so the other factors' levels are set on top of its keys."""
         config = self
-        for factor, level in levels.items():
+        for factor, level in sorted(levels.items(), key=lambda item: item[0] != "preset"):
+            if factor == "preset":
+                config = config.with_preset(level)
+                continue
             if factor.startswith("task_params."):
                 params = {**config.task_params, factor.split(".", 1)[1]: level}
                 config = dataclasses.replace(config, task_params=params)

@@ -30,7 +30,8 @@ from ablate.config import (
 from ablate.families import BASELINE_FAMILY, family_spec, load_family
 from ablate.objective import ShortcutForcing
 from ablate.packing import pack_key
-from ablate.tasks import BUILTIN_TASKS, declarations, make_task
+from ablate.presets import PRESETS
+from ablate.tasks import BUILTIN_TASKS, check_model_levels, declarations, make_task, model_arguments, model_levels
 from ablate.trackers import parse_loggers
 from ablate.trial import build_objective
 from ablate.variants import TOGGLES
@@ -198,6 +199,12 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
         load_family(family_spec(str(sections["objective"].get("family", ObjectiveConfig.family))))
     except ValueError as error:
         raise ExperimentError(str(error)) from None
+    preset = sections["objective"].get("preset")
+    if preset is not None:  # the preset's keys are the defaults; keys the file sets win
+        if preset not in PRESETS:
+            raise ExperimentError(f"objective.preset: {preset!r} is not a preset{suggest(preset, list(PRESETS))}")
+        sections["objective"] = {**PRESETS[preset].objective, **sections["objective"]}
+        sections["train"] = {**PRESETS[preset].train, **sections["train"]}
     base = TrialConfig(
         task=task,
         task_params=task_params,
@@ -259,10 +266,17 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
         "checkpoint_seconds": number("checkpoint_seconds", raw.get("checkpoint_seconds", 10.0), positive=True),
         "max_failures": number("max_failures", raw.get("max_failures", 2), integer=True, minimum=0),
     }
-    reference = {f: (TOGGLES[f][0] if f in TOGGLES else levels[0]) for f, levels in factors.items()}
+    reference = {f: _reference_level(f, levels) for f, levels in factors.items()}
     trials = _expand(spec, base, factors)
-    task = _check_task(spec, factors)
+    task = _check_task(spec, trials)
     return Experiment(name, source, spec, factors, reference, trials, resources, max_concurrent, task)
+
+
+def _reference_level(factor: str, levels: list) -> object:
+    """The level coded +1: the paper's for a toggle and for ``preset`` (when listed), else the first."""
+    if factor in TOGGLES:
+        return TOGGLES[factor][0]
+    return "paper" if factor == "preset" and "paper" in levels else levels[0]
 
 
 def _section(raw: dict, key: str, allowed) -> dict:
@@ -341,8 +355,9 @@ def _expand(spec: dict, base: TrialConfig, factors: dict) -> list[TrialSpec]:
 
 
 def cell_label(config: TrialConfig, levels: dict) -> str:
-    """The family's name for the cell, then ``,factor=level`` for every factor that is not a toggle."""
-    extras = "".join(f",{name}={level}" for name, level in levels.items() if name not in TOGGLES)
+    """The family's name for the cell, then ``,factor=level`` for every factor that is not a toggle (nor
+    ``preset``, which names the cell itself)."""
+    extras = "".join(f",{name}={level}" for name, level in levels.items() if name not in TOGGLES and name != "preset")
     return load_family(config.objective.family).cell_label(config.objective) + extras
 
 
@@ -361,21 +376,32 @@ def _check_cell(config: TrialConfig, label: str) -> None:
                 )
 
 
-def _check_task(spec: dict, factors: dict) -> dict:
-    """Build the task once per task-param combination, so a bad param fails now, not in a trial; return
-    what the report needs of it (from the first combination)."""
-    task_factors = {n: v for n, v in factors.items() if n.startswith("task_params.")}
-    first = None
-    for combo in itertools.product(*task_factors.values()) if task_factors else [()]:
-        params = dict(spec["task_params"])
-        params.update({n.split(".", 1)[1]: level for n, level in zip(task_factors, combo)})
-        try:
-            task = make_task(spec["task"], params)
-        except ValueError as error:
-            raise ExperimentError(f"task_params: {error}") from None
-        except Exception as error:  # a user's task may raise anything: still one line, before any trial
-            raise ExperimentError(f"task: building {spec['task']!r} failed: {type(error).__name__}: {error}") from None
-        first = task if first is None else first
+def _check_task(spec: dict, trials: list[TrialSpec]) -> dict:
+    """Build the task once per task-param combination, so a bad param fails now, not in a trial, and call
+    its model at the step sizes its trials use, once per set of them and what its factory is told
+    (`check_model_levels`), so a model that cannot take a level fails now too; return what the report
+    needs of the task (from the first combination)."""
+    tasks, checked = {}, set()
+    for config in (trial.config for trial in trials):
+        params = repr(config.task_params)
+        if params not in tasks:
+            try:
+                tasks[params] = make_task(spec["task"], config.task_params)
+            except ValueError as error:
+                raise ExperimentError(f"task_params: {error}") from None
+            except Exception as error:  # a user's task may raise anything: still one line, before any trial
+                what = f"{type(error).__name__}: {error}"
+                raise ExperimentError(f"task: building {spec['task']!r} failed: {what}") from None
+        task, objective = tasks[params], build_objective(config.objective)
+        steps = model_levels(objective, config.eval.steps or objective.step_counts)
+        key = (params, repr(model_arguments(task, config.objective)), steps)
+        if key not in checked:
+            checked.add(key)
+            try:
+                check_model_levels(task, spec["task"], config.objective, objective, steps)
+            except ValueError as error:
+                raise ExperimentError(str(error)) from None
+    first = next(iter(tasks.values()))
     try:
         declared = declarations(first)
     except ValueError as error:

@@ -6,7 +6,9 @@ One convention everywhere, the paper's: tau = 0 is pure noise, tau = 1 is clean 
 
 and the network predicts clean data, x_hat = f(z, tau, d). Every formula below is one small function with
 its equation number, so the file can be checked line by line against docs/objective-spec.md.
-`tau` and `d` always have the shape of the leading dims of the data: (B,) per sample, (B, T) per frame.
+`tau` has the shape of the leading dims of the data: (B,) per sample, (B, T) per frame; `d` has the same
+shape, or (B,) with tau (B, T) when one step size serves a whole sequence (`d_per="sequence"`): the
+equations then read it per frame, broadcast, and the model is called with d as drawn.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ Model = Callable[..., Tensor]
 RAMPS = ("both", "flow", "none")
 STEP_SIZE_DISTRIBUTIONS = ("uniform", "inverse")
 TEACHER_CONTEXTS = ("stepped", "fixed")
+BOOTSTRAP_DRAWS = ("row", "batch")  # which rows bootstrap: each row's own d (Eq. 4), or one coin per batch
+D_PER = ("frame", "sequence")  # for (B, T) inputs: a step size per frame (B, T), or per sequence (B,)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -34,6 +38,16 @@ TEACHER_CONTEXTS = ("stepped", "fixed")
 def expand_like(t: Tensor, x: Tensor) -> Tensor:
     """Append singleton feature dims so a per-sample/per-frame scalar broadcasts against x."""
     return t.reshape(t.shape + (1,) * (x.ndim - t.ndim))
+
+
+def per_frame(d: Tensor, tau: Tensor) -> Tensor:
+    """A step size per sequence (B,) read per frame (B, T); a per-frame one as it is."""
+    return expand_like(d, tau).expand_as(tau) if d.ndim < tau.ndim else d
+
+
+def per_sequence(level: Tensor, like: Tensor) -> Tensor:
+    """A per-frame level back in the shape the model was given d in (its first frame, when d is (B,))."""
+    return level[(slice(None),) + (0,) * (level.ndim - like.ndim)] if like.ndim < level.ndim else level
 
 
 def noisy_input(x1: Tensor, noise: Tensor, tau: Tensor) -> Tensor:
@@ -147,6 +161,15 @@ class ShortcutForcing:
             "stepped" (every bootstrap frame moved by its own half step in one call, as public ports do)
             or "fixed" (each bootstrap frame's second call sees the others as in the first call, as a
             rollout holds the past fixed; one call over one copy of the sequence per bootstrap frame).
+        bootstrap_draw: "row" (Eq. 4: each row draws its d) or "batch" (one coin per batch: with
+            probability `bootstrap_probability`, default 1 - 1/log2(k_max), every row draws a d above d_min,
+            else every row is at d_min; the dreamer4 package).
+        flow_on_bootstrap: also apply the flow term ||x_hat - x1||^2 to bootstrap rows, whose x_hat was
+            made at their own d (the dreamer4 package); Eq. 7 applies it to d_min rows only.
+        full_step: whether d = 1 (K = 1) is drawn; the dreamer4 package never draws it.
+        d_per: for (B, T) inputs, a step size per "frame" (B, T) or per "sequence" (B,), as the dreamer4
+            package and the reviewed code draw it (tau stays per frame).
+        sample_clamp: None, or c: the sampler's output is clamped to [-c, c] (the dreamer4 package: 1).
     """
 
     def __init__(
@@ -158,6 +181,12 @@ class ShortcutForcing:
         bootstrap_fraction: float | None = None,
         bootstrap_weight: float = 1.0,
         teacher_context: str = "stepped",
+        bootstrap_draw: str = "row",
+        bootstrap_probability: float | None = None,
+        flow_on_bootstrap: bool = False,
+        full_step: bool = True,
+        d_per: str = "frame",
+        sample_clamp: float | None = None,
     ) -> None:
         variant = Variant.paper() if variant is None else variant
         if not isinstance(variant, Variant):
@@ -173,6 +202,16 @@ class ShortcutForcing:
             raise ValueError("bootstrap_fraction > 0 needs k_max >= 2: with k_max=1 every row is a flow row")
         if not math.isfinite(bootstrap_weight) or bootstrap_weight < 0:
             raise ValueError(f"bootstrap_weight={bootstrap_weight!r} must be a finite number >= 0")
+        check_choice("bootstrap_draw", bootstrap_draw, BOOTSTRAP_DRAWS)
+        check_choice("d_per", d_per, D_PER)
+        if bootstrap_probability is not None and (bootstrap_draw != "batch" or not 0 <= bootstrap_probability <= 1):
+            raise ValueError(f"bootstrap_probability={bootstrap_probability!r} needs bootstrap_draw='batch', in [0, 1]")
+        if bootstrap_draw == "batch" and bootstrap_fraction is not None:
+            raise ValueError("bootstrap_fraction is a per-row share: it cannot go with bootstrap_draw='batch'")
+        if not full_step and k_max < 4 and (bootstrap_draw == "batch" or bootstrap_fraction):
+            raise ValueError("full_step=False leaves no d between d_min and 1 below k_max=4")
+        if sample_clamp is not None and not (math.isfinite(sample_clamp) and sample_clamp > 0):
+            raise ValueError(f"sample_clamp={sample_clamp!r} must be None or a number > 0")
         self.variant = variant
         self.k_max = k_max
         self.ramp = ramp
@@ -180,6 +219,14 @@ class ShortcutForcing:
         self.bootstrap_fraction = None if bootstrap_fraction is None else float(bootstrap_fraction)
         self.bootstrap_weight = float(bootstrap_weight)
         self.teacher_context = teacher_context
+        self.bootstrap_draw = bootstrap_draw
+        levels = int(math.log2(k_max))
+        default_probability = 1 - 1 / levels if levels else 0.0
+        self.bootstrap_probability = default_probability if bootstrap_probability is None else bootstrap_probability
+        self.flow_on_bootstrap = bool(flow_on_bootstrap)
+        self.full_step = bool(full_step)
+        self.d_per = d_per
+        self.sample_clamp = None if sample_clamp is None else float(sample_clamp)
 
     @property
     def d_min(self) -> float:
@@ -202,33 +249,43 @@ class ShortcutForcing:
         """Eq. 4: d = 1/n with n from {1, 2, ..., k_max}; tau on the grid {0, d, ..., 1 - d} or U[0, 1 - d].
 
         `flow_only` draws every row at d = d_min (tau as above): a warm-up before bootstrap rows begin.
+        With `d_per="sequence"` and a (B, T) shape, d is drawn per sequence (B,) and tau per frame.
         """
         shape = torch.Size(shape)
+        lead = shape[:1] if self.d_per == "sequence" and len(shape) > 1 else shape
         counts = torch.tensor(self.step_counts, dtype=torch.float32, device=device)
         if flow_only:
-            level = torch.full(shape, len(counts) - 1, device=device)
+            level = torch.full(lead, len(counts) - 1, device=device)
         else:
-            level = self._sample_level_index(shape, counts, generator, device)
-        n = counts[level]
+            level = self._sample_level_index(lead, counts, generator, device)
+        n = counts[level].reshape(lead + (1,) * (len(shape) - len(lead))).expand(shape)
         u = torch.rand(shape, generator=generator, device=device)
         if self.variant.tau_sampling == "grid":
             tau = torch.clamp(torch.floor(u * n), max=n - 1) / n
         else:
             tau = u * (1 - 1 / n)
-        return tau, 1 / n
+        return tau, 1 / counts[level]
 
     def _sample_level_index(self, shape, counts: Tensor, generator, device) -> Tensor:
+        """Indices into counts (1, 2, ..., k_max): index 0 is d = 1, drawn only with `full_step`."""
         levels = len(counts)
+        first = 0 if self.full_step else 1
         numel = shape.numel()
+        if self.bootstrap_draw == "batch":
+            bootstrap_batch = torch.rand((), generator=generator, device=device) < self.bootstrap_probability
+            above_min = torch.randint(first, max(levels - 1, first + 1), shape, generator=generator, device=device)
+            return torch.where(bootstrap_batch, above_min, levels - 1)
         if self.bootstrap_fraction is not None:
             n_boot = round(self.bootstrap_fraction * numel)
             is_boot = torch.zeros(numel, dtype=torch.bool, device=device)
             is_boot[torch.randperm(numel, generator=generator, device=device)[:n_boot]] = True
-            above_min = torch.randint(0, max(levels - 1, 1), (numel,), generator=generator, device=device)
+            above_min = torch.randint(first, max(levels - 1, first + 1), (numel,), generator=generator, device=device)
             return torch.where(is_boot, above_min, levels - 1).reshape(shape)
         if self.step_sizes == "uniform":
-            return torch.randint(0, levels, shape, generator=generator, device=device)
+            return torch.randint(first, levels, shape, generator=generator, device=device)
         probs = counts / counts.sum()  # P(d) ~ 1/d = n
+        if not self.full_step:
+            probs = torch.where(counts == 1, 0.0, probs)
         return torch.multinomial(probs, numel, replacement=True, generator=generator).reshape(shape)
 
     # --- Eq. 7-8 -----------------------------------------------------------------------------------------
@@ -261,7 +318,7 @@ class ShortcutForcing:
         if x_hat.shape != x1.shape:
             raise ValueError(f"model output shape {tuple(x_hat.shape)} must equal x1's {tuple(x1.shape)}")
 
-        is_boot = d > self.d_min * (1 + 1e-6)
+        is_boot = per_frame(d, tau) > self.d_min * (1 + 1e-6)
         w = ramp_weight(tau)
         flow_term = flow_error(x_hat, x1, lead_dims)
         if self.ramp != "none":
@@ -281,7 +338,7 @@ class ShortcutForcing:
                 is_boot[rows],
                 **_rows_of(model_kwargs, rows, len(x1)),
             )
-            per_sample = torch.where(is_boot, boot_term, flow_term)
+            per_sample = torch.where(is_boot, boot_term + flow_term if self.flow_on_bootstrap else boot_term, flow_term)
 
         return LossOutput.of(per_sample, is_boot)
 
@@ -318,8 +375,9 @@ class ShortcutForcing:
         the others: they are fed their own level and keep their z and tau in both calls (whichever half
         step the bootstrap frames take), so every value stays finite; their targets are never used.
         """
-        half = torch.where(is_boot, d / 2, torch.zeros_like(d))
-        level = torch.where(is_boot, d / 2, d)
+        d_frames = per_frame(d, tau)
+        half = torch.where(is_boot, d_frames / 2, torch.zeros_like(d_frames))
+        level = per_sequence(torch.where(is_boot, d_frames / 2, d_frames), d)  # as the model is given d
         x_a = teacher(z, tau, level, **model_kwargs)
         b1 = velocity(x_a, z, tau)
         tau_mid = tau + half
@@ -379,8 +437,10 @@ class ShortcutForcing:
                 raise ValueError(f"lead_dims={lead_dims} must be in [1, x1.ndim - 1 = {x1.ndim - 1}]")
             tau, d = self.sample_tau_d(x1.shape[:lead_dims], device=x1.device)
             return noise, tau, d
-        if tau.shape != d.shape:
-            raise ValueError(f"tau shape {tuple(tau.shape)} and d shape {tuple(d.shape)} must be equal")
+        if tau.shape != d.shape and not (tau.ndim > 1 and d.shape == tau.shape[:1]):
+            raise ValueError(
+                f"tau shape {tuple(tau.shape)} and d shape {tuple(d.shape)} must be equal, or d (B,) with tau (B, T)"
+            )
         if not 1 <= tau.ndim < x1.ndim or x1.shape[: tau.ndim] != tau.shape:
             raise ValueError(
                 f"tau/d shape {tuple(tau.shape)} must be the leading dims of x1 {tuple(x1.shape)}, e.g. (B,) or (B, T)"
@@ -390,6 +450,7 @@ class ShortcutForcing:
 
     def check_tau_d(self, tau: Tensor, d: Tensor) -> None:
         """Raise ValueError unless every d is a level 1/n (n in 1..k_max) and 0 <= tau <= 1 - d."""
+        d = per_frame(d, tau)
         n = 1 / d.double()
         if not torch.isin(
             torch.round(n), torch.tensor(self.step_counts, dtype=n.dtype, device=n.device)
@@ -411,7 +472,9 @@ class ShortcutForcing:
         model_d: float | None = None,
         **model_kwargs,
     ) -> Tensor:
-        """K-step shortcut sampler: d = 1/K; tau = k/K; z <- z + d (x_hat - z)/(1 - tau); ends on x_hat.
+        """K-step shortcut sampler: d = 1/K; tau = k/K; z <- z + d (x_hat - z)/(1 - tau); ends on x_hat
+        (the last Euler step, from tau = 1 - 1/K by d = 1/K, lands exactly there); clamped to
+        [-sample_clamp, sample_clamp] when set.
 
         `model_d` overrides the step size the model is told (default 1/K); a flow-only baseline is told
         d_min, the only level it was trained on, while still stepping by 1/K (plain Euler).
@@ -420,13 +483,14 @@ class ShortcutForcing:
             raise ValueError(f"steps={steps!r} must be one of {self.step_counts} (k_max={self.k_max})")
         lead = noise.shape[:lead_dims]
         d = torch.full(lead, 1.0 / steps, device=noise.device)
-        told_d = d if model_d is None else torch.full(lead, float(model_d), device=noise.device)
+        told = lead[:1] if self.d_per == "sequence" and lead_dims > 1 else lead  # the shape d is given in
+        told_d = torch.full(told, 1.0 / steps if model_d is None else float(model_d), device=noise.device)
         z = noise
         for k in range(steps):
             tau = torch.full(lead, k / steps, device=noise.device)
             x_hat = model(z, tau, told_d, **model_kwargs)
             z = x_hat if k == steps - 1 else shortcut_step(z, x_hat, tau, d).to(noise.dtype)
-        return z
+        return z if self.sample_clamp is None else z.clamp(-self.sample_clamp, self.sample_clamp)
 
 
 def _rows_of(model_kwargs: dict, rows: Tensor, batch: int) -> dict:

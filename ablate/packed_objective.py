@@ -19,6 +19,8 @@ from ablate.objective import (
     expand_like,
     flow_error,
     noisy_input,
+    per_frame,
+    per_sequence,
     ramp_weight,
     renoise_half_step,
     velocity,
@@ -39,6 +41,7 @@ class Knobs:
     ramp_flow: Tensor  # ramp in ("both", "flow")
     ramp_bootstrap: Tensor  # ramp == "both"
     bootstrap_weight: Tensor
+    flow_on_bootstrap: Tensor  # the flow term on bootstrap rows too
 
     @classmethod
     def of(cls, objective: ShortcutForcing, dtype: torch.dtype = torch.float32) -> Knobs:
@@ -52,6 +55,7 @@ class Knobs:
             ramp_flow=flag(objective.ramp in ("both", "flow")),
             ramp_bootstrap=flag(objective.ramp == "both"),
             bootstrap_weight=torch.tensor(objective.bootstrap_weight, dtype=dtype),
+            flow_on_bootstrap=flag(objective.flow_on_bootstrap),
         )
 
     @classmethod
@@ -73,12 +77,13 @@ def loss_every_row(
     lead_dims = tau.ndim
     z = noisy_input(x1, noise, tau)
     x_hat = model(z, tau, d, **model_kwargs)
-    is_boot = d > knobs.d_min * (1 + 1e-6)
+    d_frames = per_frame(d, tau)  # a step size per sequence (B,) is read per frame; the model gets it as is
+    is_boot = d_frames > knobs.d_min * (1 + 1e-6)
     w = ramp_weight(tau)
     flow_term = flow_error(x_hat, x1, lead_dims) * torch.where(knobs.ramp_flow, w, torch.ones_like(w))
 
-    half = torch.where(is_boot, d / 2, torch.zeros_like(d))
-    level = torch.where(is_boot, d / 2, d)
+    half = torch.where(is_boot, d_frames / 2, torch.zeros_like(d_frames))
+    level = per_sequence(torch.where(is_boot, d_frames / 2, d_frames), d)
     x_a = teacher(z, tau, level, **model_kwargs)
     b1 = velocity(x_a, z, tau)
     tau_mid = tau + half
@@ -94,4 +99,5 @@ def loss_every_row(
     )
     err = err * torch.where(knobs.tau2_weight, (1 - tau) ** 2, torch.ones_like(tau))
     err = err * torch.where(knobs.ramp_bootstrap, w, torch.ones_like(w)) * knobs.bootstrap_weight
-    return torch.where(is_boot, err, flow_term), is_boot
+    boot = err + torch.where(knobs.flow_on_bootstrap, flow_term, torch.zeros_like(flow_term))
+    return torch.where(is_boot, boot, flow_term), is_boot

@@ -26,6 +26,7 @@ from ablate.config import TrialConfig
 from ablate.objective import LossOutput, ShortcutForcing
 from ablate.packed_evaluation import BatchedCalls, MemberModel
 from ablate.packed_objective import Knobs, loss_every_row
+from ablate.tasks import model_arguments
 from ablate.trial import DIVERGED, Trial, TrialResult
 
 # What members of one pack must share: one model shape, one batch and one step schedule.
@@ -43,6 +44,7 @@ def pack_key(config: TrialConfig) -> tuple:
         *(repr(getattr(config, name)) for name in SHARED),
         *(getattr(config.train, name) for name in SHARED_TRAIN),
         config.objective.k_max,
+        config.objective.d_per,  # the shape d is given in: (B,) or per frame
         repr(config.eval),
     )
 
@@ -92,9 +94,17 @@ class Pack:
             ):
                 raise PackingError(f"{member.config.objective.family}: only shortcut-forcing objectives pack")
         first = self.members[0]
+        # One skeleton runs every member: a model built from its objective (make_model taking it) may differ.
+        if len({repr(model_arguments(m.task, m.config.objective)) for m in self.members}) > 1:
+            raise PackingError("its trials' models are built from different objectives")
         self.skeleton = copy.deepcopy(first.model).to("meta")
+        # A parameter the user froze stays frozen, as alone: it gets no gradient, so Adam leaves it be.
+        trainable = {name for name, value in first.model.named_parameters() if value.requires_grad}
+        if any({n for n, v in m.model.named_parameters() if v.requires_grad} != trainable for m in self.members):
+            raise PackingError("its trials' models freeze different parameters")
         self.params = {
-            name: value.requires_grad_() for name, value in _stacked([m.model for m in self.members]).items()
+            name: value.requires_grad_(name in trainable)
+            for name, value in _stacked([m.model for m in self.members]).items()
         }
         self.buffers = _stacked([m.model for m in self.members], "buffers")
         self.ema_teacher = _stacked([m.teacher or m.model for m in self.members])
@@ -102,6 +112,8 @@ class Pack:
         self.uses_ema_teacher = torch.tensor([m.teacher is not None for m in self.members], device=first.device)
         knobs = Knobs.stack([Knobs.of(m.objective) for m in self.members])
         self.knobs = Knobs(**{name: value.to(first.device) for name, value in vars(knobs).items()})
+        # Every parameter, as a trial alone's optimizer: Adam skips those without a gradient (frozen or
+        # unused), moments and all, so they stay as they were.
         self.optimizer = torch.optim.Adam(self.params.values(), lr=first.config.train.lr)
         limits = [m.config.train.grad_clip or math.inf for m in self.members]
         self.clip_limits = torch.tensor(limits, device=first.device)
@@ -192,8 +204,9 @@ class Pack:
 
     def _clip_gradients(self) -> Tensor:
         """Each member's gradient norm (before clipping), clipped by its own train.grad_clip, as
-        ``nn.utils.clip_grad_norm_`` does for a model alone."""
-        grads = [p.grad for p in self.params.values()]
+        ``nn.utils.clip_grad_norm_`` does for a model alone: over the parameters that got a gradient (not
+        a frozen one, nor a head the loss never uses, e.g. a world model's reward head)."""
+        grads = [p.grad for p in self.params.values() if p.grad is not None]
         norms = torch.stack([g.flatten(1).square().sum(1) for g in grads]).sum(0).sqrt()
         scale = torch.clamp(self.clip_limits / (norms + 1e-6), max=1.0)
         for g in grads:

@@ -1,15 +1,27 @@
-"""What a running grid shows: one compact status line, and results tables kept current mid-run."""
+"""What a running grid shows: one compact status line, one line per failed or retried trial, and
+results tables kept current mid-run. Ray's own messages (tracebacks, error tables, its resume hint)
+go to a log file in the results folder instead of the console."""
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import ray
 from ray import tune
+from ray._private import worker as ray_driver
 
-from ablate import records, results
+from ablate import failures, records, results
+
+# Tune's log records that ablate says in its own words: a trial's failure (with Ray's traceback), the
+# list of trials that did not complete, and the interrupted run's `Tuner.restore(...)` hint (ablate
+# resumes with `--resume`).
+RESTATED = ("Trial task failed", "Trials did not complete", "Experiment has been interrupted")
 
 
 class LiveTables(threading.Thread):
@@ -42,28 +54,118 @@ class LiveTables(threading.Thread):
         self.join()
 
 
-class ProgressView(tune.Callback):
-    """One compact status line (done / running / failed, ETA) instead of Tune's tables."""
+class _ConsoleFilter(logging.Filter):
+    """What of Ray's log reaches the console during a run: warnings and errors without a traceback,
+    except those ablate restates in its own lines (RESTATED)."""
 
-    def __init__(self, total: int, every_seconds: float = 15.0) -> None:
-        self.total, self.every_seconds = total, every_seconds
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING and not record.exc_info and not str(record.msg).startswith(RESTATED)
+
+
+@contextmanager
+def ray_log_to(path: Path) -> Iterator[None]:
+    """Ray's log in full (tracebacks, Tune's error tables and hints) into `path`, and on the console
+    only what `_ConsoleFilter` lets through. Ray prints its messages about dead workers straight to
+    stdout, not through logging (its driver's error listener, a private function); those go to `path`
+    alone."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(path)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ray_logger, console = logging.getLogger("ray"), _ConsoleFilter()
+    shown = list(ray_logger.handlers)
+    for handler in shown:
+        handler.addFilter(console)
+    ray_logger.addHandler(to_file)
+    printed = ray_driver.print_to_stdstream
+
+    def raylet_to_file(data: dict, ignore_prefix: bool) -> None:
+        if data.get("pid") != "raylet":
+            printed(data, ignore_prefix)
+            return
+        for line in data["lines"]:
+            to_file.handle(
+                logging.makeLogRecord(
+                    {"name": "ray.raylet", "levelno": logging.ERROR, "levelname": "ERROR", "msg": line}
+                )
+            )
+
+    ray_driver.print_to_stdstream = raylet_to_file
+    try:
+        yield
+    finally:
+        ray_driver.print_to_stdstream = printed
+        ray_logger.removeHandler(to_file)
+        for handler in shown:
+            handler.removeFilter(console)
+        to_file.close()
+
+
+class ProgressView(tune.Callback):
+    """One compact status line (done / running / failed, ETA) instead of Tune's tables, and one line
+    per failed or retried trial instead of Ray's tracebacks (the full ones are in `output`/logs/)."""
+
+    def __init__(self, total: int, output: Path, max_failures: int, every_seconds: float = 15.0) -> None:
+        self.total, self.output, self.max_failures, self.every_seconds = total, output, max_failures, every_seconds
         self.setup()
 
     def setup(self, **info) -> None:
         """Called by Tune at the start of every run, including a restored one."""
         self.start, self.done_before = time.monotonic(), None
         self.last_counts, self.last_time = None, 0.0
+        self.failed: set[str] = set()  # failed for good, though Tune may have ended them normally
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        trial_id = _trial_id(trial)
         if result.get("warning"):
-            print(f"[ablate] warning: {trial.config['trial']['trial_id']}: {result['warning']}", flush=True)
+            print(f"[ablate] warning: {trial_id}: {result['warning']}", flush=True)
+        if result.get("status") == results.FAILED:  # the worker's: it failed the same way twice
+            self.failed.add(trial_id)
+            print(
+                f"[ablate] {trial_id} failed at step {result['step']}: {result['error']}; the same as before, "
+                f"so not retried (traceback: {failures.log_path(self.output, trial_id)})",
+                flush=True,
+            )
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        """Tune retries the trial from its last checkpoint."""
+        checkpoint = trial.latest_checkpoint_result
+        step = checkpoint.metrics.get("step", 0) if checkpoint else 0
+        attempt = f"(attempt {trial.num_failures + 1} of {self.max_failures + 1})"
+        self._say_failure(trial, f"retrying from step {step} {attempt}", f"continues from step {step} {attempt}")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        """Tune gave up on the trial: it failed `max_failures` + 1 times."""
+        trial_id = _trial_id(trial)
+        self.failed.add(trial_id)
+        log = failures.log_path(self.output, trial_id)
+        gave_up = f"after {trial.num_failures} attempt{'s' if trial.num_failures > 1 else ''}"
+        self._say_failure(trial, f"given up {gave_up} (traceback: {log})", f"failed {gave_up}")
+
+    def _say_failure(self, trial, after_error: str, after_lost: str) -> None:
+        """One line on the trial's latest failure, from what its worker left in the results folder: the
+        watchdog's record (a timeout: final, Tune's retry finds the record), the exception its attempt
+        noted, else the node or the worker process it ran on died (Ray's account is in logs/ray.log)."""
+        trial_id = _trial_id(trial)
+        record, attempts = _record(self.output, trial_id), failures.read_attempts(self.output, trial_id)
+        last = attempts[-1] if attempts else {}
+        if record.get("status") == results.FAILED:
+            self.failed.add(trial_id)
+            line = f"{trial_id} failed: {record.get('error')}"
+        elif last.get("failure"):
+            line = f"{trial_id} failed at step {last['failure']['step']}: {last['failure']['error']}; {after_error}"
+        elif last.get("node") and not _node_alive(last["node"]):
+            line = f"node {last['node_ip']} lost; {trial_id} {after_lost}"
+        else:
+            ray_log = self.output / failures.LOGS_DIR / failures.RAY_LOG
+            line = f"{trial_id}: its worker process died (see {ray_log}); {after_lost}"
+        print(f"[ablate] {line}", flush=True)
 
     def on_step_end(self, iteration, trials, **info) -> None:
-        done = sum(t.status == "TERMINATED" for t in trials)
+        failed = sum(t.status == "ERROR" or _trial_id(t) in self.failed for t in trials)
+        done = sum(t.status == "TERMINATED" and _trial_id(t) not in self.failed for t in trials)
         if self.done_before is None:  # trials finished by an earlier session do not count for the ETA
             self.done_before = done
-        running = sum(t.status == "RUNNING" for t in trials)
-        failed = sum(t.status == "ERROR" for t in trials)
+        running = sum(t.status == "RUNNING" and _trial_id(t) not in self.failed for t in trials)
         diverged = sum(
             t.status == "TERMINATED" and (t.last_result or {}).get("status") == results.DIVERGED for t in trials
         )
@@ -79,6 +181,23 @@ class ProgressView(tune.Callback):
                 flush=True,
             )
             self.last_counts, self.last_time = counts, time.monotonic()
+
+
+def _trial_id(trial) -> str:
+    """Ours (the cell label and seed, or the pack's id), not Tune's."""
+    return trial.config["trial"]["trial_id"]
+
+
+def _record(output: Path, trial_id: str) -> dict:
+    """The trial's record if it has a readable one (the tables say so when it is damaged), else empty."""
+    try:
+        return json.loads(records.record_path(output, trial_id).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _node_alive(node_id: str) -> bool:
+    return any(node["NodeID"] == node_id and node["Alive"] for node in ray.nodes())
 
 
 def _running_steps(trials, most: int = 4) -> str:

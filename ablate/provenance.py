@@ -71,7 +71,8 @@ def run_info(experiment: Experiment, output: Path, started: float, resumed: bool
         "eval_steps": eval_steps,
         "k_max": experiment.k_max,
         "expected_trials": experiment.expected_trials(),
-        "paper_variant": Variant(**{**fixed, **{n: TOGGLES[n][0] for n in toggles_varied}}).label + extras_reference,
+        "paper_variant": _paper_variant(experiment)
+        or Variant(**{**fixed, **{n: TOGGLES[n][0] for n in toggles_varied}}).label + extras_reference,
         "simplified_variant": (  # the reviewed code's cell: only in a grid of all four toggles at both levels
             Variant.simplified().label + extras_reference if full_toggle_grid(experiment.factors) else None
         ),
@@ -128,3 +129,10 @@ def iso_time(timestamp: float) -> str:
 
 def jsonable(value):
     return json.loads(json.dumps(value, default=results.json_default))
+
+
+def _paper_variant(experiment) -> str | None:
+    """The cell at every factor's reference level (the paper's toggles, the ``paper`` preset), if the
+    grid has it."""
+    reference = {name: experiment.reference[name] for name in experiment.factors}
+    return next((t.variant for t in experiment.trials if t.levels == reference), None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -118,11 +119,12 @@ def collect_tables(
     expected: Sequence[Mapping],
     factor_names: Sequence[str],
     records: Mapping[str, dict],
-    failed: set[str] = frozenset(),
+    failed: Mapping[str, Mapping] = MappingProxyType({}),
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """metrics, curves and trials tables over the expected trials (dicts of ``trial_id``, ``variant``,
     one level per factor, ``seed``). A trial without a record is ``failed`` if it is in ``failed``
-    (Tune gave up on it), else ``missing`` (never ran, or interrupted)."""
+    (Tune gave up on it; its values, e.g. ``error`` and ``attempts``, fill its row), else ``missing``
+    (never ran, or interrupted)."""
     metric_keys = sorted({(int(k), m) for r in records.values() for k, per_k in r["metrics"].items() for m in per_k})
     metric_rows, curve_rows, trial_rows = [], [], []
     for spec in expected:
@@ -136,7 +138,7 @@ def collect_tables(
         status = record["status"] if record else FAILED if spec["trial_id"] in failed else MISSING
         row = {c: record.get(c) if record else None for c in TRIALS_COLUMNS[4:]}
         if record is None and status == FAILED:
-            row["reason"] = "error"
+            row.update(failed[spec["trial_id"]], reason="error")
         trial_rows.append({**ident, "status": status, **row})
         if record is None:
             continue

@@ -37,7 +37,7 @@ TRIALS_COLUMNS = [
     "train_seconds",
     "eval_seconds",
     "node",  # the Ray node the trial finished on
-    "reason",  # why a failed trial failed: "timeout" (train.timeout_seconds), "error" (Tune gave up)
+    "reason",  # why a failed trial failed: "timeout" (train.timeout_seconds), "error" (it raised or crashed)
 ]
 TRAINING_STATS = (  # per trial, after `reason`: what the stabilisers did and what the budget cost
     "clipped_share",  # share of steps whose gradient norm was above train.grad_clip (so clipped)
@@ -48,6 +48,11 @@ TRAINING_STATS = (  # per trial, after `reason`: what the stabilisers did and wh
 )
 TRIALS_COLUMNS += TRAINING_STATS
 TRIALS_COLUMNS.append("pack_id")  # the pack (ablate.packing) the trial trained in; empty when alone
+TRIALS_COLUMNS += [  # how the trial's attempts went (ablate.failures); empty in folders written before
+    "error",  # a failed trial's exception in one line, `TypeError: message (file.py:42)`
+    "attempts",  # how many times the trial was started: 1 unless it was retried or resumed
+    "restored_at_step",  # the checkpoint step a retried or resumed trial continued from
+]
 CURVE_METRICS = ("loss", "flow_loss", "bootstrap_loss", "grad_norm")  # the training curves, per logged step
 RECORDS_DIR = "trials"  # <folder>/trials/<trial_id>.json: one finished trial
 SAMPLES_DIR = (

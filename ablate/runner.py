@@ -15,9 +15,11 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 # Read by Ray at import time, hence set before `import ray`:
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # token auth for the local Ray we start (Ray's advice)
@@ -30,10 +32,10 @@ import pandas as pd
 import ray
 from ray import tune
 
-from ablate import records, results
+from ablate import failures, records, results
 from ablate.experiment import Experiment, ExperimentError
 from ablate.locking import LOCK_NAME, folder_lock
-from ablate.progress import LiveTables, ProgressView
+from ablate.progress import LiveTables, ProgressView, ray_log_to
 from ablate.provenance import git_commit, jsonable, package_versions, run_info
 from ablate.trackers import logger_callbacks
 from ablate.worker import pack_ids, train_one
@@ -118,13 +120,14 @@ def _run_locked(
         (output / "experiment.json").write_text(json.dumps(jsonable(experiment.spec), indent=2))
         started = time.time()
         provenance = {"versions": package_versions(), "git_commit": git_commit()}  # of the code that runs now
-        tuner = _tuner(experiment, output, gpu, resume, verbose)
-        live = LiveTables(lambda: write_results(experiment, output, started, resume, provenance, set()), output)
-        with sigterm_as_sigint(), live:
-            grid = tuner.fit()
+        live = LiveTables(lambda: write_results(experiment, output, started, resume, provenance, {}), output)
+        with ray_log_to(output / failures.LOGS_DIR / failures.RAY_LOG):
+            tuner = _tuner(experiment, output, gpu, resume, verbose)
+            with sigterm_as_sigint(), live:
+                grid = tuner.fit()
         fit_seconds = time.time() - started
-        failed = {
-            member["trial_id"]
+        failed = {  # Tune gave up on these: no record, so their attempts say what happened
+            member["trial_id"]: failures.given_up(output, r.config["trial"]["trial_id"], r.error)
             for r in grid
             if r.error is not None
             for member in r.config["trial"].get("members", [r.config["trial"]])
@@ -199,7 +202,7 @@ def _tuner(experiment: Experiment, output: Path, gpu: float, resume: bool, verbo
         else {**entry(pack[0]), "trial_id": pack_id, "members": [entry(t) for t in pack]}
         for pack_id, pack in zip(pack_ids(packs), packs, strict=True)
     ]
-    callbacks = [ProgressView(len(trials))] if verbose else []
+    callbacks = [ProgressView(len(trials), output, experiment.spec["max_failures"])] if verbose else []
     callbacks += logger_callbacks(experiment.spec["loggers"], output, experiment.name)
     return tune.Tuner(
         trainable,
@@ -230,7 +233,7 @@ def _trial_name(trial) -> str:
 
 
 def write_results(
-    experiment: Experiment, output: Path, started: float, resumed: bool, provenance: dict, failed: set[str]
+    experiment: Experiment, output: Path, started: float, resumed: bool, provenance: dict, failed: Mapping[str, dict]
 ) -> RunOutcome:
     """Turn the per-trial result files into the tidy tables and run.json (the report's contract)."""
     metrics, curves, trials = collect_tables(experiment, output, failed)
@@ -243,7 +246,7 @@ def write_results(
 
 
 def collect_tables(
-    experiment: Experiment, output: Path, failed: set[str] = frozenset()
+    experiment: Experiment, output: Path, failed: Mapping[str, dict] = MappingProxyType({})
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The contract's tables over the experiment's expected trials, from the trial records in `output`."""
     return records.collect_tables(

@@ -24,7 +24,7 @@ from ablate.config import ObjectiveConfig, TrialConfig
 from ablate.families import load_family
 from ablate.objective import LossOutput, ShortcutForcing
 from ablate.results import CURVE_METRICS, DIVERGED, OK, TRAINING_STATS
-from ablate.tasks import Evaluation, Sampler, make_task
+from ablate.tasks import Evaluation, Sampler, build_model, make_task
 
 RUNNING = "running"  # until training ends as OK or DIVERGED (the results contract's status values)
 
@@ -89,7 +89,7 @@ class Trial:
         self.task = make_task(c.task, c.task_params)
         self.objective = build_objective(c.objective)
         self.eval_steps = list(c.eval.steps or self.objective.step_counts)
-        self.model = self.task.make_model().to(self.device)
+        self.model = build_model(self.task, c.objective).to(self.device)
         self.teacher = frozen_copy(self.model) if c.train.teacher == "ema" else None
         self.eval_model = frozen_copy(self.model) if c.train.eval_ema is not None else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.train.lr)

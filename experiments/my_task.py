@@ -9,7 +9,9 @@ differences, "raw"), `share_metrics` (shares in [0, 1] and the number of samples
 `learnability_gate` (what the flow baseline must reach for the study to mean anything). Left out, every metric
 is raw, none is a share and there is no gate.
 - `batch(batch_size, generator)`: training data, drawn only from `generator` so a seed reproduces it;
-- `make_model()`: an x-predictor called as `model(z, tau, d)`, tau = 0 noise, tau = 1 clean, d the step size;
+- `make_model(k_max)`: an x-predictor called as `model(z, tau, d)`, tau = 0 noise, tau = 1 clean, d the step size
+  1/K for K = 1, 2, 4, ..., k_max; it may take the objective's `k_max`, the resolved `objective`
+  (ablate.config.ObjectiveConfig) or neither, and is called once at every d before any trial starts;
 - `evaluate(sampler, steps, generator)`: sample with each K in `steps` from ONE noise draw and score it.
 """
 
@@ -33,16 +35,20 @@ def ring(n: int, radius: float, width: float, generator: torch.Generator) -> Ten
 
 
 class RingModel(nn.Module):
-    """Embed (tau, d) with the shared LevelEmbedding, add it to the input features, then a small MLP."""
+    """Embed (tau, d) with the shared LevelEmbedding and look d up in a table of step sizes (as many world
+    models do), add both to the input features, then a small MLP. The table has a row per level d = 1/2^i,
+    i = 0..log2(k_max), sized from the k_max that make_model is told: it cannot disagree with the objective."""
 
-    def __init__(self, hidden: int = 64) -> None:
+    def __init__(self, k_max: int, hidden: int = 64) -> None:
         super().__init__()
         self.embed = LevelEmbedding(hidden)
         self.inp = nn.Linear(2, hidden)
         self.mlp = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 2))
+        self.step_sizes = nn.Embedding(int(math.log2(k_max)) + 1, hidden)
 
     def forward(self, z: Tensor, tau: Tensor, d: Tensor) -> Tensor:
-        return self.mlp(self.inp(z) + self.embed(tau, d))
+        level = torch.log2(1 / d).round().long()  # 0 for d = 1, ..., log2(k_max) for d_min
+        return self.mlp(self.inp(z) + self.embed(tau, d) + self.step_sizes(level))
 
 
 class RingTask:
@@ -65,8 +71,8 @@ class RingTask:
     def batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, dict]:
         return ring(batch_size, self.radius, self.width, generator), {}  # {}: no extra model arguments
 
-    def make_model(self) -> nn.Module:
-        return RingModel()
+    def make_model(self, k_max: int) -> nn.Module:
+        return RingModel(k_max)
 
     def evaluate(self, sampler: Sampler, steps: list[int], generator: torch.Generator) -> Evaluation:
         noise = torch.randn(self.n_eval, 2, generator=generator)  # one draw, shared by every K

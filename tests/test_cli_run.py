@@ -14,6 +14,7 @@ import pytest
 import yaml
 from conftest import TINY_TASK
 
+from ablate import cli
 from ablate.cli import main
 from ablate.trial import run_trial
 
@@ -178,7 +179,10 @@ def test_a_trial_that_keeps_crashing_is_recorded_as_failed_and_the_grid_goes_on(
     assert main(["run", str(path), "--no-report"]) == 1
     trials = pd.read_csv(tmp_path / "results" / "grid" / "trials.csv")
     assert sorted(trials["status"]) == ["failed", "ok"]
-    assert "1/2 trials finished, 1 failed" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "1/2 trials finished, 1 failed" in printed
+    assert "failed at step 4: RuntimeError: simulated broken trial" in printed and "(attempt 2 of 2)" in printed
+    assert trials.set_index("status").loc["failed", "attempts"] == 2
 
 
 def test_dry_run_prints_the_matrix_and_writes_nothing(tmp_path, capsys):
@@ -186,6 +190,32 @@ def test_dry_run_prints_the_matrix_and_writes_nothing(tmp_path, capsys):
     assert main(["run", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "3 cells x 2 seeds = 6 trials" in out and "flow__seed1" in out and "cpu 1" in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_overrides_and_options_mix_in_any_order(tmp_path, capsys, monkeypatch):
+    path, output = write_experiment(tmp_path), str(tmp_path / "elsewhere")
+    parsed, run = [], cli._run
+    monkeypatch.setattr(cli, "_run", lambda args: parsed.append(vars(args)) or run(args))
+    assert main(["run", str(path), "pack=2", "train.steps=5", "--dry-run", "--output", output]) == 0
+    overrides_first = capsys.readouterr().out
+    assert main(["run", str(path), "--dry-run", "pack=2", "--output", output, "train.steps=5"]) == 0
+    assert parsed[1] == parsed[0] and parsed[0]["overrides"] == ["pack=2", "train.steps=5"]
+    assert parsed[0]["output"] == output and parsed[0]["dry_run"]
+    assert capsys.readouterr().out == overrides_first and "overrides: pack=2 train.steps=5" in overrides_first
+    with pytest.raises(SystemExit):
+        main(["run", str(path), "--dry-run", "pack=2", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists() and not Path(output).exists()
+
+
+def test_a_model_that_cannot_take_a_level_is_one_line_before_anything_runs(tmp_path, capsys):
+    path = write_experiment(tmp_path, task=f"{TINY_TASK}:make_step_table_task", task_params={"steps": 5})
+    for dry_run in (["--dry-run"], []):
+        assert main(["run", str(path), *dry_run]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert "rejects d = 1/8 (objective.k_max = 8): IndexError: index out of range in self" in err
     assert not (tmp_path / "results").exists()
 
 

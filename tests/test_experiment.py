@@ -1,16 +1,29 @@
 """Experiment files: the shipped ones parse, factors expand into the right trial configs, bad ones are named."""
 
+import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY_TASK
 
 from ablate.experiment import ExperimentError, load_experiment, parse_experiment
+from ablate.trial import Trial, run_trial
 
-EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml"))
+NEEDS_PACKAGE = {"dreamer4_world": "dreamer4"}  # examples of a public model: parsed where its package is installed
+EXPERIMENTS = [
+    pytest.param(
+        path,
+        marks=pytest.mark.skipif(
+            path.stem in NEEDS_PACKAGE and importlib.util.find_spec(NEEDS_PACKAGE[path.stem]) is None,
+            reason=f"needs the {NEEDS_PACKAGE.get(path.stem)} package (pip install {NEEDS_PACKAGE.get(path.stem)})",
+        ),
+    )
+    for path in sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml"))
+]
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: getattr(p, "stem", str(p)))
 def test_shipped_experiments_parse(path):
     experiment = load_experiment(path)
     assert experiment.name == path.stem
@@ -53,6 +66,31 @@ def test_training_objective_and_task_keys_can_be_factors():
     assert {c.task_params["separation"] for c in configs} == {1.0, 3.0}
     assert all(c.seed == 3 for c in configs)
     assert experiment.trials[0].variant == "grid_vboot_vstep_w2,lr=0.001,k_max=4,task_params.separation=1.0"
+
+
+def test_a_model_is_told_each_k_max_and_one_that_cannot_take_a_level_fails_before_any_trial():
+    """A model that looks d up in a table of k_max + 1 rows (tests/tiny_task.py) is sized from each
+    cell's k_max and trains; a table too small for k_max is one line naming the level, from a check that
+    leaves torch's random state as it was (the trials' numbers do not change)."""
+    spec = {
+        "name": "x",
+        "task": f"{TINY_TASK}:make_step_table_task",
+        "factors": {"k_max": [4, 8]},
+        "train": {"steps": 5, "batch_size": 8, "log_every": 5},
+        "eval": {"steps": [1, 4]},
+    }
+    state = torch.get_rng_state()
+    experiment = parse_experiment(spec)
+    assert torch.equal(torch.get_rng_state(), state)
+    for trial in experiment.trials:
+        assert Trial(trial.config).model.step_table.num_embeddings == trial.config.objective.k_max + 1
+        assert run_trial(trial.config).status == "ok"
+    with pytest.raises(
+        ExperimentError,
+        match=r"^model of task '.*:make_step_table_task' rejects d = 1/8 \(objective.k_max = 8\): "
+        r"IndexError: index out of range in self$",
+    ):
+        parse_experiment({**spec, "task_params": {"steps": 5}})
 
 
 def test_eval_steps_must_fit_every_k_max_level():

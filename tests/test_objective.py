@@ -706,7 +706,7 @@ _SAME = lambda z, tau, d: z  # noqa: E731
         (partial(_OBJ.loss, _SAME, torch.zeros(4, 3, 2), lead_dims=3), "lead_dims=3 must be in [1, x1.ndim - 1 = 2]"),
         (
             partial(_OBJ.loss, _SAME, _X1, tau=torch.zeros(4), d=torch.ones(3)),
-            "tau shape (4,) and d shape (3,) must be equal",
+            "tau shape (4,) and d shape (3,) must be equal, or d (B,) with tau (B, T)",
         ),
         (
             partial(_OBJ.loss, _SAME, _X1, tau=torch.zeros(4, 3), d=torch.full((4, 3), 0.5)),

@@ -102,6 +102,31 @@ def test_a_pack_of_one_and_models_with_buffers_match_their_configs_alone(float64
         assert_same_trial(member, run_trial(config))
 
 
+def test_frozen_layers_and_heads_the_loss_never_uses_stay_as_initialised_packed_as_alone(float64):
+    """A world model's reward head gets no gradient from the x-prediction loss and a frozen layer none at
+    all: alone, clipping skips them and Adam does not move them. A pack does the same (it once failed on
+    their missing gradients and trained the frozen layer). One member's clip binds, so the norm counts."""
+    heads = dataclasses.replace(BASE, task_params={"model_quirk": "heads"})
+    configs = [
+        heads,
+        dataclasses.replace(heads, seed=1).with_levels({"bootstrap_space": "x", "grad_clip": 1e-3}),
+        heads.with_levels({"family": "flow", "teacher": "self"}),
+    ]
+    pack = Pack(configs, batched_evaluation=True)
+    for config, member, result in zip(configs, pack.members, pack.finish(), strict=True):
+        alone = Trial(config)
+        assert_same_trial(result, alone.finish())
+        initial = Trial(config).model.state_dict()
+        for model in (member.model, member.evaluation_weights, alone.model, alone.evaluation_weights):
+            for name, value in model.state_dict().items():
+                if name.startswith(("frozen.", "reward_head.")):
+                    assert torch.equal(value, initial[name]), name
+        for mine, theirs in ((member.model, alone.model), (member.evaluation_weights, alone.evaluation_weights)):
+            for name, value in mine.state_dict().items():
+                torch.testing.assert_close(value, theirs.state_dict()[name], rtol=1e-6, atol=1e-12)
+        assert not torch.equal(alone.model.state_dict()["out.2.weight"], initial["out.2.weight"])  # it trained
+
+
 def test_a_packs_time_is_shared_by_its_members():
     """train_seconds and eval_seconds of the members add up to the pack's wall time (each step's time
     split among the members it trained), so trials.csv's cost columns stay meaningful for packs; a
@@ -166,6 +191,22 @@ def test_configs_that_cannot_share_a_pack_are_refused_with_the_reason():
         Pack([dropout, dataclasses.replace(dropout, seed=1)])
     with pytest.raises(PackingError, match="only shortcut-forcing objectives pack"):
         Pack([BASE.with_levels({"teacher_context": "fixed"})])
+
+
+def test_models_built_from_their_objectives_pack_only_with_the_same_objective(tmp_path):
+    """One skeleton runs a pack: a make_model told the objective may build each cell its own model."""
+    (tmp_path / "told.py").write_text(
+        "from tiny_task import TinyNet, TinyTask\n\n\n"
+        "class Told(TinyTask):\n"
+        "    def make_model(self, objective):\n"
+        "        return TinyNet(steps=objective.k_max + 1)\n\n\n"
+        "def make_task():\n"
+        "    return Told()\n"
+    )
+    told = dataclasses.replace(BASE, task=str(tmp_path / "told.py"))
+    assert len(Pack([told, dataclasses.replace(told, seed=1)]).members) == 2
+    with pytest.raises(PackingError, match="^its trials' models are built from different objectives$"):
+        Pack([told, told.with_levels({"tau2_weight": False})])
 
 
 def test_loss_every_row_equals_the_objective_row_by_row():

@@ -462,7 +462,9 @@ def test_a_baseline_that_misses_the_gate_is_said_first_and_a_passing_one_is_not(
     )
     opening = write_report(tmp_path / "fails").read_text().split("\n\n")[1]
     assert opening.startswith("**The testbed did not learn its data: the flow baseline `flow` misses")
-    assert "w2 1.72 at K = 4 (gate: <= 0.5)" in opening and opening.index("did not learn") < opening.index("At **w2**")
+    assert "w2 1.72 at K = 4, where the gate asks <= 0.5" in opening and opening.index("did not learn") < opening.index(
+        "At **w2**"
+    )
     passing = [{**gate[0], "threshold": 5.0}]
     make_synthetic_results(
         tmp_path / "passes",

@@ -4,12 +4,15 @@ Ray Tune's `report`/`get_checkpoint` are replaced by a recorder: a trial whose r
 returns at once and trains nothing; a trial checkpoints its full state and a trial restored from any
 of those checkpoints ends with the numbers of an uninterrupted run; a result file is written
 atomically and only for a finished trial; the tables say which trials are ok, diverged, failed or
-missing; an output folder is never clobbered nor resumed with another experiment.
+missing; an output folder is never clobbered nor resumed with another experiment; a trial that fails the
+same way twice is recorded failed rather than retried, and each failure is one line on the console.
 """
 
 import copy
 import dataclasses
+import io
 import json
+import logging
 import math
 import re
 import time
@@ -23,12 +26,15 @@ import torch
 from conftest import TINY_TASK
 from ray import tune
 
-from ablate import locking, progress, provenance, records, results, runner
+from ablate import failures, locking, progress, provenance, records, results, runner
 from ablate import worker as ray_worker
 from ablate.config import ObjectiveConfig, TrialConfig
 from ablate.experiment import DEFAULT_FACTORS, ExperimentError, parse_experiment
 from ablate.trial import run_trial
 
+BROKEN_TASK = str(Path(__file__).with_name("broken_task.py"))  # a model with a TypeError at a given step
+BUG_LINE = next(n for n, line in enumerate(Path(BROKEN_TASK).read_text().splitlines(), 1) if "+ self.bias" in line)
+BUG = f"TypeError: unsupported operand type(s) for +: 'Tensor' and 'NoneType' ({BROKEN_TASK}:{BUG_LINE})"
 CONFIG = {
     "task": TINY_TASK,
     "objective": {"k_max": 8},
@@ -151,7 +157,7 @@ def test_a_result_file_only_ever_means_a_finished_trial(tmp_path, worker, monkey
     real_replace = results.os.replace
 
     def failing_replace(source, target):
-        if str(target).endswith(".json"):
+        if Path(target).parent.name == "trials":
             raise OSError(28, "No space left on device")
         real_replace(source, target)
 
@@ -195,13 +201,17 @@ def test_tables_say_which_trials_are_ok_diverged_failed_or_missing(tmp_path, wor
     record = _record(output, diverged)
     record.update(status="diverged", diverged_step=10, metrics={"1": {"mean_error": float("nan")}})
     (output / "trials" / f"{diverged}.json").write_text(json.dumps(record))
-    metrics, curves, trials = runner.collect_tables(experiment, output, failed={failed})
+    gave_up = {"error": "RuntimeError: broken (model.py:3)", "attempts": 3}
+    metrics, curves, trials = runner.collect_tables(experiment, output, failed={failed: gave_up})
     status = dict(zip(trials["trial_id"], trials["status"]))
     assert status == {ok: "ok", diverged: "diverged", failed: "failed", missing: "missing"}
     assert set(metrics["trial_id"]) == {ok, diverged} and set(curves["trial_id"]) == {ok, diverged}
     assert len(metrics[metrics["trial_id"] == ok]) == 2 * 2  # K in {1, 8} x two metrics
     assert metrics.loc[metrics["trial_id"] == diverged, "value"].isna().all()
     assert trials.set_index("trial_id").loc[diverged, "diverged_step"] == 10
+    row = trials.set_index("trial_id").loc[failed]
+    assert (row["reason"], row["error"], row["attempts"]) == ("error", gave_up["error"], 3)  # Tune gave up
+    assert trials.set_index("trial_id").loc[ok, "attempts"] == 1
 
 
 def test_an_output_folder_is_never_clobbered_nor_resumed_with_another_experiment(tmp_path):
@@ -351,14 +361,17 @@ def test_the_watchdog_records_a_timeout_and_ends_the_worker(tmp_path, worker, mo
     curves = [{"step": 10, "loss": 1.5, "flow_loss": 1.0, "bootstrap_loss": 0.5, "grad_norm": 2.0}]
     stats = {"clipped_share": 0.5, "loss_spikes": 1}
     config = TrialConfig(seed=3)
-    trial = SimpleNamespace(train_seconds=2.5, training_stats=stats, curves=curves, config=config)
-    ray_worker._give_up(tmp_path, "t0", trial, 0.5)
+    trial = SimpleNamespace(step=40, train_seconds=2.5, training_stats=stats, curves=curves, config=config)
+    ray_worker._give_up(tmp_path, "t0", trial, 0.5, 2, 30)
     assert exits == [1]
     assert _record(tmp_path) == {
         "node": "node-a",
-        "restored_at_step": None,
+        "restored_at_step": 30,
+        "attempts": 2,
+        "pack_id": None,
         "status": "failed",
         "reason": "timeout",
+        "error": "no result within train.timeout_seconds = 0.5 s (stopped at step 40)",
         "diverged_step": None,
         "train_seconds": 2.5,
         "eval_seconds": 0.0,
@@ -397,13 +410,206 @@ def test_a_trial_with_a_timeout_runs_under_a_watchdog_that_is_cancelled_when_it_
     ray_worker.train_one(params)
     [timer] = FakeTimer.made
     assert timer.interval == 120.0 and timer.function is ray_worker._give_up
-    output, trial_id, trial, timeout = timer.args
-    assert (output, trial_id, timeout) == (tmp_path, "t0", 120.0)
+    output, trial_id, trial, timeout, attempt, restored_at = timer.args
+    assert (output, trial_id, timeout, attempt, restored_at) == (tmp_path, "t0", 120.0, 1, None)
     assert isinstance(trial, ray_worker.Trial) and trial.step == 60  # the very trial that trained
     assert timer.events == [("start", True), "cancel"]  # a daemon: it never keeps a worker alive
     worker()
     ray_worker.train_one(_params(tmp_path / "untimed"))  # timeout_seconds None: no watchdog
     assert len(FakeTimer.made) == 1
+
+
+def _broken(output: Path, fail_at_step: int) -> dict:
+    params = _params(output)
+    params["trial"]["config"].update(task=BROKEN_TASK, task_params={"fail_at_step": fail_at_step})
+    return params
+
+
+def test_a_trial_that_fails_twice_the_same_way_is_recorded_failed_instead_of_retried(tmp_path, worker):
+    first = worker()
+    with pytest.raises(TypeError):  # the first failure: raised, for Ray to retry
+        ray_worker.train_one(_broken(tmp_path, 25))
+    assert not records.record_path(tmp_path, "t0").exists() and [s["step"] for s in first.states] == [10, 20]
+    second = worker(_checkpoint(tmp_path, first.states[-1]))
+    ray_worker.train_one(_broken(tmp_path, 25))  # the same exception at the same step: returns, recorded failed
+    assert second.reports[-1] == {"phase": "done", "step": 25, "status": "failed", "error": BUG}
+    record = _record(tmp_path)
+    assert {k: record[k] for k in ("status", "reason", "error", "attempts", "restored_at_step")} == {
+        "status": "failed",
+        "reason": "error",
+        "error": BUG,
+        "attempts": 2,
+        "restored_at_step": 20,
+    }
+    assert [point["step"] for point in record["curves"]] == [10, 20] and record["metrics"] == {}
+    log = failures.log_path(tmp_path, "t0").read_text()
+    assert log.count("Traceback (most recent call last)") == 2
+    assert "=== attempt 1 failed at step 25 (" in log and "=== attempt 2 failed at step 25 (" in log
+    assert f'File "{BROKEN_TASK}", line {BUG_LINE}, in forward' in log
+    assert [a["attempt"] for a in failures.read_attempts(tmp_path, "t0")] == [1, 2]
+
+
+def test_a_trial_that_fails_another_way_is_left_to_ray_to_retry(tmp_path, worker):
+    for fail_at_step in (25, 35):  # the same exception at another step
+        worker()
+        with pytest.raises(TypeError):
+            ray_worker.train_one(_broken(tmp_path, fail_at_step))
+    assert not records.record_path(tmp_path, "t0").exists()
+    assert [a["failure"]["step"] for a in failures.read_attempts(tmp_path, "t0")] == [25, 35]
+
+
+def test_a_trial_whose_task_cannot_be_built_is_recorded_failed_with_nothing_trained(tmp_path, worker):
+    params = _params(tmp_path)
+    params["trial"]["config"]["task_params"] = {"nope": 1}  # no Trial at all
+    worker()
+    with pytest.raises(ValueError, match="nope"):
+        ray_worker.train_one(params)
+    worker()
+    ray_worker.train_one(params)  # the same at step 0 again
+    record = _record(tmp_path)
+    assert (record["status"], record["attempts"], record["curves"], record["train_seconds"]) == ("failed", 2, [], 0.0)
+    assert record["error"].startswith("ValueError: task ") and record["config"] == params["trial"]["config"]
+
+
+def test_a_pack_that_fails_twice_the_same_way_records_its_unfinished_members_failed(tmp_path, worker):
+    configs = [copy.deepcopy(CONFIG)] + [_broken(tmp_path, step)["trial"]["config"] for step in (25, 1000)]
+    members = [{"trial_id": t, "config": config} for t, config in zip("abc", configs)]  # one by one: they differ
+    spec = {"trial": {"trial_id": "pack000", "output": str(tmp_path), "checkpoint_seconds": 0.0, "members": members}}
+    worker()
+    with pytest.raises(TypeError):
+        ray_worker.train_one(spec)
+    assert (_record(tmp_path, "a")["status"], _record(tmp_path, "a")["attempts"]) == ("ok", 1)
+    second = worker()
+    ray_worker.train_one(spec)
+    assert second.reports[-1] == {"phase": "done", "step": 25, "status": "failed", "error": BUG}
+    for trial_id in "bc":
+        record = _record(tmp_path, trial_id)
+        assert (record["status"], record["error"], record["attempts"], record["pack_id"]) == (
+            "failed",
+            BUG,
+            2,
+            "pack000",
+        )
+    assert [point["step"] for point in _record(tmp_path, "b")["curves"]] == [10, 20]  # what it trained
+    assert [a["failure"]["step"] for a in failures.read_attempts(tmp_path, "pack000")] == [25, 25]
+
+
+def test_a_failure_is_the_same_only_in_type_message_and_step(tmp_path):
+    def failure(error: Exception, step: int) -> bool:
+        failures.start_attempt(tmp_path, "t0", "node-a", "10.0.0.3")
+        return failures.record_failure(tmp_path, "t0", error, step)[1]
+
+    assert not failure(TypeError("bad"), 25)
+    assert not failure(TypeError("bad"), 26) and not failure(ValueError("bad"), 25) and not failure(TypeError("b"), 25)
+    assert failure(TypeError("bad"), 25)  # as attempt 1 did, three attempts ago
+    attempts = failures.read_attempts(tmp_path, "t0")
+    assert [a["attempt"] for a in attempts] == [1, 2, 3, 4, 5] and attempts[0]["node_ip"] == "10.0.0.3"
+    assert attempts[0]["failure"] == {"type": "TypeError", "message": "bad", "step": 25, "error": "TypeError: bad"}
+    failures.history_path(tmp_path, "t0").write_text("{")  # a damaged history informs nothing, fails nothing
+    assert failures.read_attempts(tmp_path, "t0") == [] and failures.read_attempts(tmp_path, "t9") == []
+    assert failures.start_attempt(tmp_path, "t0", "node-a", "10.0.0.3") == 1
+
+
+def _raised(function, *args) -> Exception:
+    try:
+        function(*args)
+    except Exception as error:
+        return error
+    raise AssertionError("nothing raised")
+
+
+def test_one_line_names_the_exception_and_the_users_innermost_frame():
+    layer = torch.nn.Linear(2, 3)
+
+    def users_model(x):
+        return layer(x)  # torch raises, several frames further in
+
+    line = next(n for n, text in enumerate(Path(__file__).read_text().splitlines(), 1) if "return layer(x)" in text)
+    error = _raised(users_model, torch.zeros(1, 4))
+    assert failures.one_line(error) == f"RuntimeError: {str(error).splitlines()[0]} ({__file__}:{line})"
+    inside = _raised(results.json_default, object())  # raised in ablate: this file's frame is the user's
+    assert failures.one_line(inside).startswith("TypeError: cannot store object in JSON (") and __file__ in str(
+        failures.one_line(inside)
+    )
+    inside.__traceback__ = inside.__traceback__.tb_next  # only ablate's frames left: the innermost one
+    assert failures.one_line(inside).endswith(f"({results.__file__}:{inside.__traceback__.tb_lineno})")
+    assert (
+        failures.one_line(KeyError()) == "KeyError" and failures.one_line(ValueError("one\ntwo")) == "ValueError: one"
+    )
+
+
+def _tune_trial(trial_id: str, status: str = "RUNNING", num_failures: int = 1, step: int | None = 20):
+    return SimpleNamespace(
+        config={"trial": {"trial_id": trial_id, "config": {"train": {"steps": 60}}}},
+        status=status,
+        num_failures=num_failures,
+        latest_checkpoint_result=None if step is None else SimpleNamespace(metrics={"step": step}),
+        last_result={},
+    )
+
+
+def test_each_failure_or_retry_is_one_line_and_failed_trials_are_counted(tmp_path, capsys, monkeypatch):
+    view = progress.ProgressView(5, tmp_path, max_failures=2)
+    monkeypatch.setattr(progress.ray, "nodes", lambda: [{"NodeID": "alive", "Alive": True}])
+    failures.start_attempt(tmp_path, "bug", "alive", "10.0.0.3")
+    failures.record_failure(tmp_path, "bug", _raised(results.json_default, object()), 25)
+    view.on_trial_recover(0, [], _tune_trial("bug"))
+    failures.start_attempt(tmp_path, "lost", "gone", "10.0.0.4")
+    view.on_trial_recover(0, [], _tune_trial("lost", num_failures=2, step=None))
+    failures.start_attempt(tmp_path, "died", "alive", "10.0.0.3")
+    view.on_trial_error(0, [], _tune_trial("died", num_failures=3))
+    records.write_trial_result(tmp_path, "hung", {"status": "failed", "error": "no result within ...", "metrics": {}})
+    view.on_trial_recover(0, [], _tune_trial("hung"))  # the watchdog's record: final, Tune's retry finds it
+    view.on_trial_result(0, [], _tune_trial("again"), {"phase": "done", "step": 25, "status": "failed", "error": BUG})
+    lines = capsys.readouterr().out.splitlines()
+    where = f"{__file__}:"
+    assert lines[0].startswith("[ablate] bug failed at step 25: TypeError: cannot store object in JSON (" + where)
+    assert lines[0].endswith("); retrying from step 20 (attempt 2 of 3)")
+    assert lines[1] == "[ablate] node 10.0.0.4 lost; lost continues from step 0 (attempt 3 of 3)"
+    assert lines[2] == (
+        f"[ablate] died: its worker process died (see {tmp_path / 'logs' / 'ray.log'}); failed after 3 attempts"
+    )
+    assert lines[3] == "[ablate] hung failed: no result within ..."
+    assert lines[4] == (
+        f"[ablate] again failed at step 25: {BUG}; the same as before, so not retried "
+        f"(traceback: {tmp_path / 'logs' / 'again.log'})"
+    )
+    assert len(lines) == 5
+    trials = [_tune_trial(t, status) for t, status in (("ok", "TERMINATED"), ("died", "ERROR"), ("hung", "TERMINATED"))]
+    trials += [_tune_trial("again", "RUNNING"), _tune_trial("bug", "PENDING")]
+    view.on_step_end(0, trials)
+    assert capsys.readouterr().out.startswith("[ablate] 1/5 trials done (0 diverged), 0 running, 3 failed |")
+
+
+def test_rays_log_goes_to_a_file_and_the_console_keeps_what_ablate_does_not_restate(tmp_path, capsys):
+    log, screen = tmp_path / "logs" / "ray.log", io.StringIO()
+    console = logging.StreamHandler(screen)  # stands in for Ray's own console handler
+    ray_logger, tune_logger = logging.getLogger("ray"), logging.getLogger("ray.tune.tune")
+    ray_logger.addHandler(console)
+    try:
+        with progress.ray_log_to(log):
+            logging.getLogger("ray.tune.execution.tune_controller").error(
+                "Trial task failed for trial t0", exc_info=_raised(results.json_default, object())
+            )
+            tune_logger.warning("Experiment has been interrupted.\nResume experiment with: Tuner.restore(path=...)")
+            tune_logger.error("Trials did not complete: %s", ["t0"])
+            tune_logger.warning("another warning, with a traceback", exc_info=_raised(results.json_default, object()))
+            tune_logger.info("Wrote the latest version of all result files")
+            logging.getLogger("ray.tune").warning("Not enough resources for a trial")
+            progress.ray_driver.print_to_stdstream(
+                {"lines": ["A worker died"], "pid": "raylet", "is_err": False}, False
+            )
+        tune_logger.warning("after the run")
+    finally:
+        ray_logger.removeHandler(console)
+    assert screen.getvalue() == "Not enough resources for a trial\nafter the run\n"
+    assert "A worker died" not in capsys.readouterr().out
+    written = log.read_text()
+    for kept in ("Trial task failed", "Traceback", "Tuner.restore", "Trials did not complete", "Wrote the latest"):
+        assert kept in written
+    assert "ERROR ray.raylet: A worker died" in written and "after the run" not in written
+    assert progress.ray_driver.print_to_stdstream.__name__ == "print_to_stdstream"  # put back
+    assert console.filters == [] and log.name not in str(ray_logger.handlers)
 
 
 def test_a_checkpoint_is_due_only_after_more_than_checkpoint_seconds(tmp_path, worker, monkeypatch):
@@ -492,10 +698,11 @@ def test_a_finished_trial_is_saved_whole(tmp_path, worker):
         samples={1: [[0.0, 1.0], [2.0, 3.0]], 8: np.arange(6.0).reshape(3, 2)},
         real_samples=[[5.0, 6.0]],
     )
-    ray_worker.save_trial_result(tmp_path, "t0", result, restored_at=20)
+    ray_worker.save_trial_result(tmp_path, "t0", result, restored_at=20, attempts=2)
     assert _record(tmp_path) == {
         "node": "node-a",
         "restored_at_step": 20,
+        "attempts": 2,
         "pack_id": None,
         "status": "diverged",
         "diverged_step": 30,
@@ -619,6 +826,7 @@ def _grid_records():
             "train_seconds": 1.5,
             "eval_seconds": 0.5,
             "node": "n1",
+            "attempts": 1,
             **{stat: 0.5 + i for i, stat in enumerate(results.TRAINING_STATS)},
             "metrics": {"2": {"err": 0.5, "spread": 1.0}, "16": {"err": 0.25}},
             "curves": [CURVE],
@@ -626,6 +834,9 @@ def _grid_records():
         "b0": {
             "status": "failed",
             "reason": "timeout",
+            "error": "no result",
+            "attempts": 1,
+            "restored_at_step": 20,
             "diverged_step": None,
             "train_seconds": 3.0,
             "eval_seconds": 0.0,
@@ -648,7 +859,8 @@ def _grid_records():
 
 def test_the_tables_cell_by_cell(tmp_path):
     expected, by_id = _grid_records()
-    metrics, curves, trials = records.collect_tables(expected, ["w"], by_id, failed={"a1", "b0"})
+    gave_up = {"error": "ActorDiedError: The actor died unexpectedly", "attempts": 3}
+    metrics, curves, trials = records.collect_tables(expected, ["w"], by_id, failed={"a1": gave_up, "b0": {}})
     nan = float("nan")
     ident = {
         "a0": ["a0", "A", True, 0],
@@ -661,15 +873,15 @@ def test_the_tables_cell_by_cell(tmp_path):
     stats, no_stats = [0.5 + i for i in range(len(results.TRAINING_STATS))], [None] * len(results.TRAINING_STATS)
     want_trials = pd.DataFrame(
         [
-            ident["a0"] + ["ok", None, 1.5, 0.5, "n1", None] + stats + [None],
-            ident["a1"] + ["failed", None, None, None, None, "error"] + no_stats + [None],
-            ident["b0"] + ["failed", None, 3.0, 0.0, "n2", "timeout"] + no_stats + [None],
-            ident["b1"] + ["missing", None, None, None, None, None] + no_stats + [None],
-            ident["base0"] + ["diverged", 20, 2.0, 0.25, "n1", None] + no_stats + [None],
+            ident["a0"] + ["ok", None, 1.5, 0.5, "n1", None] + stats + [None, None, 1, None],
+            ident["a1"] + ["failed", None, None, None, None, "error"] + no_stats + [None, gave_up["error"], 3, None],
+            ident["b0"] + ["failed", None, 3.0, 0.0, "n2", "timeout"] + no_stats + [None, "no result", 1, 20],
+            ident["b1"] + ["missing", None, None, None, None, None] + no_stats + [None] * 4,
+            ident["base0"] + ["diverged", 20, 2.0, 0.25, "n1", None] + no_stats + [None] * 4,
         ],
         columns=head
         + ["status", "diverged_step", "train_seconds", "eval_seconds", "node", "reason", *results.TRAINING_STATS]
-        + ["pack_id"],
+        + ["pack_id", "error", "attempts", "restored_at_step"],
     )
     pd.testing.assert_frame_equal(trials, want_trials)
     values = {"a0": [0.5, 1.0, 0.25], "b0": [nan] * 3, "base0": [0.75, nan, nan]}
@@ -696,7 +908,7 @@ def test_the_tables_cell_by_cell(tmp_path):
 
 def _frames():
     expected, by_id = _grid_records()
-    return records.collect_tables(expected, ["w"], by_id, failed={"a1"})
+    return records.collect_tables(expected, ["w"], by_id, failed={"a1": {}})
 
 
 def test_tables_are_checked_before_anything_is_written(tmp_path):
@@ -792,6 +1004,21 @@ def test_the_tables_are_rebuilt_from_run_json_and_the_records(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(out / "curves.parquet"), curves)
     assert (out / "trials.csv").read_text() == trials.to_csv(index=False)
     assert json.loads((out / "run.json").read_text()) == run
+
+
+def test_a_folder_written_before_the_attempt_columns_still_loads_and_rebuilds(tmp_path):
+    expected, by_id = _grid_records()
+    out = tmp_path / "out"
+    run = {"name": "grid", "factors": [{"name": "w", "levels": [True, False]}], "expected_trials": expected}
+    results.write_tables(out, *_frames(), run)
+    new = ["error", "attempts", "restored_at_step"]
+    pd.read_csv(out / "trials.csv").drop(columns=new).to_csv(out / "trials.csv", index=False)
+    assert set(results.load(out).trials.columns).isdisjoint(new)  # loads, without them
+    for trial_id, record in by_id.items():  # records without `attempts` (nor `error`, `restored_at_step`)
+        records.write_trial_result(out, trial_id, {k: v for k, v in record.items() if k not in new})
+    records.rebuild_tables(out)
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials.columns[-3:]) == new and trials[new].isna().all().all()
 
 
 def test_the_primary_steps_by_default():
@@ -945,9 +1172,9 @@ def test_write_results_counts_what_finished_failed_or_is_missing(tmp_path, monke
     records.write_trial_result(output, diverged, {**base, "status": "diverged", "diverged_step": 10, "metrics": {}})
     records.write_trial_result(output, timed_out, {**base, "status": "failed", "reason": "timeout", "metrics": {}})
     monkeypatch.setattr(provenance, "time", SimpleNamespace(time=lambda: 1000.0))
-    outcome = runner.write_results(experiment, output, 1000.0, False, {}, set())
+    outcome = runner.write_results(experiment, output, 1000.0, False, {}, {})
     assert outcome == runner.RunOutcome(output, 4, 2, 1, True)
-    outcome = runner.write_results(experiment, output, 1000.0, True, {}, {given_up})
+    outcome = runner.write_results(experiment, output, 1000.0, True, {}, {given_up: {"attempts": 3}})
     assert outcome == runner.RunOutcome(output, 4, 2, 2, False)
     loaded = results.load(output)
     assert dict(zip(loaded.trials["trial_id"], loaded.trials["status"])) == {

@@ -5,14 +5,25 @@ fixed references, noise floors, a reproducible classifier cache and non-finite s
 import math
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 import ablate.tasks.digits as digits_module
+from ablate.config import ObjectiveConfig
 from ablate.objective import ShortcutForcing, Variant
-from ablate.tasks import BUILTIN_TASKS, Sampler, builtin_declarations, declarations, make_task
+from ablate.tasks import (
+    BUILTIN_TASKS,
+    Sampler,
+    build_model,
+    builtin_declarations,
+    declarations,
+    make_task,
+    model_arguments,
+    model_levels,
+)
 from ablate.tasks.digits import N_HELD_OUT, digit_splits, load_or_build_classifier
 from ablate.tasks.models import ResidualMLP
 from ablate.tasks.toy2d import (
@@ -57,7 +68,7 @@ class RecordingSampler:
 
 def untrained_sampler(task, model_d=None):
     torch.manual_seed(0)
-    return Sampler(task.make_model().eval(), ShortcutForcing(k_max=64), model_d)
+    return Sampler(build_model(task, ObjectiveConfig(k_max=64)).eval(), ShortcutForcing(k_max=64), model_d)
 
 
 @pytest.mark.parametrize("dataset", list(DATASETS))
@@ -92,7 +103,7 @@ def test_digits_split_is_fixed_and_batches_are_seeded_images_in_range(digits):
 def test_model_takes_every_level_and_both_tau_samplings_and_trains(spec, tau_sampling):
     task = make_task(spec, SMALL[spec])
     torch.manual_seed(0)
-    model = task.make_model()
+    model = build_model(task, ObjectiveConfig(k_max=64))
     objective = ShortcutForcing(Variant(tau_sampling=tau_sampling), k_max=64)
     x1, kwargs = task.batch(64, torch.Generator().manual_seed(0))
     z = torch.randn_like(x1)
@@ -148,7 +159,7 @@ def test_every_emitted_metric_has_a_declared_scale_shares_lie_in_0_1_and_the_gat
     task = make_task(spec, DECLARING[spec])
     declared = declarations(task)
     torch.manual_seed(0)
-    sampler = Sampler(task.make_model().eval(), ShortcutForcing(k_max=8))
+    sampler = Sampler(build_model(task, ObjectiveConfig(k_max=8)).eval(), ShortcutForcing(k_max=8))
     metrics = task.evaluate(sampler, [1], torch.Generator().manual_seed(0)).metrics[1]
     assert set(declared.metric_scales) == set(metrics) and set(declared.metric_scales.values()) <= {"log", "raw"}
     assert set(declared.share_metrics) <= set(metrics)
@@ -387,3 +398,25 @@ def test_user_task_example_loads_by_path_and_by_module_function(monkeypatch):
     assert by_module.n_eval == 100
     with pytest.raises(ValueError, match="radius"):
         make_task(str(EXAMPLE), {"radiuss": 2.0})
+
+
+def test_make_model_is_told_what_its_signature_takes_of_the_objective():
+    """k_max, the resolved objective, both through **kwargs, or nothing (a make_model(self), as tasks were
+    written before); the example sizes its table of step sizes from k_max."""
+    objective = ObjectiveConfig(k_max=16)
+    for make_model, told in (
+        (lambda: None, {}),
+        (lambda k_max: None, {"k_max": 16}),
+        (lambda *, objective: None, {"objective": objective}),
+        (lambda **kwargs: None, {"k_max": 16, "objective": objective}),
+    ):
+        assert model_arguments(SimpleNamespace(make_model=make_model), objective) == told
+    assert build_model(make_task(str(EXAMPLE)), objective).step_sizes.num_embeddings == 5  # d = 1, 1/2, ..., 1/16
+
+
+def test_a_model_is_checked_at_the_levels_its_trials_train_and_sample_at():
+    """d = 1 only where the objective draws it (not with full_step off, as the dreamer4 package) or K = 1
+    is sampled: a model without a row for d = 1 is not refused for a level it never sees."""
+    assert model_levels(SimpleNamespace(step_counts=(1, 2, 4, 8)), [2]) == (1, 2, 4, 8)
+    assert model_levels(SimpleNamespace(step_counts=(1, 2, 4, 8), full_step=False), [2, 8]) == (2, 4, 8)
+    assert model_levels(SimpleNamespace(step_counts=(1, 2, 4, 8), full_step=False), [1, 8]) == (1, 2, 4, 8)

@@ -16,9 +16,11 @@ from ablate.tasks.embedding import LevelEmbedding
 class TinyNet(nn.Module):
     """`quirk`, for the tests of packs: "none"; "scale", a constant buffer the input is multiplied by;
     "counter", a buffer the forward increments in place; "dropout", dropout on the hidden layer (random
-    draws, which torch.func refuses to vectorise)."""
+    draws, which torch.func refuses to vectorise); "heads", a frozen layer in the forward and a reward head
+    the x-prediction never uses, as a world model has. `steps`: a table of step sizes, one row per
+    n = 1/d (0..steps - 1), as world models embed d; None: no table."""
 
-    def __init__(self, width: int = 32, quirk: str = "none") -> None:
+    def __init__(self, width: int = 32, quirk: str = "none", steps: int | None = None) -> None:
         super().__init__()
         self.embed = LevelEmbedding(width, sinusoid_dim=16)
         self.inp = nn.Linear(1, width)
@@ -26,12 +28,21 @@ class TinyNet(nn.Module):
         self.quirk = quirk
         if quirk in ("scale", "counter"):
             self.register_buffer("extra", torch.tensor([0.5 + torch.rand(()).item()]))
+        if quirk == "heads":
+            self.frozen = nn.Linear(width, width).requires_grad_(False)
+            self.reward_head = nn.Linear(width, 1)
+        self.step_table = None if steps is None else nn.Embedding(steps, width)
 
     def forward(self, z, tau, d):
         if self.quirk == "counter":
             self.extra.add_(1)
         scale = self.extra if self.quirk == "scale" else 1.0
-        return self.out(self.inp(z * scale) + self.embed(tau, d))
+        h = self.inp(z * scale) + self.embed(tau, d)
+        if self.quirk == "heads":
+            h = h + self.frozen(h)
+        if self.step_table is not None:
+            h = h + self.step_table(torch.round(1 / d).long())
+        return self.out(h)
 
 
 class TinyTask:
@@ -84,6 +95,22 @@ class TinyTask:
             metrics[k] = {"mean_error": distance, "spread": x.std().item()}
             samples[k] = np.concatenate([x.numpy(), np.zeros_like(x.numpy())], axis=1)
         return Evaluation(metrics, samples)
+
+
+class StepTableTask(TinyTask):
+    """The tiny task with a table of step sizes in its model, sized from the k_max its factory is told,
+    or `steps` rows when given (too few for k_max: the model cannot take d = 1/k_max)."""
+
+    def __init__(self, steps: int | None = None) -> None:
+        super().__init__()
+        self.steps = steps
+
+    def make_model(self, k_max: int) -> nn.Module:
+        return TinyNet(steps=self.steps or k_max + 1)
+
+
+def make_step_table_task(steps: int | None = None) -> StepTableTask:
+    return StepTableTask(steps)
 
 
 def make_task(

@@ -27,6 +27,8 @@ class FlowBaselineFamily:
             step_sizes=config.step_sizes,
             bootstrap_fraction=0.0,
             bootstrap_weight=config.bootstrap_weight,
+            d_per=config.d_per,  # the model is given d as the grid's cells give it
+            sample_clamp=config.sample_clamp,
         )
 
     def sampler_d(self, objective: ShortcutForcing) -> float:

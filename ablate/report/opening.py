@@ -341,7 +341,7 @@ def gate_sentence(ctx: Context) -> str:
     who = failed["variant"].iloc[0]
     role = "the flow baseline" if who == ctx.results.baseline_variant else "the best cell"
     misses = "; ".join(
-        f"{r['metric']} {fmt(r['value'])} at K = {r['steps']} (gate: {r['op']} {fmt(r['threshold'])})"
+        f"{r['metric']} {fmt(r['value'])} at K = {r['steps']}, where the gate asks {r['op']} {fmt(r['threshold'])}"
         for _, r in failed.iterrows()
     )
     return (

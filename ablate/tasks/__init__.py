@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -19,8 +20,9 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import torch
 
+from ablate.config import ObjectiveConfig
 from ablate.objective import ShortcutForcing
-from ablate.results import SCALES
+from ablate.results import SCALES, first_line
 
 
 @dataclass
@@ -59,15 +61,16 @@ class Sampler:
         """Sample the frames that follow `past` (N, t, ...) with K steps, for a model of whole sequences.
 
         The past is held fixed at its signal levels `past_tau` (N, t) with d = d_min, as in a rollout;
-        only the new frames (from `noise`, (N, n_new, ...)) are stepped. Everything on the model's device.
+        only the new frames (from `noise`, (N, n_new, ...)) are stepped. An objective that gives d per
+        sequence (`d_per="sequence"`) tells the model the step size of the new frames for the whole
+        sequence, as the dreamer4 package's sampler does. Everything on the model's device.
         """
         t = past.shape[1]
         past_d = torch.full(past_tau.shape, self.d_min, device=past.device)
 
         def model_of_new_frames(z: torch.Tensor, tau: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-            out = self.model(
-                torch.cat([past, z], 1), torch.cat([past_tau, tau], 1), torch.cat([past_d, d], 1), **model_kwargs
-            )
+            whole_d = torch.cat([past_d, d], 1) if d.ndim > 1 else d  # d per sequence (d_per): the whole one's
+            out = self.model(torch.cat([past, z], 1), torch.cat([past_tau, tau], 1), whole_d, **model_kwargs)
             return out[:, t:]
 
         return self.objective.sample(model_of_new_frames, noise, steps, lead_dims=2, model_d=self.model_d)
@@ -109,8 +112,14 @@ class Task(Protocol):
     def batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         """A training batch x1 and the model's keyword arguments for it (e.g. actions), seeded."""
 
-    def make_model(self) -> torch.nn.Module:
-        """A fresh x-predictor `model(z, tau, d, **kwargs)`; initialised from torch's global RNG."""
+    def make_model(self, k_max: int, objective: ObjectiveConfig) -> torch.nn.Module:
+        """A fresh x-predictor `model(z, tau, d, **kwargs)`; initialised from torch's global RNG.
+
+        Both arguments are optional: it is told the objective's `k_max` (d = 1/K for K = 1, 2, ..., k_max;
+        e.g. for a table of step sizes) and the resolved `objective` when its signature takes them
+        (`build_model`), and a `make_model(self)` is called with neither. Before any trial the model is
+        called once at each step size its trials use (`check_model_levels`): one it cannot take is one
+        line then."""
 
     def evaluate(self, sampler: Sampler, steps: list[int], generator: torch.Generator) -> Evaluation:
         """Sample with each K in `steps` from the same seeded noise and score the samples. A pack on a
@@ -240,3 +249,57 @@ def make_task(spec: str, params: dict | None = None) -> Task:
         return factory(**(params or {}))
     except TypeError as error:
         raise ValueError(f"task {spec!r}: {error}") from error
+
+
+def model_arguments(task: Task, objective: ObjectiveConfig) -> dict:
+    """What `task.make_model` is told of the objective: what its signature takes of `k_max` and
+    `objective` (both through `**kwargs`), so a model that embeds step sizes in a table need not repeat
+    k_max in task_params (and disagree with it); nothing for a `make_model(self)`, called as it always was."""
+    parameters = inspect.signature(task.make_model).parameters.values()
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters)
+    takes = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    told = {"k_max": objective.k_max, "objective": objective}
+    return {name: value for name, value in told.items() if takes_any or name in takes}
+
+
+def build_model(task: Task, objective: ObjectiveConfig) -> torch.nn.Module:
+    """A fresh model of the task for this objective (`model_arguments`)."""
+    return task.make_model(**model_arguments(task, objective))
+
+
+def model_levels(objective: ShortcutForcing, eval_steps: Sequence[int]) -> tuple[int, ...]:
+    """The K whose step size d = 1/K a trial calls its model at: every level the objective draws in
+    training (d = 1 only with `full_step`, where the objective has that knob; the teachers' half steps are
+    levels too) and the K it is sampled with."""
+    trained = [k for k in objective.step_counts if k > 1 or getattr(objective, "full_step", True)]
+    return tuple(sorted({*trained, *eval_steps}))
+
+
+def check_model_levels(
+    task: Task, spec: str, config: ObjectiveConfig, objective: ShortcutForcing, steps: Sequence[int]
+) -> None:
+    """Build the task's model and call it on 2 rows of a batch at d = 1/K for each K of `steps`
+    (`model_levels`; tau 0 on one row, 1 - d on the other), so a model that cannot take a level (a table
+    of step sizes smaller than k_max) fails before any trial, as a ValueError of one line, not as an
+    IndexError inside every trial. Its model, batch and levels come from a forked RNG and their own
+    generators: the caller's random state is as it was."""
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        try:
+            model = build_model(task, config)
+            x1, model_kwargs = task.batch(2, torch.Generator().manual_seed(0))
+            tau, d = objective.sample_tau_d(x1.shape[: task.lead_dims], generator=torch.Generator().manual_seed(0))
+        except Exception as error:  # a user's task may raise anything: still one line
+            raise ValueError(
+                f"task {spec!r}: building its model or a batch failed: {type(error).__name__}: {first_line(error)}"
+            ) from None
+        precision = torch.promote_types(x1.dtype, torch.float32)  # as the objective calls the model
+        for k in steps:
+            start = torch.zeros_like(tau, dtype=precision)
+            start[1:] = 1 - 1 / k  # the other row at the last of K steps
+            try:
+                model(x1, start, torch.full_like(d, 1 / k, dtype=precision), **model_kwargs)
+            except Exception as error:
+                raise ValueError(
+                    f"model of task {spec!r} rejects d = 1/{k} (objective.k_max = {config.k_max}): "
+                    f"{type(error).__name__}: {first_line(error)}"
+                ) from None

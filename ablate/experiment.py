@@ -339,9 +339,9 @@ def _expand(spec: dict, base: TrialConfig, factors: dict) -> list[TrialSpec]:
     for combo in itertools.product(*factors.values()):
         cells.append((dict(zip(names, combo)), False))
     if spec["baseline"]:
-        extras = [n for n in names if n not in TOGGLES]
+        extras = [n for n in names if n not in TOGGLES and n != "preset"]  # one flow baseline, not one per preset
         for combo in itertools.product(*(factors[n] for n in extras)):
-            levels = {n: None for n in names if n in TOGGLES} | dict(zip(extras, combo))
+            levels = {n: None for n in names if n in TOGGLES or n == "preset"} | dict(zip(extras, combo))
             cells.append((levels, True))
     trials = []
     for levels, baseline in cells:

@@ -53,9 +53,9 @@ def run_info(experiment: Experiment, output: Path, started: float, resumed: bool
             **provenance,
         }
     ]
-    toggles_varied = [name for name in TOGGLES if name in experiment.factors]
-    extras_reference = "".join(f",{n}={experiment.reference[n]}" for n in experiment.factors if n not in TOGGLES)
-    fixed = {n: getattr(experiment.trials[0].config.objective, n) for n in TOGGLES}
+    extras_reference = "".join(
+        f",{n}={experiment.reference[n]}" for n in experiment.factors if n not in TOGGLES and n != "preset"
+    )
     return {
         "name": experiment.name,
         "task": {
@@ -71,8 +71,7 @@ def run_info(experiment: Experiment, output: Path, started: float, resumed: bool
         "eval_steps": eval_steps,
         "k_max": experiment.k_max,
         "expected_trials": experiment.expected_trials(),
-        "paper_variant": _paper_variant(experiment)
-        or Variant(**{**fixed, **{n: TOGGLES[n][0] for n in toggles_varied}}).label + extras_reference,
+        "paper_variant": _paper_variant(experiment),
         "simplified_variant": (  # the reviewed code's cell: only in a grid of all four toggles at both levels
             Variant.simplified().label + extras_reference if full_toggle_grid(experiment.factors) else None
         ),
@@ -132,7 +131,11 @@ def jsonable(value):
 
 
 def _paper_variant(experiment) -> str | None:
-    """The cell at every factor's reference level (the paper's toggles, the ``paper`` preset), if the
-    grid has it."""
+    """The cell at every factor's reference level (the paper's toggles, the ``paper`` preset): the report's
+    "paper variant", unless that cell is another implementation's preset (a study that starts from the
+    dreamer4 preset has no paper cell, and the report must not call one so)."""
     reference = {name: experiment.reference[name] for name in experiment.factors}
-    return next((t.variant for t in experiment.trials if t.levels == reference), None)
+    cell = next((t for t in experiment.trials if t.levels == reference), None)
+    if cell is None or cell.config.objective.preset not in (None, "paper"):
+        return None
+    return cell.variant

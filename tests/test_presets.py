@@ -65,3 +65,15 @@ def test_an_unknown_preset_is_one_line_naming_the_presets():
 def test_the_paper_and_dreamer4_presets_keep_the_papers_toggles_and_the_review_its_corner():
     assert preset_toggles("paper") == preset_toggles("dreamer4") == Variant.paper().label
     assert preset_toggles("reviewed") == Variant.simplified().label
+
+
+def test_a_preset_study_has_one_flow_baseline_and_a_paper_role_only_for_the_paper_preset():
+    from ablate.provenance import _paper_variant
+
+    experiment = _experiment(objective={"k_max": 8}, factors={"preset": ["paper", "dreamer4"]}, baseline=True)
+    assert sorted({t.variant for t in experiment.trials}) == ["dreamer4", "flow", "paper"]
+    assert _paper_variant(experiment) == "paper"
+    from_dreamer4 = _experiment(
+        objective={"k_max": 8, "preset": "dreamer4"}, factors={"flow_on_bootstrap": [True, False]}
+    )
+    assert _paper_variant(from_dreamer4) is None  # its reference cell is the package's objective, not the paper's

@@ -1136,7 +1136,8 @@ def test_run_json_defaults_eval_steps_primary_and_baseline(tmp_path, monkeypatch
     assert info["primary_steps"] == 4
     one = parse_experiment({**spec, "seeds": [0], "factors": {"tau2_weight": [False]}})  # a single trial
     info = provenance.run_info(one, tmp_path, 1000.0, False, {})
-    assert (info["paper_variant"], info["simplified_variant"]) == ("grid_xboot_vstep_w2", None)
+    # the reference level (w2) is not in the grid: no cell is the paper's, and none is called so
+    assert (info["paper_variant"], info["simplified_variant"]) == (None, None)
     no_toggle = parse_experiment({**spec, "factors": {"lr": [0.01, 0.001]}})  # e.g. teacher_context alone
     info = provenance.run_info(no_toggle, tmp_path, 1000.0, False, {})
     assert info["paper_variant"] == "grid_xboot_vstep_w2,lr=0.01" and info["simplified_variant"] is None

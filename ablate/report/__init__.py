@@ -9,7 +9,8 @@ or effects of their own.
 
 - :mod:`~ablate.report.context`: the shared tables, primary metric and K, formatting;
 - :mod:`~ablate.report.figures`: the figures;
-- :mod:`~ablate.report.opening`: the opening answer, toggle by toggle, in words;
+- :mod:`~ablate.report.opening`: the opening answer in words, around its claims;
+- :mod:`~ablate.report.claims`: each resolved test of the opening's family as words and a claims.csv row;
 - :mod:`~ablate.report.text`: the rest of ``report.md`` (tables, run facts) and ``effects.tex``.
 """
 

@@ -20,15 +20,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ablate.variants import TOGGLES, Variant, check_choice  # noqa: F401 (TOGGLES, Variant re-exported)
+from ablate.objective_checks import check_inputs, check_knobs, check_lead_dims, check_levels
+from ablate.teacher_context import rows_of, second_call_in_fixed_context
+from ablate.variants import TOGGLES, Variant  # noqa: F401 (TOGGLES, Variant re-exported)
 
 Model = Callable[..., Tensor]
-
-RAMPS = ("both", "flow", "none")
-STEP_SIZE_DISTRIBUTIONS = ("uniform", "inverse")
-TEACHER_CONTEXTS = ("stepped", "fixed")
-BOOTSTRAP_DRAWS = ("row", "batch")  # which rows bootstrap: each row's own d (Eq. 4), or one coin per batch
-D_PER = ("frame", "sequence")  # for (B, T) inputs: a step size per frame (B, T), or per sequence (B,)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -189,29 +185,20 @@ class ShortcutForcing:
         sample_clamp: float | None = None,
     ) -> None:
         variant = Variant.paper() if variant is None else variant
-        if not isinstance(variant, Variant):
-            raise ValueError(f"variant={variant!r} must be a Variant (e.g. Variant.paper())")
-        if isinstance(k_max, bool) or not isinstance(k_max, int) or k_max < 1 or k_max & (k_max - 1):
-            raise ValueError(f"k_max={k_max!r} must be a power of two: 1, 2, 4, ..., 64, ...")
-        check_choice("ramp", ramp, RAMPS)
-        check_choice("step_sizes", step_sizes, STEP_SIZE_DISTRIBUTIONS)
-        check_choice("teacher_context", teacher_context, TEACHER_CONTEXTS)
-        if bootstrap_fraction is not None and not (0.0 <= float(bootstrap_fraction) <= 1.0):
-            raise ValueError(f"bootstrap_fraction={bootstrap_fraction!r} must be None or a number in [0, 1]")
-        if bootstrap_fraction and k_max == 1:
-            raise ValueError("bootstrap_fraction > 0 needs k_max >= 2: with k_max=1 every row is a flow row")
-        if not math.isfinite(bootstrap_weight) or bootstrap_weight < 0:
-            raise ValueError(f"bootstrap_weight={bootstrap_weight!r} must be a finite number >= 0")
-        check_choice("bootstrap_draw", bootstrap_draw, BOOTSTRAP_DRAWS)
-        check_choice("d_per", d_per, D_PER)
-        if bootstrap_probability is not None and (bootstrap_draw != "batch" or not 0 <= bootstrap_probability <= 1):
-            raise ValueError(f"bootstrap_probability={bootstrap_probability!r} needs bootstrap_draw='batch', in [0, 1]")
-        if bootstrap_draw == "batch" and bootstrap_fraction is not None:
-            raise ValueError("bootstrap_fraction is a per-row share: it cannot go with bootstrap_draw='batch'")
-        if not full_step and k_max < 4 and (bootstrap_draw == "batch" or bootstrap_fraction):
-            raise ValueError("full_step=False leaves no d between d_min and 1 below k_max=4")
-        if sample_clamp is not None and not (math.isfinite(sample_clamp) and sample_clamp > 0):
-            raise ValueError(f"sample_clamp={sample_clamp!r} must be None or a number > 0")
+        check_knobs(
+            variant,
+            k_max,
+            ramp,
+            step_sizes,
+            bootstrap_fraction,
+            bootstrap_weight,
+            teacher_context,
+            bootstrap_draw,
+            bootstrap_probability,
+            full_step,
+            d_per,
+            sample_clamp,
+        )
         self.variant = variant
         self.k_max = k_max
         self.ramp = ramp
@@ -309,7 +296,13 @@ class ShortcutForcing:
         along with the rows sent to the teacher. When tau and d are omitted they are drawn with shape
         x1.shape[:lead_dims].
         """
-        noise, tau, d = self._inputs(x1, noise, tau, d, lead_dims)
+        if tau is None and d is None:
+            check_lead_dims(x1, lead_dims)
+            tau, d = self.sample_tau_d(x1.shape[:lead_dims], device=x1.device)
+        else:
+            check_inputs(x1, noise, tau, d)
+            self.check_tau_d(tau, d)
+        noise = torch.randn_like(x1) if noise is None else noise
         precision = torch.promote_types(x1.dtype, torch.float32)  # weights and steps in (at least) float32
         tau, d = tau.to(precision), d.to(precision)
         lead_dims = tau.ndim
@@ -336,7 +329,7 @@ class ShortcutForcing:
                 tau[rows],
                 d[rows],
                 is_boot[rows],
-                **_rows_of(model_kwargs, rows, len(x1)),
+                **rows_of(model_kwargs, rows, len(x1)),
             )
             per_sample = torch.where(is_boot, boot_term + flow_term if self.flow_on_bootstrap else boot_term, flow_term)
 
@@ -387,77 +380,14 @@ class ShortcutForcing:
             z_mid = torch.where(expand_like(is_boot, z), renoise_half_step(x_a, noise, tau_mid), z)
         z_mid = z_mid.to(z.dtype)
         if self.teacher_context == "fixed" and tau.ndim > 1:
-            x_b = self._second_call_in_fixed_context(
-                teacher, x_a, z, tau, level, z_mid, tau_mid, is_boot, **model_kwargs
-            )
+            x_b = second_call_in_fixed_context(teacher, x_a, z, tau, level, z_mid, tau_mid, is_boot, **model_kwargs)
         else:
             x_b = teacher(z_mid, tau_mid, level, **model_kwargs)
         return TeacherTargets(b1=b1, b2=velocity(x_b, z_mid, tau_mid), x_b=x_b)
 
-    @staticmethod
-    def _second_call_in_fixed_context(
-        teacher: Model,
-        x_a: Tensor,
-        z: Tensor,
-        tau: Tensor,
-        level: Tensor,
-        z_mid: Tensor,
-        tau_mid: Tensor,
-        is_boot: Tensor,
-        **model_kwargs,
-    ) -> Tensor:
-        """The second half-step call with every other frame as the first call saw it (teacher_context fixed).
-
-        One batched call over one copy of its sequence per bootstrap frame, in which only that frame is
-        stepped; the frame's prediction is kept. Frames that take no step keep x_a (never used as targets).
-        """
-        rows, frames = is_boot.flatten(1).nonzero(as_tuple=True)
-        copies = torch.arange(len(rows), device=rows.device)
-        stepped = torch.zeros((len(rows), *tau.shape[1:]), dtype=torch.bool, device=tau.device)
-        stepped.flatten(1)[copies, frames] = True
-        z_in = torch.where(expand_like(stepped, z), z_mid[rows], z[rows])
-        tau_in = torch.where(stepped, tau_mid[rows], tau[rows])
-        out = teacher(z_in, tau_in, level[rows], **_rows_of(model_kwargs, rows, len(z)))
-        x_b = x_a.clone()
-        x_b.flatten(1, tau.ndim - 1)[rows, frames] = out.flatten(1, tau.ndim - 1)[copies, frames]
-        return x_b
-
-    def _inputs(self, x1: Tensor, noise, tau, d, lead_dims: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Fill in omitted noise/tau/d and check that given ones fit x1 and Eq. 4."""
-        if not isinstance(x1, Tensor) or not x1.is_floating_point():
-            raise ValueError("x1 must be a floating-point tensor")
-        if noise is None:
-            noise = torch.randn_like(x1)
-        elif noise.shape != x1.shape:
-            raise ValueError(f"noise shape {tuple(noise.shape)} must equal x1's {tuple(x1.shape)}")
-        if (tau is None) != (d is None):
-            raise ValueError("tau and d must be given together (or both omitted to draw them)")
-        if tau is None:
-            if not 1 <= lead_dims < x1.ndim:
-                raise ValueError(f"lead_dims={lead_dims} must be in [1, x1.ndim - 1 = {x1.ndim - 1}]")
-            tau, d = self.sample_tau_d(x1.shape[:lead_dims], device=x1.device)
-            return noise, tau, d
-        if tau.shape != d.shape and not (tau.ndim > 1 and d.shape == tau.shape[:1]):
-            raise ValueError(
-                f"tau shape {tuple(tau.shape)} and d shape {tuple(d.shape)} must be equal, or d (B,) with tau (B, T)"
-            )
-        if not 1 <= tau.ndim < x1.ndim or x1.shape[: tau.ndim] != tau.shape:
-            raise ValueError(
-                f"tau/d shape {tuple(tau.shape)} must be the leading dims of x1 {tuple(x1.shape)}, e.g. (B,) or (B, T)"
-            )
-        self.check_tau_d(tau, d)
-        return noise, tau, d
-
     def check_tau_d(self, tau: Tensor, d: Tensor) -> None:
         """Raise ValueError unless every d is a level 1/n (n in 1..k_max) and 0 <= tau <= 1 - d."""
-        d = per_frame(d, tau)
-        n = 1 / d.double()
-        if not torch.isin(
-            torch.round(n), torch.tensor(self.step_counts, dtype=n.dtype, device=n.device)
-        ).all() or not torch.allclose(n, torch.round(n)):
-            raise ValueError(f"d must be one of 1/n for n in {self.step_counts}")
-        if (tau < 0).any() or (tau + d > 1 + 1e-6).any():
-            raise ValueError("tau must satisfy 0 <= tau and tau + d <= 1")
+        check_levels(self.step_counts, tau, per_frame(d, tau))
 
     # --- Eq. 2: the sampler ------------------------------------------------------------------------------
 
@@ -491,11 +421,3 @@ class ShortcutForcing:
             x_hat = model(z, tau, told_d, **model_kwargs)
             z = x_hat if k == steps - 1 else shortcut_step(z, x_hat, tau, d).to(noise.dtype)
         return z if self.sample_clamp is None else z.clamp(-self.sample_clamp, self.sample_clamp)
-
-
-def _rows_of(model_kwargs: dict, rows: Tensor, batch: int) -> dict:
-    """Slice tensor keyword arguments along the batch dim, so teacher calls see the same rows' actions."""
-    return {
-        k: v[rows] if isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == batch else v
-        for k, v in model_kwargs.items()
-    }

@@ -53,8 +53,10 @@ RUN_LAST=()  # test files whose fixtures are slow: run after every other selecte
 FUNCTIONS=()  # if set: only these functions of the MUTATE files are the target (module.function, Class.method)
 case $TARGET in
     objective)
-        MUTATE=(ablate/objective.py ablate/variants.py)  # the toggles and Variant live in variants.py
-        TESTS=(tests/test_objective.py)
+        # the toggles and Variant live in variants.py; the knob and input checks and the fixed teacher context
+        # in their own modules; the knobs' tests in test_objective_knobs.py
+        MUTATE=(ablate/objective.py ablate/objective_checks.py ablate/teacher_context.py ablate/variants.py)
+        TESTS=(tests/test_objective.py tests/test_objective_knobs.py)
         ;;
     packing)
         # Packed training and evaluation: a member of a pack must score what its config scores alone.

@@ -51,7 +51,6 @@ ALPHA = 1 - CONFIDENCE
 # The smallest change the report cares about: 10 % of the metric's mean (a ratio of 1.1 on the log
 # scale). It is the equivalence margin of "matters only with" and the target change in power.csv.
 RELEVANT_CHANGE = 0.10
-PRIMARY_KINDS = ("main", "interaction", "anova", "pair", "worsening")
 FAMILY_COLUMNS = [
     "id",
     "kind",
@@ -372,15 +371,3 @@ def family_table(family: Family) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=FAMILY_COLUMNS)
-
-
-def primary_count(results: Results, metric: str, steps: int) -> int:
-    """How many primary hypotheses the family of this metric x K has (for power.csv)."""
-    factors = factors_in_play(results)
-    two = [f for f in factors if f in results.two_level_factors]
-    n = len(all_terms(two)) + len([f for f in factors if f not in two])
-    paper = results.paper_variant
-    if paper is not None:
-        n += sum(v is not None for v in (results.simplified_variant, results.baseline_variant))
-        n += bool(results.eval_steps and steps < max(results.eval_steps))
-    return max(n, 1)

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "overrides",
         nargs="*",
+        default=[],  # optional: without a default argparse lists a "*" positional as required
         metavar="KEY=VALUE",
         help="override the file: dotted keys, YAML values, e.g. train.steps=500 seeds=[0,1,2] "
         "factors.tau2_weight=[true]; before, between or after the options",
@@ -215,6 +216,8 @@ def _print_matrix(experiment: Experiment) -> None:
     )
     for name, levels in experiment.factors.items():
         print(f"  factor {name}: {levels} (reference {experiment.reference[name]!r})")
+    for line in experiment.design.describe().splitlines():  # which cells, and what a fraction aliases
+        print(f"  {line}")
     print(
         f"  seeds: {spec['seeds']}; train steps {spec['train']['steps']}, batch {spec['train']['batch_size']}, "
         f"teacher {spec['train']['teacher']}"

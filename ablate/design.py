@@ -115,6 +115,11 @@ class Design:
         decoded = [self._decode(run) for run in self.runs + self.extra_runs]
         return cross(decoded, self.factors)
 
+    def extra_cells(self) -> list[dict[str, object]]:
+        """The cells of ``extra_runs``: run to be compared with the paper's corner, but outside the
+        regular fraction, so run.json names them for the analysis to leave out of the effects."""
+        return cross([self._decode(run) for run in self.extra_runs], self.factors)
+
     def contains(self, levels: Mapping[str, object]) -> bool:
         """Whether some cell has these levels; factors not named may be at any level."""
         for name in levels:

@@ -1,4 +1,5 @@
-"""Experiment files: parse and validate a YAML spec, then expand it into the factor x seed trial matrix.
+"""Experiment files: parse and validate a YAML spec, then expand it into the trial matrix: the cells of its
+design (:mod:`ablate.design`; the full factorial unless `design:` says otherwise) x seeds.
 
 Everything is checked here, before Ray starts or a file is written: a typo names the key, the allowed
 values and a did-you-mean suggestion.
@@ -27,6 +28,7 @@ from ablate.config import (
     number,
     suggest,
 )
+from ablate.design import Design, parse_design
 from ablate.families import BASELINE_FAMILY, family_spec, load_family
 from ablate.objective import ShortcutForcing
 from ablate.packing import pack_key
@@ -42,6 +44,7 @@ TOP_LEVEL = (
     "task_params",
     "objective",
     "factors",
+    "design",
     "baseline",
     "seeds",
     "train",
@@ -60,6 +63,9 @@ RESOURCE_KEYS = ("cpu", "gpu")
 PRIMARY_KEYS = ("metric", "steps")
 AUTO_PACK_GPU = 32  # `pack: auto` with a GPU: up to this many trials vectorised in one process
 DEFAULT_FACTORS = {name: list(levels) for name, levels in TOGGLES.items()}
+# Keys the resolved spec gained after results folders were written: an experiment.json without one ran
+# the key's default (every grid before `design:` was the full factorial), so it is read with it.
+LATER_SPEC_DEFAULTS = {"design": "full"}
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,8 @@ class Experiment:
     resources: dict
     max_concurrent: int | None
     task: dict  # what the report needs of the task: sample_format, primary_metric, metric_directions, declarations
+    design: Design  # which cells the matrix holds; spec["design"] holds it normalised
+    design_given: object  # the `design:` value as the file (or an override) gave it, for run.json
     overrides: tuple = ()  # the command-line overrides applied to the file, as given
 
     @property
@@ -221,6 +229,12 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
         raise ExperimentError(f"seeds: must not repeat a seed, got {seeds}")
 
     factors = _parse_factors(raw.get("factors", DEFAULT_FACTORS), base)
+    reference = {f: _reference_level(f, levels) for f, levels in factors.items()}
+    design_given = raw.get("design", "full")
+    try:
+        design = parse_design(design_given, factors, reference)
+    except ValueError as error:
+        raise ExperimentError(str(error)) from None
     baseline = raw.get("baseline", False)
     if not isinstance(baseline, bool):
         raise ExperimentError(f"baseline: must be true or false, got {baseline!r}")
@@ -254,6 +268,7 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
         "task_params": dict(base.task_params),
         "objective": dataclasses.asdict(base.objective),
         "factors": factors,
+        "design": normalised_design(design),
         "baseline": baseline,
         "seeds": seeds,
         "train": dataclasses.asdict(base.train),
@@ -266,10 +281,23 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
         "checkpoint_seconds": number("checkpoint_seconds", raw.get("checkpoint_seconds", 10.0), positive=True),
         "max_failures": number("max_failures", raw.get("max_failures", 2), integer=True, minimum=0),
     }
-    reference = {f: _reference_level(f, levels) for f, levels in factors.items()}
-    trials = _expand(spec, base, factors)
+    trials = _expand(spec, base, factors, design)
     task = _check_task(spec, trials)
-    return Experiment(name, source, spec, factors, reference, trials, resources, max_concurrent, task)
+    parsed = (name, source, spec, factors, reference, trials, resources, max_concurrent, task, design, design_given)
+    return Experiment(*parsed)
+
+
+def normalised_design(design: Design) -> object:
+    """The spec's `design` value: ``full``, or the generators, whichever way the file named the fraction
+    (``half`` and ``{generators: [D = ABC]}`` are one design), so that `--resume` and `ablate merge`
+    compare designs, not spellings; it parses back to the same design."""
+    return "full" if design.resolution is None else {"generators": list(design.generators)}
+
+
+def with_later_defaults(recorded: object) -> object:
+    """A saved experiment.json with the defaults of the keys added since it was written (see
+    LATER_SPEC_DEFAULTS), so that a folder from before them resumes and merges as the run it is."""
+    return {**LATER_SPEC_DEFAULTS, **recorded} if isinstance(recorded, dict) else recorded  # damaged: unequal
 
 
 def _reference_level(factor: str, levels: list) -> object:
@@ -332,12 +360,12 @@ def _cell_config(base: TrialConfig, levels: dict, baseline: bool) -> TrialConfig
     return dataclasses.replace(config, objective=dataclasses.replace(config.objective, family=family))
 
 
-def _expand(spec: dict, base: TrialConfig, factors: dict) -> list[TrialSpec]:
-    """The factor x seed matrix, plus the flow-only baseline cells (one per level of the non-toggle factors)."""
-    cells = []
+def _expand(spec: dict, base: TrialConfig, factors: dict, design: Design) -> list[TrialSpec]:
+    """The design's cells x seeds, plus the flow-only baseline cells (one per level of the non-toggle
+    factors). Cells come in the order of the full product (first factor outermost, levels as listed),
+    so a full design's matrix, trial ids and packs are those of every grid before designs."""
     names = list(factors)
-    for combo in itertools.product(*factors.values()):
-        cells.append((dict(zip(names, combo)), False))
+    cells = [(cell, False) for cell in sorted(design.cells(), key=lambda cell: _product_position(factors, cell))]
     if spec["baseline"]:
         extras = [n for n in names if n not in TOGGLES and n != "preset"]  # one flow baseline, not one per preset
         for combo in itertools.product(*(factors[n] for n in extras)):
@@ -352,6 +380,15 @@ def _expand(spec: dict, base: TrialConfig, factors: dict) -> list[TrialSpec]:
             trial_id = re.sub(r"[^A-Za-z0-9_.=-]+", "-", f"{label}__seed{seed}")
             trials.append(TrialSpec(trial_id, label, levels, seed, dataclasses.replace(config, seed=seed)))
     return trials
+
+
+def _product_position(factors: dict, cell: dict) -> list[int]:
+    """Where a cell stands in the product of the factors' levels: each level's index, type-strict (the
+    level True is not the level 1)."""
+    return [
+        next(i for i, level in enumerate(levels) if type(level) is type(cell[name]) and level == cell[name])
+        for name, levels in factors.items()
+    ]
 
 
 def cell_label(config: TrialConfig, levels: dict) -> str:

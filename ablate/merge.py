@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ablate import records, results
-from ablate.experiment import Experiment, ExperimentError, parse_experiment
+from ablate.experiment import Experiment, ExperimentError, parse_experiment, with_later_defaults
 from ablate.locking import LOCK_NAME, folder_lock, in_use
 from ablate.provenance import iso_time, jsonable, run_info
 
@@ -78,7 +78,7 @@ def _saved_spec(source: Path) -> dict:
     if not path.is_file():
         raise ExperimentError(f"{source} is not a results folder of `ablate run` (no experiment.json)")
     try:
-        return json.loads(path.read_text())
+        return with_later_defaults(json.loads(path.read_text()))
     except ValueError:
         raise ExperimentError(f"{path} is damaged: cannot tell which experiment {source} holds") from None
 

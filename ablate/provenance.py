@@ -67,6 +67,7 @@ def run_info(experiment: Experiment, output: Path, started: float, resumed: bool
             {"name": n, "levels": levels, "reference": experiment.reference[n]}
             for n, levels in experiment.factors.items()
         ],
+        "design": design_record(experiment),
         "seeds": experiment.spec["seeds"],
         "eval_steps": eval_steps,
         "k_max": experiment.k_max,
@@ -91,6 +92,25 @@ def run_info(experiment: Experiment, output: Path, started: float, resumed: bool
         "finished": sessions[-1]["finished"],
         "wall_seconds": sum(s["wall_seconds"] for s in sessions),
         "sessions": sessions,
+    }
+
+
+def design_record(experiment: Experiment) -> dict:
+    """The design as run.json states it. `generators`, with `factors` (their order and reference levels),
+    rebuild it: ``parse_design({"generators": ...} if any else "full", levels, references)``. Effects are
+    estimated on the regular fraction (`runs` runs); `extra_cells` are the corner it lacked, run for the
+    corner comparison only (see ablate.design.Design)."""
+    design = experiment.design
+    extra = design.extra_cells()
+    extra_cells = [t.variant for t in experiment.trials if t.levels in extra]
+    return {
+        "spec": jsonable(experiment.design_given),
+        "generators": list(design.generators),
+        "words": list(design.words),
+        "resolution": design.resolution,
+        "defining_relation": design.defining_relation,
+        "runs": len(design.runs),
+        "extra_cells": list(dict.fromkeys(extra_cells)),  # one per cell, not per seed
     }
 
 

@@ -33,7 +33,7 @@ import ray
 from ray import tune
 
 from ablate import failures, records, results
-from ablate.experiment import Experiment, ExperimentError
+from ablate.experiment import Experiment, ExperimentError, with_later_defaults
 from ablate.locking import LOCK_NAME, folder_lock
 from ablate.progress import LiveTables, ProgressView, ray_log_to
 from ablate.provenance import git_commit, jsonable, package_versions, run_info
@@ -76,7 +76,7 @@ def check_output(experiment: Experiment, output: Path, resume: bool, force: bool
         if not saved.is_file():
             raise ExperimentError(f"{output} holds no run of this experiment to resume (no experiment.json)")
         try:
-            recorded = json.loads(saved.read_text())
+            recorded = with_later_defaults(json.loads(saved.read_text()))
         except ValueError:
             raise ExperimentError(
                 f"{saved} is damaged: cannot tell which experiment {output} holds; use --force or another output folder"

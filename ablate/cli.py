@@ -11,6 +11,7 @@ from pathlib import Path
 from ablate.experiment import Experiment, ExperimentError, load_experiment
 from ablate.records import rebuild_tables
 from ablate.results import ResultsError
+from ablate.rounds import plan_lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,11 +110,14 @@ def _run(args) -> int:
     experiment = load_experiment(args.experiment, args.overrides)
     if args.dry_run:
         _print_matrix(experiment)
+        if experiment.rounds is not None:
+            print("\n".join(plan_lines(experiment)))
         return 0
     from ablate.runner import resolve_output, run_experiment  # imports Ray: only when running
 
     output = resolve_output(experiment, args.output)
-    print(f"[ablate] {experiment.name}: {len(experiment.trials)} trials -> {output}", flush=True)
+    planned = f"{'up to ' if experiment.rounds else ''}{len(experiment.trials)} trials"  # in rounds: a maximum
+    print(f"[ablate] {experiment.name}: {planned} -> {output}", flush=True)
     outcome = run_experiment(experiment, output, resume=args.resume, force=args.force, address=args.address)
     print(
         f"[ablate] {outcome.finished}/{outcome.expected} trials finished, {outcome.failed} failed; "
@@ -212,7 +216,7 @@ def _print_matrix(experiment: Experiment) -> None:
         print(f"overrides: {' '.join(experiment.overrides)}")
     print(
         f"experiment {experiment.name}: task {spec['task']}, k_max {experiment.k_max}, "
-        f"{len(cells)} cells x {len(spec['seeds'])} seeds = {len(experiment.trials)} trials"
+        f"{len(cells)} cells x {len({t.seed for t in experiment.trials})} seeds = {len(experiment.trials)} trials"
     )
     for name, levels in experiment.factors.items():
         print(f"  factor {name}: {levels} (reference {experiment.reference[name]!r})")

@@ -2,7 +2,8 @@
 
 Per folder, each toggle's main effect at that folder's primary metric and K (or the ones asked for),
 with its seed-paired CI on the metric's own scale (from :func:`ablate.analysis.factor_effects`).
-Across folders, in the style of rliable (Agarwal et al. 2021), on per-task normalised scores:
+Across folders, in the style of rliable (Agarwal et al. 2021), on per-task normalised scores
+(:mod:`ablate.compare_scores`):
 
 - a cell's score in a folder is its metric oriented so that higher is better and min-max scaled over
   that folder's factorial cell means (0 = the worst cell, 1 = the best), so folders with different
@@ -15,6 +16,15 @@ Across folders, in the style of rliable (Agarwal et al. 2021), on per-task norma
   as rliable computes them. With few seeds per folder a bootstrap interval is too narrow (see
   benchmarks/statistics_coverage.py); the per-folder seed-paired CIs are the ones to trust there.
 
+A folder with a fractional design (run.json ``design``) has no two runs that differ in one toggle
+alone, so "matched" means its design's contrast there: the normalised effect is, per seed, the mean
+score over the fraction's runs at the paper's level minus that at the other level (within each level
+combination of the factors crossed in full), as effects.csv takes it; the probability of improvement
+is over every (paper's-level run, other-level run) pair within one seed and such a stratum; the scores
+are scaled over the fraction's runs, and the corner a design adds outside the fraction is in none of
+it. Each such effect is its alias class's (compare.csv ``aliases``), and compare.md names the two-way
+interactions a main effect stands for at resolution III. On a full folder both are the matched pairs above.
+
 Written with numpy: rliable 1.2.0 installs but fails to import next to pandas 3 (its dependency arch
 raises a TypeError in ``deprecate_kwarg``), and its score matrices need the same number of runs in
 every task, while folders here may have 2, 3 or 5 seeds.
@@ -22,9 +32,7 @@ every task, while folders here may have 2, 3 or 5 seeds.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +40,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ablate import analysis
-from ablate.analysis.effects import metric_grids, ordered_levels
-from ablate.results import SCALES, Results, atomic_write, default_primary_steps, load
+from ablate.analysis.fraction import is_fraction
+from ablate.compare_scores import (
+    Study,
+    normalised_effect,
+    pooled_over_folders,
+    probability_of_improvement,
+    scored_study,
+)
+from ablate.results import SCALES, Results, atomic_write, load
 
-N_BOOTSTRAP = 2000
 COMPARE_COLUMNS = [
     "folder",
     "task",
@@ -54,49 +68,9 @@ COMPARE_COLUMNS = [
     "n_seeds",
     "normalised_effect",
     "probability_of_improvement",
+    "aliases",  # as in effects.csv: the terms a fraction cannot tell this main effect from; empty when full
+    "resolution",  # the folder's design: "full", or the fraction's "III", "IV", ...
 ]
-
-
-@dataclass
-class Study:
-    """One folder at its chosen metric and K: per-seed normalised scores of matched cell pairs."""
-
-    name: str
-    results: Results
-    metric: str
-    steps: int
-    pairs: dict[str, np.ndarray]  # toggle -> (seeds, strata, 2) normalised scores, [..., 0] = paper's level
-
-
-def _study(name: str, results: Results, metric: str | None, steps: int | None) -> Study:
-    metric = metric or results.run.get("primary_metric")
-    if metric not in analysis.quality_metrics(results.metric_names):
-        raise ValueError(
-            f"{results.folder}: no quality metric {metric!r}; have {analysis.quality_metrics(results.metric_names)}"
-        )
-    steps = int(steps or results.run.get("primary_steps") or default_primary_steps(results.eval_steps))
-    if steps not in results.eval_steps:
-        raise ValueError(f"{results.folder}: K = {steps} not evaluated; have {results.eval_steps}")
-    grid = metric_grids(results).get((metric, steps))
-    if grid is None or not np.isfinite(grid.values).any():
-        raise ValueError(f"{results.folder}: no finished values of {metric} at K = {steps}")
-    sign = -1.0 if results.metric_directions.get(metric, "min") == "min" else 1.0
-    oriented = sign * grid.values
-    means = np.nanmean(oriented, axis=1)
-    low, high = np.nanmin(means), np.nanmax(means)
-    scores = (oriented - low) / (high - low) if high > low else np.zeros_like(oriented)
-    pairs = {}
-    levels = ordered_levels(results, grid.factors)
-    for factor in (f for f in grid.factors if len(levels[f]) == 2):
-        others = [f for f in grid.factors if f != factor]
-        blocks = []
-        for combo in itertools.product(*[levels[f] for f in others]):
-            base = dict(zip(others, combo))
-            plus = grid.cell_index({**base, factor: levels[factor][0]})
-            minus = grid.cell_index({**base, factor: levels[factor][1]})
-            blocks.append(np.stack([scores[plus], scores[minus]], axis=-1))  # (seeds, 2)
-        pairs[factor] = np.stack(blocks, axis=1)  # (seeds, strata, 2)
-    return Study(name, results, metric, steps, pairs)
 
 
 def _names(folders: Sequence[str | Path]) -> list[str]:
@@ -124,7 +98,7 @@ def _one_scale_per_metric(
         compared = metric or results.run.get("primary_metric")
         own = analysis.metric_scales(results).get(compared)
         if own is None:
-            continue  # not a quality metric here: _study says so
+            continue  # not a quality metric here: scored_study() says so
         chosen.setdefault(compared, scales.get(compared, own))
         declared.setdefault(compared, []).append((name, own))
         results.scale_overrides = {**results.scale_overrides, compared: chosen[compared]}
@@ -138,32 +112,6 @@ def _one_scale_per_metric(
         if len({scale for _, scale in pairs}) > 1
     ]
     return chosen, notes
-
-
-def _normalised_effect(pairs: np.ndarray) -> float:
-    return float(np.nanmean(pairs[..., 0] - pairs[..., 1]))
-
-
-def _probability_of_improvement(pairs: np.ndarray) -> float:
-    plus, minus = pairs[..., 0], pairs[..., 1]
-    keep = np.isfinite(plus) & np.isfinite(minus)
-    return float(np.mean((plus[keep] > minus[keep]) + 0.5 * (plus[keep] == minus[keep]))) if keep.any() else np.nan
-
-
-def _aggregate(studies: list[Study], toggle: str, statistic, rng: np.random.Generator) -> tuple[float, float, float]:
-    """Mean over folders of a per-folder statistic, with a stratified bootstrap CI (seeds within
-    folders, then folders)."""
-    have = [s for s in studies if toggle in s.pairs]
-    point = float(np.mean([statistic(s.pairs[toggle]) for s in have]))
-    draws = []
-    for _ in range(N_BOOTSTRAP):
-        chosen = [have[i] for i in rng.integers(0, len(have), len(have))] if len(have) > 1 else have
-        values = [
-            statistic(s.pairs[toggle][rng.integers(0, len(s.pairs[toggle]), len(s.pairs[toggle]))]) for s in chosen
-        ]
-        draws.append(np.mean(values))
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return point, float(low), float(high)
 
 
 def compare(
@@ -185,7 +133,7 @@ def compare(
     ks = [steps] if steps is None or isinstance(steps, int) else list(steps)
     names, runs = _names(folders), [load(Path(f)) for f in folders]
     chosen, notes = _one_scale_per_metric(names, runs, metric, dict(scales or {}))
-    by_k = [[_study(name, results, metric, k) for name, results in zip(names, runs)] for k in ks]
+    by_k = [[scored_study(name, results, metric, k) for name, results in zip(names, runs)] for k in ks]
     computed = [(studies, *_effects(studies)) for studies in by_k]
     (output / "figures").mkdir(parents=True, exist_ok=True)
     tables, aggregates, figures = [], [], []
@@ -206,19 +154,19 @@ def compare(
 def _effects(studies: list[Study]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per folder, each toggle's main effect at the studies' K; across folders, the aggregates."""
     rows = []
-    for study in studies:
-        effects = analysis.factor_effects(study.results)
+    for folder in studies:
+        effects = analysis.factor_effects(folder.results)
         main = effects[
-            (effects["metric"] == study.metric) & (effects["steps"] == study.steps) & (effects["kind"] == "main")
+            (effects["metric"] == folder.metric) & (effects["steps"] == folder.steps) & (effects["kind"] == "main")
         ]
         for _, row in main.iterrows():
-            pairs = study.pairs.get(row["term"])
+            sides = folder.sides.get(row["term"])
             rows.append(
                 {
-                    "folder": study.name,
-                    "task": (study.results.run.get("task") or {}).get("name"),
-                    "metric": study.metric,
-                    "steps": study.steps,
+                    "folder": folder.name,
+                    "task": (folder.results.run.get("task") or {}).get("name"),
+                    "metric": folder.metric,
+                    "steps": folder.steps,
                     **{
                         c: row[c]
                         for c in (
@@ -233,10 +181,12 @@ def _effects(studies: list[Study]) -> tuple[pd.DataFrame, pd.DataFrame]:
                             "ratio_ci_high",
                             "ratio_p_holm",
                             "n_seeds",
+                            "aliases",
+                            "resolution",
                         )
                     },
-                    "normalised_effect": _normalised_effect(pairs) if pairs is not None else np.nan,
-                    "probability_of_improvement": _probability_of_improvement(pairs) if pairs is not None else np.nan,
+                    "normalised_effect": normalised_effect(sides) if sides is not None else np.nan,
+                    "probability_of_improvement": probability_of_improvement(sides) if sides is not None else np.nan,
                 }
             )
     table = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
@@ -244,13 +194,13 @@ def _effects(studies: list[Study]) -> tuple[pd.DataFrame, pd.DataFrame]:
     toggles = list(pd.unique(table["term"]))
     aggregate = []
     for toggle in toggles:
-        effect = _aggregate(studies, toggle, _normalised_effect, rng)
-        improvement = _aggregate(studies, toggle, _probability_of_improvement, rng)
+        effect = pooled_over_folders(studies, toggle, normalised_effect, rng)
+        improvement = pooled_over_folders(studies, toggle, probability_of_improvement, rng)
         aggregate.append(
             {
                 "steps": studies[0].steps if len({s.steps for s in studies}) == 1 else None,
                 "term": toggle,
-                "n_folders": sum(toggle in s.pairs for s in studies),
+                "n_folders": sum(toggle in s.sides for s in studies),
                 "normalised_effect": effect[0],
                 "effect_ci_low": effect[1],
                 "effect_ci_high": effect[2],
@@ -341,6 +291,35 @@ def _metrics(table: pd.DataFrame, columns: list[tuple]) -> list[tuple]:
     return [(column, first[column]) for column in columns]
 
 
+def _design_note(studies: list[Study]) -> str:
+    """compare.md's paragraph on the folders with a fractional design (empty when none has one): what is
+    matched there, and at resolution III the two-way interactions each main effect is also the effect of."""
+    fractions = [(s.name, s.results.design) for s in studies if is_fraction(s.results.design)]
+    if not fractions:
+        return ""
+    described = ", ".join(
+        f"{name} ({len(d.runs)} of {2 ** len(d.two_level)} runs, resolution {d.resolution_label})"
+        for name, d in fractions
+    )
+    sentences = [
+        f"Fractional designs: {described}. No two runs of a fraction differ in one toggle alone, so there the "
+        "normalised effect is the design's contrast, as in the folder's effects.csv: per seed, the mean score "
+        "over the fraction's runs at the paper's level minus that at the other level; the probability of "
+        "improvement is over every (paper's-level run, other-level run) pair within one seed and level "
+        "combination of the factors crossed in full. Scores there are scaled over the fraction's runs, and a "
+        "corner run outside the fraction is in none of it. Each effect is its alias class's (compare.csv "
+        "`aliases`)."
+    ]
+    for name, design in fractions:
+        two_way = {t: [a for a in design.aliases(t) if a.count(":") == 1] for t in design.two_level}
+        named = ["`" + "` = `".join([toggle, *aliases]) + "`" for toggle, aliases in two_way.items() if aliases]
+        if named:
+            sentences.append(
+                f"At resolution III a main effect is also two-way interactions' effect: in {name}, {'; '.join(named)}."
+            )
+    return " ".join(sentences)
+
+
 def _markdown(
     studies: list[Study],
     table: pd.DataFrame,
@@ -391,6 +370,7 @@ def _markdown(
                         *notes,
                     ]
                 ),
+                *([note] if (note := _design_note(studies)) else []),
                 "## Toggles by folder and K",
                 "Bold: Holm p < 0.05 within its folder.",
                 _toggle_grid(table),

@@ -124,12 +124,12 @@ class ObjectiveConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """``train:``: the budget, the optimiser and the stabilisers (README, "Training defaults")."""
+    """``train:``: the budget, the optimiser and the stabilisers (docs/training.md, "Training defaults")."""
 
-    steps: int = 3000
-    batch_size: int = 256
+    steps: int = 3000  # training steps of every trial
+    batch_size: int = 256  # rows per training batch
     lr: float = 1e-3  # Adam, cosine decay from lr to lr_final
-    lr_final: float = 1e-4
+    lr_final: float = 1e-4  # the learning rate the cosine decay ends at
     grad_clip: float | None = 1.0  # the gradient-norm clip; None: no clipping
     teacher: str = "ema"  # TEACHERS
     teacher_decay: float = 0.99  # decay of the (bias-corrected) EMA teacher
@@ -162,7 +162,7 @@ class EvalConfig:
     """``eval:``: the sampling step counts K and the evaluation noise (the same for every trial)."""
 
     steps: tuple[int, ...] | None = None  # None: 1, 2, 4, ..., k_max
-    seed: int = 0
+    seed: int = 0  # seed of the evaluation noise, the same for every trial and K
 
     def __post_init__(self) -> None:
         if self.steps is not None:

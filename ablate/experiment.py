@@ -33,6 +33,7 @@ from ablate.families import BASELINE_FAMILY, family_spec, load_family
 from ablate.objective import ShortcutForcing
 from ablate.packing import pack_key
 from ablate.presets import PRESETS
+from ablate.rounds import SeedRounds, parse_seed_rounds
 from ablate.tasks import BUILTIN_TASKS, check_model_levels, declarations, make_task, model_arguments, model_levels
 from ablate.trackers import parse_loggers
 from ablate.trial import build_objective
@@ -91,11 +92,12 @@ class Experiment:
     design: Design  # which cells the matrix holds; spec["design"] holds it normalised
     design_given: object  # the `design:` value as the file (or an override) gave it, for run.json
     overrides: tuple = ()  # the command-line overrides applied to the file, as given
+    rounds: SeedRounds | None = None  # `seeds: {start, max, until}`: run in rounds (ablate.rounds); trials: every seed
 
     @property
     def pack_size(self) -> int:
         """Most trials per pack (ablate.packing): the `pack` key, or for `auto` 1 on CPUs (measured: only
-        1.2x per member-step there, see README) and AUTO_PACK_GPU when trials get a GPU."""
+        1.2x per member-step there, see docs/performance.md) and AUTO_PACK_GPU when trials get a GPU."""
         pack = self.spec["pack"]
         if pack != "auto":
             return pack
@@ -222,8 +224,14 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
     )
 
     seeds = raw.get("seeds", [0])
+    rounds = parse_seed_rounds(seeds) if isinstance(seeds, dict) else None
+    if rounds is not None:  # the matrix holds every planned seed; each round runs its own
+        seeds = rounds.seeds(len(rounds.looks) - 1)
     if not isinstance(seeds, list) or not seeds:
-        raise ExperimentError("seeds: must be a non-empty list of whole numbers, e.g. [0, 1, 2]")
+        raise ExperimentError(
+            "seeds: must be a non-empty list of whole numbers, e.g. [0, 1, 2], or rounds, e.g. "
+            "{start: 2, max: 8, until: resolved}"
+        )
     seeds = [number("seeds", s, integer=True, minimum=0) for s in seeds]
     if len(set(seeds)) != len(seeds):
         raise ExperimentError(f"seeds: must not repeat a seed, got {seeds}")
@@ -283,8 +291,10 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
     }
     trials = _expand(spec, base, factors, design)
     task = _check_task(spec, trials)
+    if rounds is not None:
+        spec["seeds"] = rounds.spec()  # the plan, as experiment.json keeps it and --resume compares it
     parsed = (name, source, spec, factors, reference, trials, resources, max_concurrent, task, design, design_given)
-    return Experiment(*parsed)
+    return Experiment(*parsed, rounds=rounds)
 
 
 def normalised_design(design: Design) -> object:

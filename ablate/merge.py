@@ -25,6 +25,7 @@ from ablate import records, results
 from ablate.experiment import Experiment, ExperimentError, parse_experiment, with_later_defaults
 from ablate.locking import LOCK_NAME, folder_lock, in_use
 from ablate.provenance import iso_time, jsonable, run_info
+from ablate.rounds import RECORD, held_seeds
 
 # Keys that say how and where a run was scheduled, not what it computes: they may differ between sources.
 SCHEDULING_KEYS = ("name", "seeds", "output", "resources", "max_concurrent", "pack", "checkpoint_seconds", "loggers")
@@ -53,7 +54,7 @@ def _merge_locked(sources: list[Path], output: Path, mixed_code: bool) -> Path:
     specs = [_saved_spec(s) for s in sources]
     runs = [results.read_run(s) for s in sources]
     _check_same_experiment(sources, specs)
-    seeds = _disjoint_seeds(sources, specs)
+    seeds = _disjoint_seeds(sources, [{**spec, "seeds": held_seeds(spec, run)} for spec, run in zip(specs, runs)])
     code = [_code(run) for run in runs]
     if not mixed_code and any(c != code[0] for c in code[1:]):
         which = next(i for i, c in enumerate(code) if c != code[0])
@@ -176,6 +177,7 @@ def _merged_run_info(
                 "seeds": run.get("seeds"),
                 "git_commit": ", ".join(sorted({str(commit) for commit, _ in run_code})),
                 "versions": run.get("versions"),
+                **({RECORD: run[RECORD]} if run.get(RECORD) else {}),  # a study in rounds: its plan and looks
             }
             for source, run, run_code in zip(sources, runs, code)
         ],

@@ -15,8 +15,10 @@ from importlib import metadata
 from pathlib import Path
 
 from ablate import results
+from ablate.analysis.sequential import sequential_record
 from ablate.experiment import Experiment
 from ablate.families import flow
+from ablate.rounds import RECORD, recorded_looks, run_seeds
 from ablate.variants import TOGGLES, Variant, full_toggle_grid
 
 PACKAGES = (
@@ -68,7 +70,7 @@ def run_info(experiment: Experiment, output: Path, started: float, resumed: bool
             for n, levels in experiment.factors.items()
         ],
         "design": design_record(experiment),
-        "seeds": experiment.spec["seeds"],
+        "seeds": run_seeds(experiment),
         "eval_steps": eval_steps,
         "k_max": experiment.k_max,
         "expected_trials": experiment.expected_trials(),
@@ -92,6 +94,8 @@ def run_info(experiment: Experiment, output: Path, started: float, resumed: bool
         "finished": sessions[-1]["finished"],
         "wall_seconds": sum(s["wall_seconds"] for s in sessions),
         "sessions": sessions,
+        # a study in rounds: its plan and the looks made so far (ablate.round_runner adds each look)
+        **({RECORD: sequential_record(experiment.rounds, recorded_looks(previous))} if experiment.rounds else {}),
     }
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ablate.design import Design, parse_design
 from ablate.variants import full_toggle_grid
 
 METRICS_COLUMNS = ["trial_id", "variant", "seed", "status", "steps", "metric", "value"]
@@ -267,6 +268,19 @@ class Results:
     def reference_levels(self) -> dict[str, Any]:
         """Reference level per factor: coded +1 in effects.csv (the paper's level for toggles)."""
         return {f["name"]: f.get("reference", f["levels"][0]) for f in self.factors}
+
+    @property
+    def design(self) -> Design:
+        """The cells the run planned: run.json's ``design`` generators rebuilt over its factors, in their
+        order and with their reference levels (so the same letters and fraction the experiment ran), or
+        the full factorial (``design: full``, or a folder written before designs)."""
+        generators = (self.run.get("design") or {}).get("generators") or []
+        try:
+            return parse_design(
+                {"generators": list(generators)} if generators else "full", self.factor_levels, self.reference_levels
+            )
+        except ValueError as error:
+            raise ResultsError(f"{self.folder / 'run.json'} is damaged ({first_line(error)})") from None
 
     @property
     def two_level_factors(self) -> list[str]:

@@ -17,7 +17,7 @@ import signal
 import time
 from collections.abc import Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
@@ -118,23 +118,58 @@ def _run_locked(
                 if child.name != LOCK_NAME:
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
         (output / "experiment.json").write_text(json.dumps(jsonable(experiment.spec), indent=2))
-        started = time.time()
-        provenance = {"versions": package_versions(), "git_commit": git_commit()}  # of the code that runs now
-        live = LiveTables(lambda: write_results(experiment, output, started, resume, provenance, {}), output)
-        with ray_log_to(output / failures.LOGS_DIR / failures.RAY_LOG):
-            tuner = _tuner(experiment, output, gpu, resume, verbose)
+        driver = Driver(output, gpu, resume, verbose)
+        if experiment.rounds is not None:
+            from ablate.round_runner import run_rounds  # it imports this module
+
+            return run_rounds(experiment, driver)
+        return driver.fit(experiment, experiment, resume=resume)[0]
+
+
+@dataclass
+class Driver:
+    """What every Tune run of one `ablate run` shares: the folder, the GPU share, and this session's start
+    and code (run.json's session entry)."""
+
+    output: Path
+    gpu: float
+    resumed: bool
+    verbose: bool
+    started: float = field(default_factory=time.time)
+    provenance: dict = field(default_factory=lambda: {"versions": package_versions(), "git_commit": git_commit()})
+
+    def fit(
+        self,
+        trained: Experiment,
+        tables: Experiment,
+        name: str = "tune",
+        resume: bool = True,
+        failed_before: Mapping[str, dict] = MappingProxyType({}),
+    ) -> tuple[RunOutcome, dict[str, dict]]:
+        """One Tune run (``ray/<name>``, restored when resuming and Tune saved it) of ``trained``'s trials,
+        the tables over ``tables``' trials kept current; the outcome, and every trial Tune gave up on."""
+        begun = time.time()
+        live = LiveTables(lambda: self.write(tables, failed_before), self.output)
+        with ray_log_to(self.output / failures.LOGS_DIR / failures.RAY_LOG):
+            tuner = _tuner(trained, self.output, self.gpu, resume, self.verbose, name)
             with sigterm_as_sigint(), live:
                 grid = tuner.fit()
-        fit_seconds = time.time() - started
+        fit_seconds = time.time() - begun
         failed = {  # Tune gave up on these: no record, so their attempts say what happened
-            member["trial_id"]: failures.given_up(output, r.config["trial"]["trial_id"], r.error)
-            for r in grid
-            if r.error is not None
-            for member in r.config["trial"].get("members", [r.config["trial"]])
+            **failed_before,
+            **{
+                member["trial_id"]: failures.given_up(self.output, r.config["trial"]["trial_id"], r.error)
+                for r in grid
+                if r.error is not None
+                for member in r.config["trial"].get("members", [r.config["trial"]])
+            },
         }
-        outcome = write_results(experiment, output, started, resume, provenance, failed)
-    outcome.fit_seconds = fit_seconds
-    return outcome
+        outcome = self.write(tables, failed)
+        outcome.fit_seconds = fit_seconds
+        return outcome, failed
+
+    def write(self, tables: Experiment, failed: Mapping[str, dict]) -> RunOutcome:
+        return write_results(tables, self.output, self.started, self.resumed, self.provenance, failed)
 
 
 @contextmanager
@@ -176,11 +211,12 @@ def sigterm_as_sigint():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _tuner(experiment: Experiment, output: Path, gpu: float, resume: bool, verbose: bool) -> tune.Tuner:
+def _tuner(experiment: Experiment, output: Path, gpu: float, resume: bool, verbose: bool, name: str) -> tune.Tuner:
     cpu = experiment.resources["cpu"]
     trainable = tune.with_resources(train_one, {"cpu": cpu, "gpu": gpu})
-    tune_path = output / "ray" / "tune"
+    tune_path = output / "ray" / name
     if resume and tune.Tuner.can_restore(str(tune_path)):
+        restore_missing_checkpoints(tune_path)
         return tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, restart_errored=True)
     device = "cuda" if gpu > 0 else "cpu"
 
@@ -214,7 +250,7 @@ def _tuner(experiment: Experiment, output: Path, gpu: float, resume: bool, verbo
             trial_dirname_creator=_trial_name,
         ),
         run_config=tune.RunConfig(
-            name="tune",
+            name=name,
             storage_path=str(output / "ray"),
             verbose=0,
             callbacks=callbacks,
@@ -222,6 +258,33 @@ def _tuner(experiment: Experiment, output: Path, gpu: float, resume: bool, verbo
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
+
+
+def restore_missing_checkpoints(tune_path: Path) -> None:
+    """Give every trial the checkpoint Tune's saved state names, so that a killed driver's run resumes.
+
+    Tune keeps one checkpoint per trial (``num_to_keep=1``) and deletes the older one as soon as a newer one
+    registers, while the driver writes its state file only every few seconds. A driver killed in between
+    (SIGKILL, a lost head node) leaves a state that names a deleted checkpoint, and every restore attempt
+    of that trial then fails ("does not exist on storage anymore"). The trial's newest checkpoint is a later
+    state of the same trial, so it is copied under the missing name: the trial resumes from its latest step.
+    """
+    states = sorted(tune_path.glob("experiment_state-*.json"))  # timestamped names: the last is the newest
+    if not states:
+        return
+    try:
+        trial_data = json.loads(states[-1].read_text()).get("trial_data", [])
+        results_named = [(json.loads(metadata).get("last_result") or {}) for _, metadata in trial_data]
+    except (ValueError, TypeError, AttributeError):  # a state Tune cannot read either: Tune says so
+        return
+    for result in results_named:
+        name, trial = result.get("checkpoint_dir_name"), (result.get("config") or {}).get("trial") or {}
+        if not name or not trial.get("trial_id"):
+            continue
+        folder = tune_path / trial["trial_id"]
+        checkpoints = sorted(folder.glob("checkpoint_*"))
+        if not (folder / name).exists() and checkpoints:
+            shutil.copytree(checkpoints[-1], folder / name)
 
 
 def _trial_name(trial) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import platform
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ablate.design import Design, parse_design
 from ablate.results import CURVE_METRICS, DIVERGED, OK, TRIALS_COLUMNS, default_primary_steps, write_tables
 from ablate.variants import TOGGLES as VARIANT_TOGGLES
 from ablate.variants import Variant
@@ -34,6 +35,21 @@ def variant_label(levels: Mapping[str, Any]) -> str:
     label = Variant(*(levels[name] for name in VARIANT_TOGGLES)).label
     extras = [f"{k}={v}" for k, v in levels.items() if k not in VARIANT_TOGGLES]
     return ",".join([label, *extras])
+
+
+def design_record(spec: object, design: Design, label: Callable[[Mapping[str, Any]], str]) -> dict:
+    """run.json's ``design`` as a run writes it (ablate.provenance): the experiment file's value, the
+    generators, the defining relation's words, resolution and relation, the regular fraction's runs and
+    the labels of the cells outside it."""
+    return {
+        "spec": spec,
+        "generators": list(design.generators),
+        "words": list(design.words),
+        "resolution": design.resolution,
+        "defining_relation": design.defining_relation,
+        "runs": len(design.runs),
+        "extra_cells": [label(cell) for cell in design.extra_cells()],
+    }
 
 
 def _true_mean(direction: str, k: int, shift: float, baseline: bool, horizon_step: int) -> float:
@@ -120,6 +136,7 @@ def make_synthetic_results(
     metric_scales: Mapping[str, str] | None = None,
     share_metrics: Mapping[str, int] | None = None,
     learnability_gate: Sequence[Mapping] = (),
+    design: object = None,
 ) -> pd.DataFrame:
     """Write a complete results folder and return the true mean of every cell.
 
@@ -137,6 +154,9 @@ def make_synthetic_results(
     step count, as shortcut models can when few training rows use the smallest step size.
     ``metric_scales``, ``share_metrics`` and ``learnability_gate`` are the task's declarations, written
     to run.json as a run writes them (none by default: every metric raw, as for a task declaring none).
+    ``design`` is an experiment file's ``design:`` value (``half``, ``{generators: [D = ABC]}``): only
+    its cells are run, and run.json gets its record; by default the full factorial and no record, as in
+    a folder written before designs.
     """
     folder = Path(folder)
     rng = np.random.default_rng(seed)
@@ -158,7 +178,13 @@ def make_synthetic_results(
     diverge_cells, drop_trials = list(diverge_cells), list(drop_trials)
 
     factor_names = [f["name"] for f in factors]
-    cells = [dict(zip(factor_names, combo)) for combo in itertools.product(*[f["levels"] for f in factors])]
+    if design is None:
+        cells = [dict(zip(factor_names, combo)) for combo in itertools.product(*[f["levels"] for f in factors])]
+    else:
+        planned = parse_design(
+            design, {f["name"]: f["levels"] for f in factors}, {f["name"]: f["reference"] for f in factors}
+        )
+        cells = planned.cells()
     if baseline:
         cells.append({})
     unknown = set(k_max_penalty) - {variant_label(levels) if levels else "flow" for levels in cells}
@@ -253,6 +279,8 @@ def make_synthetic_results(
         "wall_seconds": 0.0,
         "synthetic": {"effects": dict(effects), "noise_sd": noise_sd, "seed": seed},
     }
+    if design is not None:
+        run_info["design"] = design_record(design, planned, variant_label)
     ident_cols = ["trial_id", "variant", *factor_names, "seed", "status"]
     write_tables(
         folder,

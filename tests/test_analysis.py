@@ -593,7 +593,8 @@ def test_effects_table_matches_contrasts_computed_by_hand_column_by_column():
             for r, p in zip(simple, holm_by_statsmodels([r["p_value"] for r in simple])):
                 r["p_holm"] = p
             expected += simple
-    expected = pd.DataFrame(expected).reindex(columns=analysis.EFFECT_COLUMNS)
+    expected = pd.DataFrame(expected).assign(aliases="", resolution="full")  # the full factorial: no aliases
+    expected = expected.reindex(columns=analysis.EFFECT_COLUMNS)
     pd.testing.assert_frame_equal(table, expected, check_dtype=False, rtol=1e-9)
 
 

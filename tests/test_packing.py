@@ -149,7 +149,7 @@ def test_a_packs_time_is_shared_by_its_members():
 
 
 def test_on_a_cpu_a_pack_evaluates_member_by_member_by_default(monkeypatch):
-    """Batched evaluation was measured slower on a CPU (README, Packed trials)."""
+    """Batched evaluation was measured slower on a CPU (docs/performance.md, Packed trials)."""
     monkeypatch.setattr(Pack, "_evaluation_forward", lambda *args: pytest.fail("batched on a CPU"))
     pack = Pack(MEMBERS[:2])
     assert pack.batched_evaluation is False

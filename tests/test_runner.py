@@ -1228,3 +1228,34 @@ def test_live_tables_refresh_when_a_trial_finishes_and_retry_a_failed_refresh(tm
     records.write_trial_result(tmp_path, "c", {"metrics": {}})
     time.sleep(0.05)
     assert len(seen) == 4  # stopped
+
+
+def test_a_killed_drivers_state_naming_a_deleted_checkpoint_resumes_from_the_newest(tmp_path):
+    """SIGKILL between a trial's new checkpoint (which deletes the older one) and the driver's next state
+    file leaves a state naming a checkpoint that is gone; the newest one is copied under that name, the
+    rest is left as it is (seen in tests/test_cli_run.py's SIGKILL resume under load)."""
+    tune_path = tmp_path / "ray" / "tune"
+
+    def trial_entry(trial_id: str, checkpoint: str | None) -> list[str]:
+        result = {"checkpoint_dir_name": checkpoint, "config": {"trial": {"trial_id": trial_id}}}
+        return [json.dumps({"trial_id": trial_id}), json.dumps({"last_result": result})]
+
+    for trial_id, indices in {"a__seed0": (2, 3), "b__seed0": (1,), "c__seed0": ()}.items():
+        for index in indices:
+            (tune_path / trial_id / f"checkpoint_{index:06d}").mkdir(parents=True)
+            (tune_path / trial_id / f"checkpoint_{index:06d}" / "state.pt").write_text(f"{trial_id} {index}")
+    old = {"trial_data": [trial_entry("a__seed0", "checkpoint_000000")]}
+    (tune_path / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(old))
+    state = {
+        "trial_data": [
+            trial_entry("a__seed0", "checkpoint_000001"),  # deleted when 2 registered: the race
+            trial_entry("b__seed0", "checkpoint_000001"),  # present: untouched
+            trial_entry("c__seed0", None),  # never checkpointed
+        ]
+    }
+    (tune_path / "experiment_state-2026-01-01_00-00-30.json").write_text(json.dumps(state))
+    runner.restore_missing_checkpoints(tune_path)
+    assert (tune_path / "a__seed0" / "checkpoint_000001" / "state.pt").read_text() == "a__seed0 3"
+    assert not (tune_path / "a__seed0" / "checkpoint_000000").exists()  # named only by an older state file
+    assert sorted(p.name for p in (tune_path / "b__seed0").iterdir()) == ["checkpoint_000001"]
+    assert not (tune_path / "c__seed0").exists()

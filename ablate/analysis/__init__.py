@@ -11,6 +11,7 @@ difference), which holds its 95 % at 2, 3 and 5 seeds whatever the cells' varian
 - :mod:`~ablate.analysis.gate`: the task's learnability gate on the flow baseline.
 - :mod:`~ablate.analysis.inference`: t-intervals, Holm, Hotelling, power (numbers only).
 - :mod:`~ablate.analysis.grid`: one metric x K as cells x seeds, seed-paired contrasts.
+- :mod:`~ablate.analysis.fraction`: what a fractional design estimates (its runs, alias classes).
 - :mod:`~ablate.analysis.cells`, :mod:`~ablate.analysis.effects`,
   :mod:`~ablate.analysis.comparisons`, :mod:`~ablate.analysis.power`: the tables.
 """

@@ -10,6 +10,10 @@ positive values the same contrast of log values is also reported as a ratio (``r
 geometric mean at +1 / geometric mean at -1), and ``scale`` says which of the two the report
 reads (:func:`ablate.analysis.tables.metric_scales`). Estimates and intervals are seed-paired
 contrasts with Student-t intervals over seeds (:mod:`ablate.analysis.grid`).
+
+On a fractional design (run.json ``design``) the terms are one per alias class, each row naming the
+terms it cannot be told from (``aliases``) and the design's ``resolution``; see
+:mod:`ablate.analysis.fraction`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ablate.analysis.fraction import (
+    alias_text,
+    estimable_terms,
+    fraction_mask,
+    is_fraction,
+    level_test_aliases,
+    simple_effect_aliases,
+    term_aliases,
+)
 from ablate.analysis.grid import Contrast, Grid, level_test, term_contrast
 from ablate.analysis.inference import CONFIDENCE, holm
 from ablate.analysis.tables import factorial_rows, factors_in_play, metric_scales, metric_steps, ok_values, other_level
@@ -48,6 +61,8 @@ EFFECT_COLUMNS = [
     "ratio_ci_high",
     "ratio_p_value",
     "ratio_p_holm",
+    "aliases",  # the terms a fraction cannot tell this one from, joined by " = "; empty on the full design
+    "resolution",  # the design's: "full", or the fraction's "III", "IV", "V", ...
 ]
 STRATA_COLUMNS = [
     "term",
@@ -93,16 +108,17 @@ def within_label(within: Mapping[str, object]) -> str:
 
 
 def metric_grids(results: Results) -> dict[tuple[str, int], Grid]:
-    """A cells x seeds grid per (quality metric, K), factorial cells only."""
+    """A cells x seeds grid per (quality metric, K), factorial cells only, marking a fraction's runs."""
     factors = factors_in_play(results)
     levels = ordered_levels(results, factors)
+    fraction = fraction_mask(results.design, levels)
     data = factorial_rows(ok_values(results), factors)
     seeds = sorted(pd.unique(data["seed"]).tolist()) if len(data) else []
     shares = results.share_metrics
     grids = {}
     for metric, steps in metric_steps(results):
         rows = data[(data["metric"] == metric) & (data["steps"] == steps)]
-        grids[(metric, steps)] = Grid.from_rows(rows, levels, seeds, shares.get(metric))
+        grids[(metric, steps)] = Grid.from_rows(rows, levels, seeds, shares.get(metric), fraction)
     return grids
 
 
@@ -149,28 +165,31 @@ def _levels_of(results: Results, factor: str) -> dict:
 
 
 def factor_effects(results: Results, confidence: float = CONFIDENCE) -> pd.DataFrame:
-    """effects.csv: per metric x K, every term of the full factorial, ANOVA rows and simple effects.
+    """effects.csv: per metric x K, every estimable term of the design, ANOVA rows and simple effects.
 
     Terms are the main effects and the interactions of every order of the two-level factors
-    (``kind`` main, interaction, interaction3, ...), each a seed-paired contrast with a t-interval
+    (``kind`` main, interaction, interaction3, ...; on a fraction one per alias class, with its
+    ``aliases``), each a seed-paired contrast with a t-interval
     over seeds; ``p_holm`` (and ``ratio_p_holm``) is Holm-corrected across these terms of one
     metric x K. A factor with more than two levels gets a ``kind = anova`` row (Hotelling's T^2 over
     seeds, no estimate). When an interaction's CI excludes 0 on the metric's scale, the effect of
     each of its factors within each level (combination) of the others is added as ``kind = simple``
-    with a ``within`` column, Holm-corrected per factor and set of conditioning factors.
+    with a ``within`` column, Holm-corrected per factor and set of conditioning factors; on a fraction
+    only those clear of two-way aliasing (:func:`ablate.analysis.fraction.simple_effect_aliases`).
     """
     factors = factors_in_play(results)
     two = [f for f in factors if f in results.two_level_factors]
     multi = [f for f in factors if f not in two]
     if not factors:
         return pd.DataFrame(columns=EFFECT_COLUMNS)
+    design = results.design
     scales = metric_scales(results)
     levels = ordered_levels(results, factors)
     rows = []
     for (metric, steps), grid in metric_grids(results).items():
         scale = scales[metric]
         family = []
-        for term in all_terms(two):
+        for term in estimable_terms(design):
             row = _contrast_row(grid, term, {}, scale, confidence)
             family.append(
                 {
@@ -180,15 +199,19 @@ def factor_effects(results: Results, confidence: float = CONFIDENCE) -> pd.DataF
                     "within": None,
                     **row,
                     **(_levels_of(results, term[0]) if len(term) == 1 else {}),
+                    "aliases": term_aliases(design, term),
                 }
             )
         for factor in multi:
-            family.append(_anova_row(grid, factor, scale))
+            family.append({**_anova_row(grid, factor, scale), "aliases": level_test_aliases(design, factor)})
         _adjust(family)
         simple = _simple_effects(grid, family, levels, scale, confidence, results)
         for _, group in itertools.groupby(simple, key=_simple_family):
             _adjust(list(group))
-        rows += [{**row, "metric": metric, "steps": int(steps), "scale": scale} for row in family + simple]
+        rows += [
+            {**row, "metric": metric, "steps": int(steps), "scale": scale, "resolution": design.resolution_label}
+            for row in family + simple
+        ]
     return pd.DataFrame(rows).reindex(columns=EFFECT_COLUMNS)
 
 
@@ -237,7 +260,9 @@ def _simple_family(row: Mapping) -> tuple[str, tuple[str, ...]]:
 
 def _simple_effects(grid, family, levels, scale, confidence, results) -> list[dict]:
     """Each factor of every interaction whose CI excludes 0, within each level combination of the
-    interaction's other factors (averaged over the factors not in the interaction)."""
+    interaction's other factors (averaged over the factors not in the interaction); on a fraction, only
+    where that is clear of two-way aliasing."""
+    design = results.design
     rows, seen = [], set()
     for row in family:
         if row["kind"] in (MAIN, ANOVA) or not excludes_null(row, scale):
@@ -245,6 +270,9 @@ def _simple_effects(grid, family, levels, scale, confidence, results) -> list[di
         term = row["term"].split(":")
         for factor in term:
             others = [f for f in term if f != factor]
+            aliases = simple_effect_aliases(design, factor, others)
+            if aliases is None:
+                continue
             for combo in itertools.product(*[levels[f] for f in others]):
                 within = dict(zip(others, combo))
                 key = (factor, tuple(sorted(within.items(), key=lambda kv: kv[0])))
@@ -260,6 +288,7 @@ def _simple_effects(grid, family, levels, scale, confidence, results) -> list[di
                         "within": within_label(within),
                         **numbers,
                         **_levels_of(results, factor),
+                        "aliases": alias_text(aliases),
                     }
                 )
     return rows
@@ -271,18 +300,23 @@ def stratum_effects(results: Results, confidence: float = CONFIDENCE) -> pd.Data
     factor x metric x K).
 
     This is where a toggle that helps by a large factor in most strata and hurts in one shows
-    itself even when its average (main) effect is indistinguishable from zero.
+    itself even when its average (main) effect is indistinguishable from zero. On a fraction a toggle
+    has no run at both levels within fixed levels of all the other toggles, so its strata are the level
+    combinations of the factors crossed in full with the fraction only (none when there are none).
     """
     factors = factors_in_play(results)
     two = [f for f in factors if f in results.two_level_factors]
     if not two:
         return pd.DataFrame(columns=STRATA_COLUMNS)
+    fraction = is_fraction(results.design)
     scales = metric_scales(results)
     levels = ordered_levels(results, factors)
     rows = []
     for (metric, steps), grid in metric_grids(results).items():
         for factor in two:
-            others = [f for f in factors if f != factor]
+            others = [f for f in factors if f != factor and not (fraction and f in two)]
+            if fraction and not others:
+                continue
             for combo in itertools.product(*[levels[f] for f in others]):
                 within = dict(zip(others, combo))
                 numbers = _contrast_row(grid, [factor], within, scales[metric], confidence)

@@ -23,6 +23,10 @@ simple effects in effects.csv and every other row of the tables are exploratory:
 cites them. The interval quoted with a claim is the one at the level its test used (a rejected
 hypothesis: 1 - its local alpha), so an interval that excludes no effect next to an unresolved
 verdict cannot be printed.
+
+On a fractional design the factorial terms are one per alias class (``aliases`` names the others, and a
+claim about the term names them too), and interactions are followed up only from resolution V up, where
+their simple effects are clear of two-way aliasing (:mod:`ablate.analysis.fraction`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ablate.analysis.effects import all_terms, metric_grids, ordered_levels, within_label
+from ablate.analysis.effects import metric_grids, ordered_levels, within_label
+from ablate.analysis.fraction import estimable_terms, follows_up_interactions, level_test_aliases, term_aliases
 from ablate.analysis.grid import Contrast, Grid, level_test, share_variance, term_contrast
 from ablate.analysis.inference import (
     CONFIDENCE,
@@ -73,6 +78,7 @@ FAMILY_COLUMNS = [
     "n_seeds",
     "method",
     "parent",
+    "aliases",  # the terms a fraction cannot tell this one from, joined by " = "; empty on the full design
 ]
 
 
@@ -91,6 +97,7 @@ class Hypothesis:
     n_seeds: int = 0
     method: str = ""
     children: list[int] = field(default_factory=list)
+    aliases: str = ""  # on a fraction: the terms this one's contrast cannot be told from
 
     @property
     def primary(self) -> bool:
@@ -202,11 +209,12 @@ def build_family(results: Results, metric: str, steps: int, grids: dict | None =
     factors = factors_in_play(results)
     two = [f for f in factors if f in results.two_level_factors]
     multi = [f for f in factors if f not in two]
+    design = results.design
     grids = grids if grids is not None else metric_grids(results)
     grid = grids.get((metric, steps))
     hypotheses: list[Hypothesis] = []
     if grid is not None:
-        for term in all_terms(two):
+        for term in estimable_terms(design):
             contrast = term_contrast(grid, term, {}, scale)
             kind = "main" if len(term) == 1 else "interaction" if len(term) == 2 else f"interaction{len(term)}"
             hypotheses.append(
@@ -217,15 +225,24 @@ def build_family(results: Results, metric: str, steps: int, grids: dict | None =
                     contrast.interval.p_value,
                     n_seeds=contrast.interval.n,
                     method=contrast.method,
+                    aliases=term_aliases(design, term),
                 )
             )
         for factor in multi:
             p, usage = level_test(grid, factor, scale)
             hypotheses.append(
-                Hypothesis("anova", factor, None, p, n_seeds=usage.interval.n, method="hotelling_t2 over seeds")
+                Hypothesis(
+                    "anova",
+                    factor,
+                    None,
+                    p,
+                    n_seeds=usage.interval.n,
+                    method="hotelling_t2 over seeds",
+                    aliases=level_test_aliases(design, factor),
+                )
             )
     hypotheses += _pairs(results, metric, steps, scale, direction)
-    if grid is not None:
+    if grid is not None and follows_up_interactions(design):
         levels = ordered_levels(results, factors)
         margin = _margin(grid, scale)
         for parent, h in enumerate(list(hypotheses)):
@@ -368,6 +385,7 @@ def family_table(family: Family) -> pd.DataFrame:
                 "n_seeds": h.n_seeds,
                 "method": h.method,
                 "parent": h.parent,
+                "aliases": h.aliases,
             }
         )
     return pd.DataFrame(rows, columns=FAMILY_COLUMNS)

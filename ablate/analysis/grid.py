@@ -15,6 +15,11 @@ therefore exact under normality at any number of seeds from 2 up, for every term
 When trials are missing or diverged, a contrast is restricted to the **strata** (combinations of the
 other factors' levels) whose cells are all present in the same seeds; which strata and seeds are used
 depends only on which trials finished, never on their values.
+
+On a regular fraction (``Grid.fraction``, :mod:`ablate.analysis.fraction`) a term's contrast is the same
+difference of means over the fraction's runs, which are balanced and orthogonal for it; its strata are
+the level combinations of the factors crossed in full (more than two levels), and a stratum is used in a
+seed only with every run present, since dropping one run of a fraction would unbalance the contrast.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ class Grid:
     """Values of one metric at one K: ``values[cell, seed]``, NaN where no finished trial.
 
     ``levels`` lists each factor's levels with the reference level first, and ``cells`` is every
-    combination of them (the full factorial, whether or not it has data).
+    combination of them (the full factorial, whether or not it has data). ``fraction`` marks the cells
+    of a regular fraction's runs (None: the full factorial); the contrasts use those cells only.
     """
 
     factors: tuple[str, ...]
@@ -45,6 +51,7 @@ class Grid:
     seeds: tuple
     values: np.ndarray
     share_samples: int | None = None  # the metric is a share of this many scored samples (binomial noise)
+    fraction: np.ndarray | None = None  # per cell: a run of the regular fraction
 
     @classmethod
     def from_rows(
@@ -53,10 +60,12 @@ class Grid:
         levels: Mapping[str, Sequence],
         seeds: Sequence | None = None,
         share_samples: int | None = None,
+        fraction: np.ndarray | None = None,
     ) -> Grid:
         """Build from metric rows with one column per factor, ``seed`` and ``value`` (rows of
         cells outside ``levels`` are ignored; ``seeds`` defaults to the seeds in ``rows``;
-        ``share_samples``: the metric is a share of that many samples, see :func:`share_variance`)."""
+        ``share_samples``: the metric is a share of that many samples, see :func:`share_variance`;
+        ``fraction``: the cells of a regular fraction, see :func:`ablate.analysis.fraction.fraction_mask`)."""
         factors = tuple(levels)
         seeds = tuple(seeds) if seeds is not None else tuple(sorted(pd.unique(rows["seed"]).tolist()))
         cells = list(itertools.product(*[levels[f] for f in factors]))
@@ -69,7 +78,7 @@ class Grid:
             if cell is not None:
                 values[cell, seed_index[seed]] = value
         values[~np.isfinite(values)] = np.nan
-        return cls(factors, {f: tuple(levels[f]) for f in factors}, seeds, values, share_samples)
+        return cls(factors, {f: tuple(levels[f]) for f in factors}, seeds, values, share_samples, fraction)
 
     @property
     def cells(self) -> list[tuple]:
@@ -159,6 +168,43 @@ def _blocks(grid: Grid, block_factors: Sequence[str], within: Mapping[str, objec
     return np.array(blocks, dtype=int).reshape(len(blocks), -1)
 
 
+def _term_blocks(grid: Grid, term: Sequence[str], within: Mapping[str, object]) -> tuple[np.ndarray, np.ndarray]:
+    """The cells of each stratum of a term's contrast and the term's code on each cell of a block: on
+    the full factorial the term's factors' combinations within each level combination of the others; on
+    a fraction the fraction's runs with ``within``'s levels, within each level combination of the
+    factors crossed in full with it (those of more than two levels) that ``within`` does not fix."""
+    if grid.fraction is None:
+        signs = np.array([np.prod(s) for s in itertools.product((1, -1), repeat=len(term))], float)
+        return _blocks(grid, term, within), signs
+    positions = _level_positions(grid)
+    keep = grid.fraction.copy()
+    for name, level in within.items():
+        keep &= positions[:, grid.factors.index(name)] == grid.levels[name].index(level)
+    crossed = [f for f in grid.factors if len(grid.levels[f]) != 2 and f not in within]
+    blocks = _grouped(grid, positions, keep, crossed)
+    block = blocks[0] if len(blocks) else np.array([], dtype=int)  # every block has the same runs
+    signs = np.prod(1 - 2 * positions[block][:, [grid.factors.index(f) for f in term]], axis=1).astype(float)
+    if not len(signs) or signs.sum() != 0:
+        raise ValueError(f"{':'.join(term)} within {dict(within)} is not estimable on the fraction's runs")
+    return blocks, signs
+
+
+def _level_positions(grid: Grid) -> np.ndarray:
+    """(cells, factors): each cell's position among its factors' levels, 0 for the reference (coded +1)."""
+    combos = itertools.product(*[range(len(grid.levels[f])) for f in grid.factors])
+    return np.array(list(combos), dtype=int).reshape(-1, len(grid.factors))
+
+
+def _grouped(grid: Grid, positions: np.ndarray, keep: np.ndarray, strata_factors: Sequence[str]) -> np.ndarray:
+    """The cells that ``keep`` selects, one row per level combination of ``strata_factors``, each row in
+    grid order: the same runs in the same order in every stratum."""
+    columns = [grid.factors.index(f) for f in strata_factors]
+    groups: dict[tuple, list[int]] = {}
+    for cell in np.flatnonzero(keep):
+        groups.setdefault(tuple(positions[cell, columns]), []).append(int(cell))
+    return np.array(list(groups.values()), dtype=int) if groups else np.zeros((0, 0), dtype=int)
+
+
 @functools.lru_cache(maxsize=4096)
 def _expected_width(n_strata: int, n_seeds: int) -> float:
     """Relative expected CI width of a contrast over this many strata and seeds: t(n-1) / sqrt(n R).
@@ -205,18 +251,19 @@ def term_contrast(
     confidence: float = CONFIDENCE,
 ) -> Contrast:
     """Effect of a two-level ``term`` (one factor or an interaction), averaged over the factors
-    not in it, within fixed levels of the factors in ``within``; on the raw or log scale."""
+    not in it, within fixed levels of the factors in ``within``; on the raw or log scale. On a
+    fraction, ValueError for a term the runs with ``within``'s levels do not balance (callers ask for
+    estimable ones: :mod:`ablate.analysis.fraction`)."""
     within = dict(within or {})
-    blocks = _blocks(grid, term, within)
+    blocks, signs = _term_blocks(grid, term, within)
     values = grid.on_scale(scale)
-    signs = np.array([np.prod(s) for s in itertools.product((1, -1), repeat=len(term))], float)
-    block_values = values[blocks]  # (strata, 2^k cells, seeds)
+    block_values = values[blocks]  # (strata, cells of a block: 2^k, or the fraction's runs, seeds)
     complete = np.isfinite(block_values).all(axis=1)
     strata, seeds = _choose(complete)
     if not strata.any():
         return Contrast(t_interval(np.array([]), confidence), 0, len(blocks), 0)
     chosen = block_values[strata][:, :, seeds]
-    scale_by = 2 ** (len(term) - 1) * strata.sum()
+    scale_by = blocks.shape[1] // 2 * strata.sum()
     per_seed = np.einsum("c,rcs->s", signs, chosen) / scale_by
     noise = grid.noise_on_scale(scale)[blocks][strata][:, :, seeds]  # each value's measurement variance
     floor_sd = float(np.sqrt(noise.sum(axis=(0, 1)).mean())) / scale_by
@@ -233,8 +280,12 @@ def term_contrast(
 
 def level_test(grid: Grid, factor: str, scale: str = "raw") -> tuple[float, Contrast]:
     """Hotelling's T^2 p-value for a factor with more than two levels (any difference between its
-    levels, averaged over the other factors), on per-seed vectors of level means; and the usage."""
-    blocks = _blocks(grid, [factor], {})
+    levels, averaged over the other factors), on per-seed vectors of level means; and the usage. On a
+    fraction, over its runs (crossed in full with the factor's levels), never a cell outside them."""
+    if grid.fraction is None:
+        blocks = _blocks(grid, [factor], {})
+    else:
+        blocks = _grouped(grid, _level_positions(grid), grid.fraction, [f for f in grid.factors if f != factor])
     block_values = grid.on_scale(scale)[blocks]  # (strata, levels, seeds)
     strata, seeds = _choose(np.isfinite(block_values).all(axis=1))
     nan = np.nan

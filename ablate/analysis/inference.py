@@ -13,6 +13,7 @@ each method on simulated grids.
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 from dataclasses import dataclass
@@ -146,11 +147,17 @@ def minimum_detectable_effect(sd: float, n: int, power: float = POWER, alpha: fl
         return np.nan
     if sd == 0:
         return 0.0
+    return float(_detectable_size(n, power, alpha) * sd)
+
+
+@functools.lru_cache(maxsize=1024)
+def _detectable_size(n: int, power: float, alpha: float) -> float:
+    """The minimum detectable effect in units of the per-seed sd: the same for every term with the same
+    seeds and share of alpha, so a report's power table solves it once per (n, alpha), not per row."""
     high = 1.0
     while paired_t_power(high, n, alpha) < power:
         high *= 2
-    size = optimize.brentq(lambda d: paired_t_power(d, n, alpha) - power, 1e-9, high)
-    return float(size * sd)
+    return optimize.brentq(lambda d: paired_t_power(d, n, alpha) - power, 1e-9, high)
 
 
 def seeds_needed(effect: float, sd: float, power: float = POWER, alpha: float = 1 - CONFIDENCE) -> float:

@@ -8,7 +8,9 @@ reference) are no quality metric: they are drawn and quoted next to ``<m>`` and 
 or effects of their own.
 
 - :mod:`~ablate.report.context`: the shared tables, primary metric and K, formatting;
-- :mod:`~ablate.report.figures`: the figures;
+- :mod:`~ablate.report.figures`: the figures; :mod:`~ablate.report.figures_cells` every cell against K,
+  :mod:`~ablate.report.figures_heatmap` the cell means as a heatmap, :mod:`~ablate.report.figures_k`
+  contrasts against K, :mod:`~ablate.report.layout` their shared layout;
 - :mod:`~ablate.report.opening`: the opening answer in words, around its claims;
 - :mod:`~ablate.report.claims`: each resolved test of the opening's family as words and a claims.csv row;
 - :mod:`~ablate.report.text`: the rest of ``report.md`` (tables, run facts) and ``effects.tex``.
@@ -20,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ablate import analysis
+from ablate.analysis.sequential import opening_family_table
 from ablate.report.context import FLOOR_LABEL, FORMATS, Context, md_table, resolve_primary
 from ablate.report.figures import (
     fig_curves,
@@ -30,6 +33,9 @@ from ablate.report.figures import (
     fig_steps,
     plot_quality_vs_steps,
 )
+from ablate.report.figures_cells import fig_cells_vs_steps
+from ablate.report.figures_heatmap import fig_cell_means
+from ablate.report.figures_k import fig_effects_vs_steps, fig_paper_vs_baseline
 from ablate.report.opening import divergence_sentence
 from ablate.report.samples import fig_samples
 from ablate.report.text import effects_latex, render
@@ -89,14 +95,25 @@ def write_report(
         tables["comparisons"],
         formats,
         color_by,
-        family=analysis.family_table(analysis.build_family(results, metric, steps)),
+        family=opening_family_table(results, metric, steps),  # across the looks, for a study in rounds
     )
     atomic_write(results.folder / "family.csv", lambda tmp: ctx.family.to_csv(tmp, index=False))
     atomic_write(results.folder / "effects.tex", lambda tmp: tmp.write_text(effects_latex(ctx)))
     for fmt in FORMATS:  # figures of an earlier report with other choices
         for stale in ctx.figure_dir.glob(f"*.{fmt}"):
             stale.unlink()
-    for draw in (fig_steps, fig_forest, fig_interactions, fig_curves, fig_samples, fig_horizon):
+    for draw in (
+        fig_steps,
+        fig_cells_vs_steps,
+        fig_cell_means,
+        fig_effects_vs_steps,
+        fig_paper_vs_baseline,
+        fig_forest,
+        fig_interactions,
+        fig_curves,
+        fig_samples,
+        fig_horizon,
+    ):
         draw(ctx)
     if ctx.single_seed:
         fig_half_normal(ctx)

@@ -2,7 +2,8 @@
 
 Built together (class :class:`Claims`), so that every claim in report.md has its row and no row lacks its
 words. A claim quotes its estimate with the interval at the level its test used and the family's adjusted
-p-value, as family.csv has them (:mod:`ablate.analysis.family`).
+p-value, as family.csv has them (:mod:`ablate.analysis.family`). On a fractional design a claim about a term
+names the terms it is aliased with: the test cannot tell them apart.
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ def quoted(row: Mapping, scale: str) -> str:
     return f"{value_text(row, scale)} ({level}, adjusted p = {fmt(row['p_adjusted'])})"
 
 
+def alias_words(row: Mapping) -> str:
+    """`` (aliased with `half_step:tau2_weight`)`` for a term of a fraction that has aliases, else empty."""
+    aliases = row.get("aliases")
+    if not isinstance(aliases, str) or not aliases:
+        return ""
+    return " (aliased with " + " and ".join(f"`{alias}`" for alias in aliases.split(" = ")) + ")"
+
+
 def _up(row: Mapping, scale: str) -> bool:
     return bool(row["estimate"] > (1.0 if scale == "log" else 0.0))
 
@@ -98,7 +107,10 @@ def _levels(ctx: Context, factor: str) -> tuple[object, object]:
 def _main_sentence(ctx: Context, claims: Claims, row: Mapping) -> str:
     plus, minus = _levels(ctx, row["term"])
     good = _up(row, ctx.scale) == (ctx.direction == "max")
-    statement = f"`{row['term']}`: {plus} is {'better' if good else 'worse'} than {minus}, {quoted(row, ctx.scale)}"
+    statement = (
+        f"`{row['term']}`{alias_words(row)}: {plus} is {'better' if good else 'worse'} than {minus}, "
+        f"{quoted(row, ctx.scale)}"
+    )
     return claims.claim(row, statement)
 
 
@@ -109,8 +121,9 @@ def _interaction_sentences(ctx: Context, claims: Claims, row: Mapping, family: p
     ref, other = _levels(ctx, second)
     gains_at_ref = _up(row, ctx.scale) == (ctx.direction == "max")
     statement = (
-        f"`{first}` and `{second}` interact ({quoted(row, ctx.scale)}): {plus} vs {minus} is relatively better "
-        f"with {second} = {ref if gains_at_ref else other} than with {other if gains_at_ref else ref}"
+        f"`{first}` and `{second}`{alias_words(row)} interact ({quoted(row, ctx.scale)}): {plus} vs {minus} is "
+        f"relatively better with {second} = {ref if gains_at_ref else other} than with "
+        f"{other if gains_at_ref else ref}"
     )
     sentences = [claims.claim(row, statement)]
     follow = family[(family["parent"] == row["id"]) & family["resolved"].astype(bool)]
@@ -187,15 +200,17 @@ def resolved_sentences(ctx: Context, claims: Claims) -> list[str]:
             elif kind == "anova":
                 levels = len(ctx.results.factor_levels[row["term"]])
                 statement = (
-                    f"`{row['term']}` ({levels} levels): its levels differ (Hotelling's T², adjusted p = "
-                    f"{fmt(row['p_adjusted'])})"
+                    f"`{row['term']}` ({levels} levels){alias_words(row)}: its levels differ (Hotelling's T², "
+                    f"adjusted p = {fmt(row['p_adjusted'])})"
                 )
                 sentences.append(claims.claim(row, statement))
             else:
                 sentences += _interaction_sentences(ctx, claims, row, family)
     for _, row in done[done["kind"].str.match(r"interaction\d")].iterrows():
         order = len(row["term"].split(":"))
-        statement = f"the {order}-way interaction `{row['term']}` is resolved, {quoted(row, ctx.scale)}"
+        statement = (
+            f"the {order}-way interaction `{row['term']}`{alias_words(row)} is resolved, {quoted(row, ctx.scale)}"
+        )
         sentences.append(claims.claim(row, statement))
     for _, row in done[done["kind"] == "pair"].iterrows():
         sentences.append(_pair_sentence(ctx, claims, row))

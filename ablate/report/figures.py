@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ablate import analysis
+from ablate.analysis.fraction import is_fraction
 from ablate.analysis.inference import t_interval
 from ablate.report.context import (
     FLOOR_STYLE,
@@ -25,6 +25,7 @@ from ablate.report.context import (
     save,
     significant,
 )
+from ablate.report.layout import Margins, legend_below, panel_grid, plain_log_axis, title_above
 from ablate.results import OK, Results
 
 
@@ -49,7 +50,7 @@ def plot_quality_vs_steps(
             ax.fill_between(
                 band["steps"], band[low], band[high], color=style["color"], alpha=0.15 if is_highlighted else 0.05, lw=0
             )
-    drawn = _draw_references(ax, results, metric)
+    drawn = draw_references(ax, results, metric)
     ax.set_xscale("log", base=2)
     steps = sorted(pd.unique(data["steps"]))
     ax.set_xticks(steps, [str(s) for s in steps])
@@ -70,15 +71,7 @@ def plot_quality_vs_steps(
     ax.grid(alpha=0.3)
 
 
-def plain_log_axis(axis) -> None:
-    """Log-scale ticks at 1, 2, 5 x 10^k written as plain numbers (0.2, 1, 5), without minor labels:
-    mathtext labels overlap on short ranges and cost a second of parsing per figure."""
-    axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
-    axis.set_minor_formatter(ticker.NullFormatter())
-
-
-def _draw_references(ax: Axes, results: Results, metric: str) -> list[float]:
+def draw_references(ax: Axes, results: Results, metric: str) -> list[float]:
     """Horizontal lines at the floor (real data scores there, so no variant can be expected to beat
     it, and a gap to it is the room left) and at the task's references (blurred data, a uniform box:
     what a wrong answer scores). Returns the levels drawn."""
@@ -108,18 +101,19 @@ def fig_steps(ctx: Context) -> None:
         save(ctx, fig, f"steps_{safe_name(metric)}.png", f"{metric} vs number of sampling steps")
 
 
-def fig_forest(ctx: Context) -> None:
+def fig_forest(ctx: Context) -> Figure | None:
     """Every term of the full factorial per metric at the primary K, on each metric's scale."""
     effects = ctx.effects[(ctx.effects["steps"] == ctx.steps) & ~ctx.effects["kind"].isin(["anova", "simple"])]
     estimated = set(effects.loc[np.isfinite(effects["estimate"].astype(float)), "metric"])
     metrics = [m for m in main_metrics(ctx.results) if m in estimated]
     if not metrics:
-        return
-    ncols = min(3, len(metrics))
+        return None
+    ncols = 2 if len(metrics) == 4 else min(3, len(metrics))
     nrows = -(-len(metrics) // ncols)
     terms = list(pd.unique(effects["term"]))
-    fig = Figure(figsize=(3.8 * ncols + 2.5, 0.26 * len(terms) * nrows + 1.4))
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    label_width = 0.3 + 7 / 72 * 0.6 * max(len(t) for t in terms)  # the terms at 7 pt, about 0.6 em a character
+    margins = Margins(left=label_width, top=0.6, bottom=0.85, between_columns=0.2, between_rows=0.8)
+    fig, axes = panel_grid(nrows, ncols, (3.8, 0.26 * len(terms)), margins, sharey=True)
     y = np.arange(len(terms))[::-1]
     for ax, metric in zip(axes.flat, metrics):
         scale = ctx.scales.get(metric, "raw")
@@ -145,14 +139,24 @@ def fig_forest(ctx: Context) -> None:
         ax.grid(axis="x", alpha=0.3)
     for ax in axes.flat[len(metrics) :]:
         ax.set_visible(False)
-    axes[0, 0].set_yticks(y, terms, fontsize=7)
-    axes[0, 0].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(0.0, -0.12 - 0.6 / len(terms)))
-    fig.suptitle(f"Factor effects of every order at K = {ctx.steps} (95% CI over seeds)", fontsize=10)
+    axes[0, 0].set_yticks(y, terms)
+    for ax in axes[:, 0]:
+        ax.tick_params(axis="y", labelsize=7)
+    # one legend for every panel, under them all: under the first panel it ran into the next row's title
+    legend_below(fig, axes[0, 0].get_legend_handles_labels()[0], ncol=2)
+    title_above(fig, f"Factor effects of every order at K = {ctx.steps} (95% CI over seeds)")
     save(ctx, fig, "effects_forest.png", f"Effects of every order with 95% CIs at K = {ctx.steps}")
+    return fig
 
 
 def fig_interactions(ctx: Context, how_many: int = 3) -> None:
-    """The largest two-way interactions as interaction plots, with 95 % CIs over seeds."""
+    """The largest two-way interactions as interaction plots, with 95 % CIs over seeds.
+
+    On a fraction a panel's non-parallelism is its alias class's (with D = ABC, A:B's lines tilt as much
+    for C:D as for A:B), so each panel is drawn from the fraction's runs only, as its effect is (the
+    corner added outside them would tilt the one pair of means it falls in), and is titled with the
+    two-way interactions it cannot be told from: a reader sees which terms to separate with more runs
+    instead of a plain interaction that it may not be."""
     effects = ctx.primary_effects()
     column = "ratio" if ctx.scale == "log" else "estimate"
     top = effects[(effects["kind"] == "interaction") & np.isfinite(effects[column].astype(float))]
@@ -161,12 +165,15 @@ def fig_interactions(ctx: Context, how_many: int = 3) -> None:
     if top.empty:
         return
     results = ctx.results
+    fraction = is_fraction(results.design)
     data = analysis.ok_values(results)
     data = data[(data["metric"] == ctx.metric) & (data["steps"] == ctx.steps)]
+    data = data[~data["variant"].isin((results.run.get("design") or {}).get("extra_cells") or [])]
     refs, levels = results.reference_levels, results.factor_levels
     fig = Figure(figsize=(3.6 * len(top), 3.4))
     axes = fig.subplots(1, len(top), squeeze=False)[0]
-    for ax, term in zip(axes, top["term"]):
+    for ax, (_, effect) in zip(axes, top.iterrows()):
+        term = effect["term"]
         a, b = term.split(":")
         a_levels = [refs[a]] + [lv for lv in levels[a] if lv != refs[a]]
         for offset, b_level in zip((-0.04, 0.04), [refs[b]] + [lv for lv in levels[b] if lv != refs[b]]):
@@ -195,8 +202,15 @@ def fig_interactions(ctx: Context, how_many: int = 3) -> None:
         ax.set_xlim(-0.4, len(a_levels) - 0.6)
         ax.set_xlabel(a)
         ax.set_ylabel(f"{ctx.metric} at K = {ctx.steps}")
-        ax.set_title(term, fontsize=9)
-        ax.legend(fontsize=7, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.06), ncol=2)
+        if fraction:
+            # a main effect in the class would stand for it (the lowest order does): only two-way aliases remain
+            two_way = [alias for alias in str(effect["aliases"]).split(" = ") if alias.count(":") == 1]
+            aliased = f"aliased with {' and '.join(two_way)}" if two_way else "clear of other two-way terms"
+            ax.set_title(f"{term}\n{aliased}", fontsize=9)
+        else:
+            ax.set_title(term, fontsize=9)
+        above_title = 1.06 + (0.07 if fraction else 0.0)  # the legend clears a second title line
+        ax.legend(fontsize=7, frameon=False, loc="lower center", bbox_to_anchor=(0.5, above_title), ncol=2)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     average = "geometric means" if ctx.scale == "log" else "means"
@@ -204,6 +218,12 @@ def fig_interactions(ctx: Context, how_many: int = 3) -> None:
         f"Largest two-way interactions for {ctx.metric} at K = {ctx.steps} ({average} over the "
         "other factors, 95% CI over seeds; parallel lines = no interaction)"
     )
+    if fraction:
+        caption += (
+            f"; on this resolution {results.design.resolution_label} fraction the means are over its runs only "
+            "and each panel's tilt is its alias class's: its title names the two-way interactions it cannot be "
+            "told from"
+        )
     save(ctx, fig, "interactions.png", caption, tight=False)
 
 
@@ -244,31 +264,31 @@ def _legend_outside(fig: Figure, ax: Axes) -> None:
         fig.legend(handles, labels, fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
 
 
-def fig_half_normal(ctx: Context) -> None:
+def fig_half_normal(ctx: Context) -> Figure | None:
+    """|effect| against half-normal quantiles (single seed): on a log-scale metric the effects are log
+    ratios, the scale they are read on."""
     effects = ctx.primary_effects()
-    scores = analysis.half_normal_scores(effects[effects["kind"] != "anova"])
+    effects = effects[effects["kind"] != "anova"]
+    if ctx.scale == "log":
+        effects = effects.assign(estimate=np.log(effects["ratio"].astype(float)))
+    scores = analysis.half_normal_scores(effects)
     if scores.empty:
-        return
-    fig = Figure(figsize=(5, 4))
+        return None
+    fig = Figure(figsize=(5.5, 4))
     ax = fig.add_subplot()
     ax.plot(scores["quantile"], scores["abs_estimate"], "o", color="tab:blue")
     # reference line through the origin and the median point: pure noise would follow it
     slope = scores["abs_estimate"].median() / scores["quantile"].median()
     q = np.array([0, scores["quantile"].max()])
     ax.plot(q, slope * q, "--", color="0.5", lw=1, label="line through the median effect")
-    outliers = scores[scores["abs_estimate"] > 2 * slope * scores["quantile"]].tail(5)
-    for i, (_, row) in enumerate(outliers[::-1].iterrows()):
-        ax.annotate(
-            row["term"],
-            (row["quantile"], row["abs_estimate"]),
-            fontsize=7,
-            xytext=(-6, -4 - 10 * i),
-            textcoords="offset points",
-            ha="right",
-        )
+    ax.set_xlim(0, scores["quantile"].max() * 1.05)
+    ax.set_ylim(0, max(scores["abs_estimate"].max(), 1e-12) * 1.08)
+    largest = scores.tail(5)  # the labels name the largest effects that stand above the line
+    _label_points(ax, largest[largest["abs_estimate"] > 2 * slope * largest["quantile"]])
     ax.legend(fontsize=7, frameon=False, loc="upper left")
     ax.set_xlabel("half-normal quantile")
-    ax.set_ylabel(f"|effect| on {ctx.metric} at K = {ctx.steps}")
+    size = "|log ratio|" if ctx.scale == "log" else "|effect|"
+    ax.set_ylabel(f"{size} on {ctx.metric} at K = {ctx.steps}")
     ax.set_title("Half-normal plot of effects (single seed)", fontsize=10)
     ax.grid(alpha=0.3)
     save(
@@ -277,6 +297,27 @@ def fig_half_normal(ctx: Context) -> None:
         "half_normal.png",
         "Half-normal plot: effects far above the line of the small ones stand out from noise",
     )
+    return fig
+
+
+def _label_points(ax: Axes, points: pd.DataFrame, gap: float = 0.06) -> None:
+    """Name each point just left of it, at its height, largest first; a label that would overlap the one
+    above moves down and a thin line ties it to its point. Needs the axes' limits set."""
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    lowest = 1.0
+    for _, row in points.iloc[::-1].iterrows():
+        x, y = (row["quantile"] - x0) / (x1 - x0), (row["abs_estimate"] - y0) / (y1 - y0)
+        lowest = min(y, lowest - gap)
+        ax.annotate(
+            row["term"],
+            (row["quantile"], row["abs_estimate"]),
+            xytext=(x - 0.03, lowest),
+            textcoords="axes fraction",
+            fontsize=7,
+            ha="right",
+            va="center",
+            arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6, "shrinkA": 1, "shrinkB": 4},
+        )
 
 
 def fig_horizon(ctx: Context) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ablate import analysis
+from ablate.analysis.fraction import is_fraction
 from ablate.report.claims import Claims, level_text, resolved_sentences, value_text
 from ablate.report.context import (
     Context,
@@ -29,6 +30,7 @@ from ablate.report.context import (
     scale_phrase,
 )
 from ablate.results import Results
+from ablate.rounds import looks_sentence
 
 TERM_KINDS = ("main", "interaction")
 
@@ -144,12 +146,25 @@ def _interval_words(row: Mapping) -> str:
     return f"{level_text(row['ci_level'])} CI {ci_text(row['ci_low'], row['ci_high'])}"
 
 
+def _gate_passed_sentence(ctx: Context, gate: pd.DataFrame) -> str:
+    """That the testbed learned its data, with the numbers: a reader should not have to assume it."""
+    passed = gate[gate["passed"].eq(True)]
+    if passed.empty or len(passed) < len(gate):  # no gate, or one not evaluable (no such metric or cell)
+        return ""
+    who = passed["variant"].iloc[0]
+    role = "The flow baseline" if who == ctx.results.baseline_variant else "The best cell"
+    meets = " and ".join(
+        f"{r['metric']} {fmt(r['value'])} {r['op']} {fmt(r['threshold'])}" for _, r in passed.iterrows()
+    )
+    return f"{role} `{who}` passes the task's learnability gate ({meets} at K = {passed['steps'].iloc[0]})."
+
+
 def gate_sentence(ctx: Context) -> str:
-    """First words of the opening when the testbed did not learn its data (the task's gate)."""
+    """First words of the opening: whether the testbed learned its data (the task's gate)."""
     gate = analysis.learnability(ctx.results)
     failed = gate[gate["passed"].eq(False).fillna(False).astype(bool)]
     if failed.empty:
-        return ""
+        return _gate_passed_sentence(ctx, gate)
     who = failed["variant"].iloc[0]
     role = "the flow baseline" if who == ctx.results.baseline_variant else "the best cell"
     misses = "; ".join(
@@ -178,6 +193,8 @@ def opening(ctx: Context, divergence: pd.DataFrame, missing: pd.DataFrame) -> tu
     ]
     if not ctx.family.empty:
         parts.append(" " + _rule_sentence(ctx))
+        if looks_sentence(results.run):  # seeds added in rounds: the looks made and why it stopped
+            parts.append(" " + looks_sentence(results.run))
         resolved = resolved_sentences(ctx, claims)
         if resolved:
             parts.append(" Resolved: " + ". ".join(resolved) + ".")
@@ -263,7 +280,8 @@ def _balance_sentence(ctx: Context) -> str:
     complete = counts[0] == counts[1]
     seeds = terms["n_seeds"].astype(int)
     if complete.fillna(False).all() and (seeds == len(ctx.results.seeds)).all():
-        return "Every effect uses every cell of the factorial in every seed."
+        where = "run of the fraction" if is_fraction(ctx.results.design) else "cell of the factorial"
+        return f"Every effect uses every {where} in every seed."
     empty = analysis.empty_cells(ctx.results, ctx.metric, ctx.steps)
     return (
         "Not every cell finished in every seed"

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ablate import analysis
+from ablate.analysis.fraction import design_sentence
 from ablate.report.context import (
     FLOOR_LABEL,
     MAX_TABLE_ROWS,
@@ -100,6 +101,8 @@ def _effects_table(ctx: Context, kind: str = "terms") -> str:
         table["ratio 95% CI"] = [ci_text(lo, hi) for lo, hi in zip(effects["ratio_ci_low"], effects["ratio_ci_high"])]
         table["ratio Holm p"] = effects["ratio_p_holm"].to_numpy()
     table["method"] = effects["method"].to_numpy()
+    if "aliases" in effects and effects["aliases"].fillna("").astype(bool).any():
+        table["aliases"] = [f"`{a}`" if a else "" for a in effects["aliases"].fillna("")]
     return md_table(table)
 
 
@@ -221,6 +224,9 @@ levels given in `within`, added when an interaction's CI excludes no effect).
   than all when trials diverged or are missing, chosen by which trials finished, never by their values.
 - `n`: number of trial values used. A CI that covers 0 means "not detectable with these seeds", not
   "no effect": `power.csv` gives the smallest detectable effect.
+- `aliases`, `resolution`: on a fractional design, the terms whose contrast on its runs is this term's
+  (joined by ` = `; the estimate is their sum) and the design's resolution; one term per alias class has
+  a row. Empty and `full` on the full factorial.
 """
 
 
@@ -265,9 +271,11 @@ def render(
     missing_text = md_table(missing.astype(str)) if len(missing) else "None: every expected trial is present."
     simple = ctx.primary_effects()
     simple = simple[simple["kind"] == "simple"]
+    design = design_sentence(results.design)
     sections = [
         f"# Ablation report: {results.name}",
         answer,
+        *([design] if design else []),
         _levels_section(ctx),
         f"## The opening's tests: {ctx.metric} at K = {ctx.steps}",
         "From `family.csv`: every pre-specified test and every follow-up that received alpha, with the "
@@ -299,7 +307,12 @@ def render(
         f"## Each toggle within each combination of the others: {ctx.metric} at K = {ctx.steps}",
         "From `strata.csv` (exploratory: seed-paired 95% CIs; Holm over the strata of each toggle): where "
         "a toggle helps and where it hurts."
-        "\n\n" + _strata_table(ctx),
+        + (
+            "\n\n" + _strata_table(ctx)
+            if len(ctx.primary(ctx.strata)) or not design
+            else " On this fraction a toggle has no run at both levels within fixed levels of the other "
+            "toggles, and no factor is crossed in full with it: there are no strata."
+        ),
         f"## What these seeds can resolve: {ctx.metric} at K = {ctx.steps}",
         "From `power.csv`: per term, `mde` is the smallest effect (in effects.csv units; on the log scale "
         "the log of the ratio) that the opening's rule resolves with 80% power: the term's seed-paired "
@@ -340,7 +353,7 @@ def _latex(text: str) -> str:
 
 def effects_latex(ctx: Context) -> str:
     """effects.tex: the primary metric's factor effects at the primary K as a booktabs table
-    (every term of the full factorial; ratios on a log-scale metric), ready for \\input{}."""
+    (every estimable term of the design; ratios on a log-scale metric), ready for \\input{}."""
     effects = ctx.primary_effects()
     effects = effects[effects["kind"].map(is_term)]
     log = ctx.scale == "log"

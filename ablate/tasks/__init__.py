@@ -106,7 +106,7 @@ class Task(Protocol):
     # take sqrt(p (1 - p) / n) as the measurement noise of one value and keep intervals inside [0, 1].
     share_metrics: dict[str, int]
     # Conditions (`gate_condition`) the flow baseline must meet for the testbed's verdicts to mean anything
-    # (README, "Learnability"); the report evaluates them with `ablate.analysis.learnability`.
+    # (docs/learnability.md); the report evaluates them with `ablate.analysis.learnability`.
     learnability_gate: list[dict]
 
     def batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:

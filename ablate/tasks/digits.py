@@ -155,8 +155,8 @@ class DigitsTask:
     # distances in the classifier's features change by factors; the class entropy is a score in [0, 1]
     metric_scales = {"fd": "log", "kid": "log", "class_entropy": "raw"}
     metric_scales |= {f"{name}_floor": scale for name, scale in metric_scales.items()}
-    # The flow baseline at K = k_max must come within 2x of what held-out real digits score (README,
-    # "Learnability"; benchmarks/learnability.py).
+    # The flow baseline at K = k_max must come within 2x of what held-out real digits score
+    # (docs/learnability.md; benchmarks/learnability.py).
     learnability_gate = [gate_condition("fd", "<=", relative_to="fd_floor", factor=2.0)]
     max_samples = 256
 

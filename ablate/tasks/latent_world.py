@@ -18,7 +18,7 @@ Defaults (modes 3, radius 0.3, jitter 0.05, rho 0) were chosen by two measuremen
 (`exact_flow_validity`, benchmarks/latent_exact_flow.py) must be poor at K = 4 and nearly perfect at K = 64:
 0.39 and 0.99 here; a larger jitter makes K = 4 easier (0.52 at jitter 0.06), a smaller one is learned
 worse (flow baseline, rho = 0, 4,000 steps: 0.25 at jitter 0.03 and radius 0.25, 0.76 at 0.05 and 0.35).
-The flow baseline must learn the world in the default budget (README, "latent world"): at 12,000 steps of
+The flow baseline must learn the world in the default budget (docs/measured.md, "The latent world"): at 12,000 steps of
 batch 64 it reaches 0.91 at K = 64 with rho = 0, but 0.74 with rho = 0.25 (radius 0.35) and 0.2 with
 rho = 0.9: what it does not learn in the budget is where the next frame is relative to the previous one to
 the jitter's precision (median error of its tau = 0 prediction 0.038 at rho = 0.25, 0.011 at rho = 0), so
@@ -49,7 +49,7 @@ from ablate.tasks.sequence import MOVES, N_ACTIONS, NO_ACTION, DynamicsModel
 from ablate.tasks.world_model import context_level, outcome_tv, rollout
 
 LATENT = 2
-# 0.9x the exact flow's one-step validity at K = 64 in the default world (0.989): README, "Learnability"
+# 0.9x the exact flow's one-step validity at K = 64 in the default world (0.989): docs/learnability.md
 DEFAULT_WORLD_GATE = 0.89
 GATE_STEPS = 64
 VALID_RADIUS = 3.0  # in units of the jitter

@@ -245,7 +245,7 @@ class SequenceTask:
         """The task's declarations (ablate.tasks.Task) for these task params, without building it. The MSE
         changes by factors (log); validity is a share of the n_eval x horizon generated frames (of n_eval
         per horizon step), `mode_tv` a TV in [0, 1] over the same frames. No learnability gate: nothing
-        trained on this world has been measured against its exact flow yet (README, "sequence world")."""
+        trained on this world has been measured against its exact flow yet (docs/measured.md, "The sequence world")."""
         steps = range(1, horizon + 1)
         scales = {"pos_acc": "raw", "frame_mse": "log", "mode_tv": "raw", "mode_tv_floor": "raw"}
         scales |= {f"pos_acc_h{h}": "raw" for h in steps} | {f"frame_mse_h{h}": "log" for h in steps}

@@ -234,7 +234,7 @@ class Toy2DTask:
     }
     metric_scales = {name + suffix: scale for name, scale in METRIC_SCALES.items() for suffix in SUFFIXES}
     # The flow baseline at K = k_max must put 90 % of its samples in the support and hit the regions in
-    # about the data's shares (README, "Learnability"; benchmarks/learnability.py).
+    # about the data's shares (docs/learnability.md; benchmarks/learnability.py).
     learnability_gate = [gate_condition("precision", ">=", 0.9), gate_condition("coverage", ">=", 0.9)]
     max_samples = 2000
 
@@ -251,7 +251,7 @@ class Toy2DTask:
         """Datasets: checkerboard, 8gaussians, moons, spiral. `hidden`/`depth`: width and residual blocks of the MLP;
         `layer_norm`, `fourier` (Fourier features of the input, 0 for none) and `precondition` (EDM's c_skip and
         c_out around the network): see ablate.tasks.models.ResidualMLP. Without the last two the flow baseline
-        did not draw the checkerboard's squares in 3000-20000 steps (see README, "Learnability").
+        did not draw the checkerboard's squares in 3000-20000 steps (see docs/learnability.md).
 
         `n_eval` points per K (at most 2000 are kept as samples). Exact W2 costs ~0.2 s at 1000 points and
         ~1 s at 2000 (network simplex, roughly cubic), so 2000 lowers the noise floor (W2 ~0.2 -> ~0.12) at

@@ -69,14 +69,6 @@ TOP_LEVEL_DOCS = {
     "...}}, {wandb: {project: ..., mode: offline}}]`, each an extra (`pip install 'ablate[mlflow]'`).",
 }
 
-# Fields of ablate/config.py's sections whose line carries no comment; a field with neither fails the build.
-FIELD_DOCS = {
-    ("TrainConfig", "steps"): "training steps of every trial",
-    ("TrainConfig", "batch_size"): "rows per training batch",
-    ("TrainConfig", "lr_final"): "the learning rate the cosine decay ends at",
-    ("EvalConfig", "seed"): "seed of the evaluation noise, the same for every trial and K",
-}
-
 
 def _yaml(value) -> str:
     """A default as it is written in an experiment file."""
@@ -156,7 +148,7 @@ def dataclass_table(cls: type, strict: bool = True) -> str:
     comments, allowed = field_comments(cls), allowed_values()
     rows = ["| key | type | default | what |", "|---|---|---|---|"]
     for f in dataclasses.fields(cls):
-        what = comments.get(f.name) or FIELD_DOCS.get((cls.__name__, f.name), "")
+        what = comments.get(f.name, "")
         if f.name in TOGGLES and cls.__name__ == "ObjectiveConfig":
             what = (what + "; " if what else "") + "a toggle, see [the four toggles](../concepts.md#the-four-toggles)"
         levels = allowed.get((cls, f.name))

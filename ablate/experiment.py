@@ -29,14 +29,13 @@ from ablate.config import (
     suggest,
 )
 from ablate.design import Design, parse_design
+from ablate.experiment_checks import check_cell, check_task
 from ablate.families import BASELINE_FAMILY, family_spec, load_family
-from ablate.objective import ShortcutForcing
 from ablate.packing import pack_key
 from ablate.presets import PRESETS
 from ablate.rounds import SeedRounds, parse_seed_rounds
-from ablate.tasks import BUILTIN_TASKS, check_model_levels, declarations, make_task, model_arguments, model_levels
+from ablate.tasks import BUILTIN_TASKS
 from ablate.trackers import parse_loggers
-from ablate.trial import build_objective
 from ablate.variants import TOGGLES
 
 TOP_LEVEL = (
@@ -290,7 +289,7 @@ def parse_experiment(raw, source: Path | None = None) -> Experiment:
         "max_failures": number("max_failures", raw.get("max_failures", 2), integer=True, minimum=0),
     }
     trials = _expand(spec, base, factors, design)
-    task = _check_task(spec, trials)
+    task = check_task(spec, trials)
     if rounds is not None:
         spec["seeds"] = rounds.spec()  # the plan, as experiment.json keeps it and --resume compares it
     parsed = (name, source, spec, factors, reference, trials, resources, max_concurrent, task, design, design_given)
@@ -385,7 +384,7 @@ def _expand(spec: dict, base: TrialConfig, factors: dict, design: Design) -> lis
     for levels, baseline in cells:
         config = _cell_config(base, levels, baseline)
         label = cell_label(config, levels)
-        _check_cell(config, label)
+        check_cell(config, label)
         for seed in spec["seeds"]:
             trial_id = re.sub(r"[^A-Za-z0-9_.=-]+", "-", f"{label}__seed{seed}")
             trials.append(TrialSpec(trial_id, label, levels, seed, dataclasses.replace(config, seed=seed)))
@@ -406,56 +405,3 @@ def cell_label(config: TrialConfig, levels: dict) -> str:
     ``preset``, which names the cell itself)."""
     extras = "".join(f",{name}={level}" for name, level in levels.items() if name not in TOGGLES and name != "preset")
     return load_family(config.objective.family).cell_label(config.objective) + extras
-
-
-def _check_cell(config: TrialConfig, label: str) -> None:
-    """Build the cell's objective and check eval steps: impossible values fail before anything runs."""
-    try:
-        objective: ShortcutForcing = build_objective(config.objective)
-    except ValueError as error:
-        raise ExperimentError(f"cell {label}: {error}") from None
-    if config.eval.steps is not None:
-        for k in config.eval.steps:
-            if k not in objective.step_counts:
-                raise ExperimentError(
-                    f"eval.steps: {k!r} is not a power of two <= k_max="
-                    f"{objective.k_max}; allowed: {list(objective.step_counts)}"
-                )
-
-
-def _check_task(spec: dict, trials: list[TrialSpec]) -> dict:
-    """Build the task once per task-param combination, so a bad param fails now, not in a trial, and call
-    its model at the step sizes its trials use, once per set of them and what its factory is told
-    (`check_model_levels`), so a model that cannot take a level fails now too; return what the report
-    needs of the task (from the first combination)."""
-    tasks, checked = {}, set()
-    for config in (trial.config for trial in trials):
-        params = repr(config.task_params)
-        if params not in tasks:
-            try:
-                tasks[params] = make_task(spec["task"], config.task_params)
-            except ValueError as error:
-                raise ExperimentError(f"task_params: {error}") from None
-            except Exception as error:  # a user's task may raise anything: still one line, before any trial
-                what = f"{type(error).__name__}: {error}"
-                raise ExperimentError(f"task: building {spec['task']!r} failed: {what}") from None
-        task, objective = tasks[params], build_objective(config.objective)
-        steps = model_levels(objective, config.eval.steps or objective.step_counts)
-        key = (params, repr(model_arguments(task, config.objective)), steps)
-        if key not in checked:
-            checked.add(key)
-            try:
-                check_model_levels(task, spec["task"], config.objective, objective, steps)
-            except ValueError as error:
-                raise ExperimentError(str(error)) from None
-    first = next(iter(tasks.values()))
-    try:
-        declared = declarations(first)
-    except ValueError as error:
-        raise ExperimentError(f"task {spec['task']!r}: {error}") from None
-    return {
-        "sample_format": first.sample_format,
-        "primary_metric": first.primary_metric,
-        "metric_directions": dict(first.metric_directions),
-        **declared._asdict(),
-    }

@@ -93,7 +93,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import sequential_simulation as sim  # noqa: E402
 from claims_simulation import STEPS, cells, coded, results_of  # noqa: E402
 
-from ablate.analysis.family import RELEVANT_CHANGE, _graph, build_family  # noqa: E402
+from ablate.analysis.family import RELEVANT_CHANGE, build_family, family_graph  # noqa: E402
 from ablate.analysis.sequential import sequential_family, stop_decision  # noqa: E402
 from ablate.variants import TOGGLES  # noqa: E402
 
@@ -164,7 +164,7 @@ def grid_of(design: object) -> Grid:
     values = np.vstack([sim.BASE + np.eye(n), np.full((1, n), sim.BASE)])
     family = build_family(_results(values, design, grid_cells), "m", STEPS[0])
     hypotheses = family.hypotheses
-    weights, transitions = _graph(hypotheses)
+    weights, transitions = family_graph(hypotheses)
     factorial = np.zeros(n, bool)
     factorial[0 : 2 * len(grid_cells) : 2] = True
     linear = sim.LinearFamily(

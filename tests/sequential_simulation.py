@@ -23,7 +23,7 @@ from claims_simulation import CELLS, STEPS, results_of, true_means
 from scipy import stats
 
 from ablate.analysis.boundaries import GroupSequentialTest
-from ablate.analysis.family import ALPHA, RELEVANT_CHANGE, _graph, build_family
+from ablate.analysis.family import ALPHA, RELEVANT_CHANGE, build_family, family_graph
 from ablate.analysis.inference import CONFIDENCE
 from ablate.analysis.sequential import ONE_SIDED_KINDS
 
@@ -60,7 +60,7 @@ def linear_family() -> LinearFamily:
     family = build_family(study_results(values), "m", STEPS[0])
     rows = [h.contrast.per_seed[:-1] - h.contrast.per_seed[-1] for h in family.hypotheses]
     hypotheses = family.hypotheses
-    weights, transitions = _graph(hypotheses)
+    weights, transitions = family_graph(hypotheses)
     factorial = np.zeros(VALUES, bool)
     factorial[0 : 2 * len(CELLS) : 2] = True
     return LinearFamily(

@@ -148,7 +148,7 @@ def _method(contrast: Contrast) -> str:
     return f"paired t over {interval.n} seeds"
 
 
-def _margin(grid: Grid, scale: str) -> float:
+def equivalence_margin(grid: Grid, scale: str) -> float:
     if scale == "log":
         return math.log1p(RELEVANT_CHANGE)
     finite = grid.values[np.isfinite(grid.values)]
@@ -244,13 +244,13 @@ def build_family(results: Results, metric: str, steps: int, grids: dict | None =
     hypotheses += _pairs(results, metric, steps, scale, direction)
     if grid is not None and follows_up_interactions(design):
         levels = ordered_levels(results, factors)
-        margin = _margin(grid, scale)
+        margin = equivalence_margin(grid, scale)
         for parent, h in enumerate(list(hypotheses)):
             if h.kind == "interaction":
                 h.children = _follow_ups(grid, h.term.split(":"), levels, scale, margin, parent, hypotheses)
     if not hypotheses:
         return Family(metric, steps, scale, direction, [], [], [], [])
-    weights, transitions = _graph(hypotheses)
+    weights, transitions = family_graph(hypotheses)
     outcome = graphical_test([h.p_value for h in hypotheses], weights, transitions, ALPHA)
     return Family(metric, steps, scale, direction, hypotheses, outcome.adjusted, outcome.rejected, outcome.level)
 
@@ -283,7 +283,7 @@ def _follow_ups(grid, pair, levels, scale, margin, parent, hypotheses) -> list[i
     return list(range(start, len(hypotheses)))
 
 
-def _graph(hypotheses: Sequence[Hypothesis]) -> tuple[list[float], list[list[float]]]:
+def family_graph(hypotheses: Sequence[Hypothesis]) -> tuple[list[float], list[list[float]]]:
     """Initial weights and transitions (see the module docstring)."""
     m = len(hypotheses)
     primary = [i for i, h in enumerate(hypotheses) if h.primary]

@@ -47,9 +47,9 @@ from ablate.analysis.family import (
     RELEVANT_CHANGE,
     Family,
     Hypothesis,
-    _graph,
-    _margin,
     build_family,
+    equivalence_margin,
+    family_graph,
     family_table,
 )
 from ablate.analysis.inference import GraphResult, graphical_test
@@ -155,7 +155,7 @@ def sequential_family(
         grids = metric_grids(at)
         families.append(build_family(at, metric, steps, grids))
         grid = grids.get((metric, steps))
-        margins.append(_margin(grid, families[-1].scale) if grid is not None else math.nan)
+        margins.append(equivalence_margin(grid, families[-1].scale) if grid is not None else math.nan)
     hypotheses = families[-1].hypotheses
     keys = [hypothesis_key(h) for h in hypotheses]
     at_look = []
@@ -178,7 +178,7 @@ def sequential_family(
         tested_looks.append([k for k, _ in tested])
         if tested:
             stage[i, tested_looks[-1]] = test.stage_p(np.array([x.p_value for _, x in tested]))
-    weights, transitions = _graph(hypotheses) if hypotheses else ([], [])
+    weights, transitions = family_graph(hypotheses) if hypotheses else ([], [])
     so_far = np.minimum.accumulate(stage, axis=1) if len(hypotheses) else stage
     outcomes = [graphical_test(list(so_far[:, k]), weights, transitions, ALPHA) for k in range(len(looks))]
     return SequentialFamily(families, margins, hypotheses, at_look, tests, tested_looks, stage, outcomes)

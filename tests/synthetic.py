@@ -290,3 +290,19 @@ def make_synthetic_results(
         run_info,
     )
     return pd.DataFrame(truth)
+
+
+def drawn_trials(variants, seeds, rng: np.random.Generator, p_missing: float, p_diverge: float, expected, trial_rows):
+    """The trials of a drawn results folder (the hypothesis properties): each (variant, levels) x seed is
+    expected, some are missing, some diverged. Fills ``expected`` and ``trial_rows`` and yields each
+    recorded trial's identity columns, levels and status, so the caller adds its metric rows from the same
+    ``rng`` in the same order."""
+    for t, ((variant, levels), seed) in enumerate(itertools.product(variants, seeds)):
+        trial_id = f"trial_{t:04d}"
+        expected.append({"trial_id": trial_id, "variant": variant, **levels, "seed": seed})
+        if rng.random() < p_missing:
+            continue
+        status = DIVERGED if rng.random() < p_diverge else OK
+        ident = {"trial_id": trial_id, "variant": variant, **levels, "seed": seed, "status": status}
+        trial_rows.append({**ident, "diverged_step": 100 if status == DIVERGED else None})
+        yield ident, levels, status

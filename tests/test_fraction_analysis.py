@@ -21,7 +21,7 @@ import pytest
 from claims_simulation import draw, false_claims, true_means, truth
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from synthetic import make_synthetic_results, variant_label
+from synthetic import drawn_trials, make_synthetic_results, variant_label
 
 from ablate import analysis
 from ablate.analysis.family import ALPHA, build_family, family_table
@@ -30,7 +30,7 @@ from ablate.analysis.grid import Grid, level_test, term_contrast
 from ablate.design import parse_design
 from ablate.report import write_report
 from ablate.report.context import fmt
-from ablate.results import CURVES_COLUMNS, DIVERGED, OK, TRIALS_COLUMNS, load, write_tables
+from ablate.results import CURVES_COLUMNS, DIVERGED, TRIALS_COLUMNS, load, write_tables
 from ablate.variants import TOGGLES
 
 A, B, C, D = TOGGLES  # tau_sampling, bootstrap_space, half_step, tau2_weight: D = ABC in the half fraction
@@ -298,14 +298,7 @@ def fractions(draw_):
     if draw_(st.booleans()):
         variants.append(("flow", dict.fromkeys(names)))
     metric_rows, trial_rows, expected = [], [], []
-    for t, ((variant, levels), seed) in enumerate(itertools.product(variants, seeds)):
-        trial_id = f"trial_{t:04d}"
-        expected.append({"trial_id": trial_id, "variant": variant, **levels, "seed": seed})
-        if rng.random() < p_missing:
-            continue
-        status = DIVERGED if rng.random() < p_diverge else OK
-        ident = {"trial_id": trial_id, "variant": variant, **levels, "seed": seed, "status": status}
-        trial_rows.append({**ident, "diverged_step": 100 if status == DIVERGED else None})
+    for ident, levels, status in drawn_trials(variants, seeds, rng, p_missing, p_diverge, expected, trial_rows):
         coded = {name: 1 if level == "l0" else -1 for name, level in levels.items() if level is not None}
         shift = sum(e / 2 * np.prod([coded[f] for f in term]) for term, e in effects.items()) if coded else 0.0
         value = np.nan if status == DIVERGED else float(np.exp(rng.normal(shift, 0.05)))

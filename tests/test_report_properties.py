@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from synthetic import drawn_trials
 
 from ablate.report import write_report
 from ablate.report.context import fmt
-from ablate.results import CURVES_COLUMNS, DIVERGED, OK, TRIALS_COLUMNS, write_tables
+from ablate.results import CURVES_COLUMNS, DIVERGED, TRIALS_COLUMNS, write_tables
 
 METRICS = {"share": "max", "loss": "min", "flat": "min", "zeroes": "min"}
 
@@ -50,14 +51,7 @@ def folders(draw):
     if baseline:
         variants.append(("flow", dict.fromkeys(names)))
     metric_rows, trial_rows, expected = [], [], []
-    for t, ((variant, levels), seed) in enumerate(itertools.product(variants, seeds)):
-        trial_id = f"trial_{t:04d}"
-        expected.append({"trial_id": trial_id, "variant": variant, **levels, "seed": seed})
-        if rng.random() < p_missing:
-            continue
-        status = DIVERGED if rng.random() < p_diverge else OK
-        ident = {"trial_id": trial_id, "variant": variant, **levels, "seed": seed, "status": status}
-        trial_rows.append({**ident, "diverged_step": 100 if status == DIVERGED else None})
+    for ident, levels, status in drawn_trials(variants, seeds, rng, p_missing, p_diverge, expected, trial_rows):
         shift = effect * (levels.get("f0") == "l0")
         for k in steps:
             values = {
